@@ -1,0 +1,201 @@
+//! Connecting to etcd and talking to it: endpoint probing with TLS and
+//! authentication, and the range/txn calls the FDW makes.  Async, with no
+//! runtime of its own: the PostgreSQL layer drives these futures on its
+//! per-backend runtime (and the benchmark's raw client on its own).
+
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use tonic::transport::Endpoint;
+
+use crate::options::ServerOptions;
+
+/// What went wrong talking to etcd.  The PostgreSQL layer maps each kind to
+/// a SQLSTATE; messages never contain a password.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("could not connect to etcd at {endpoints}: {detail}")]
+    Connect { endpoints: String, detail: String },
+    #[error("could not read {option} file \"{path}\": {detail}")]
+    TlsFile {
+        option: &'static str,
+        path: String,
+        detail: String,
+    },
+    #[error("etcd authentication failed for user \"{user}\" at {endpoints}: {detail}")]
+    Auth {
+        user: String,
+        endpoints: String,
+        detail: String,
+    },
+    #[error("etcd request timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("etcd request failed: {message}")]
+    Status { code: tonic::Code, message: String },
+    #[error("etcd request failed: {0}")]
+    Other(String),
+}
+
+impl EtcdError {
+    /// Whether the connection itself is suspect (drop it from the cache).
+    pub fn breaks_connection(&self) -> bool {
+        match self {
+            EtcdError::Connect { .. } | EtcdError::Timeout(_) | EtcdError::Other(_) => true,
+            EtcdError::Status { code, message } => {
+                matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown)
+                    || message.contains("invalid auth token")
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether an idempotent request may be retried once on a new connection.
+    pub fn retryable(&self) -> bool {
+        match self {
+            EtcdError::Status { code, message } => {
+                *code == tonic::Code::Unavailable || message.contains("invalid auth token")
+            }
+            EtcdError::Other(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Full cause chain of an error, `a: b: c`, without repeats.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let m = s.to_string();
+        if !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(e: etcd_client::Error) -> Self {
+        match e {
+            etcd_client::Error::GRpcStatus(s) => EtcdError::Status {
+                code: s.code(),
+                message: s.message().to_string(),
+            },
+            other => EtcdError::Other(error_chain(&other)),
+        }
+    }
+}
+
+fn read_file(option: &'static str, path: &str) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|e| EtcdError::TlsFile {
+        option,
+        path: path.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// The TLS settings the `ssl_*` options describe, if any.
+pub fn tls_config(opts: &ServerOptions) -> Result<Option<TlsOptions>, EtcdError> {
+    let any_https = opts.endpoints.iter().any(|e| e.tls == Some(true));
+    if !opts.tls_configured() && !any_https {
+        return Ok(None);
+    }
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &opts.ssl_ca {
+        tls = tls.ca_certificate(Certificate::from_pem(read_file("ssl_ca", ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&opts.ssl_cert, &opts.ssl_key) {
+        let cert = read_file("ssl_cert", cert)?;
+        let key = read_file("ssl_key", key)?;
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(name) = &opts.ssl_servername {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(Some(tls))
+}
+
+/// Open a connection: try each endpoint in turn, keep the first that
+/// completes TCP, TLS and HTTP/2 set-up within `connect_timeout`, then
+/// authenticate if a user is configured.  A dead member is skipped; when
+/// every member fails, the error lists each one's reason.
+pub async fn connect(opts: &ServerOptions) -> Result<Client, EtcdError> {
+    let tls = tls_config(opts)?;
+    let mut failures = Vec::new();
+    let mut channel = None;
+    for ep in &opts.endpoints {
+        let url = ep.url(tls.is_some());
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| EtcdError::Connect {
+                endpoints: ep.to_string(),
+                detail: error_chain(&e),
+            })?
+            .connect_timeout(opts.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if let Some(tls) = &tls {
+            if url.starts_with("https://") {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|e| EtcdError::Connect {
+                    endpoints: ep.to_string(),
+                    detail: error_chain(&e),
+                })?;
+            }
+        }
+        match tokio::time::timeout(opts.connect_timeout, endpoint.connect()).await {
+            Ok(Ok(ch)) => {
+                channel = Some(ch);
+                break;
+            }
+            Ok(Err(e)) => failures.push(format!("{ep}: {}", error_chain(&e))),
+            Err(_) => failures.push(format!(
+                "{ep}: timed out after {:?} (connect_timeout)",
+                opts.connect_timeout
+            )),
+        }
+    }
+    let Some(channel) = channel else {
+        return Err(EtcdError::Connect {
+            endpoints: opts.endpoints_display(),
+            detail: failures.join("; "),
+        });
+    };
+    let mut copts = ConnectOptions::new();
+    if let Some(user) = &opts.username {
+        copts = copts.with_user(user.clone(), opts.password.clone().unwrap_or_default());
+    }
+    let connecting = Client::from_channel(etcd_client::Channel::Tonic(channel), Some(copts));
+    match tokio::time::timeout(opts.connect_timeout, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => {
+            let e = EtcdError::from(e);
+            match (&opts.username, e) {
+                (Some(user), EtcdError::Status { message, .. }) => Err(EtcdError::Auth {
+                    user: user.clone(),
+                    endpoints: opts.endpoints_display(),
+                    detail: message,
+                }),
+                (_, e) => Err(e),
+            }
+        }
+        Err(_) => Err(EtcdError::Connect {
+            endpoints: opts.endpoints_display(),
+            detail: format!(
+                "authentication timed out after {:?} (connect_timeout)",
+                opts.connect_timeout
+            ),
+        }),
+    }
+}
+
+/// Run one request future under `request_timeout`.
+pub async fn with_timeout<T, F>(timeout: Duration, fut: F) -> Result<T, EtcdError>
+where
+    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r.map_err(EtcdError::from),
+        Err(_) => Err(EtcdError::Timeout(timeout)),
+    }
+}

@@ -1,0 +1,16 @@
+//! PostgreSQL-independent core of etcd_fdw.
+//!
+//! * [`options`]: option names, parsing and DDL-time validation;
+//! * [`keyrange`]: key range algebra (prefixes, comparisons, IN lists);
+//! * [`scan`]: turning a planned scan into paged etcd range requests;
+//! * [`client`]: connecting (TLS, auth, endpoint failover) and errors.
+//!
+//! Everything here is covered by `cargo test -p etcd_fdw_core` without any
+//! server.
+
+pub mod client;
+pub mod keyrange;
+pub mod options;
+pub mod scan;
+
+pub use etcd_client;

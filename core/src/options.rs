@@ -1,0 +1,702 @@
+//! Option names, parsing and validation for every object etcd_fdw accepts
+//! options on.  The PostgreSQL validator and the executor both call into
+//! here, so an option means the same thing at DDL time and at run time.
+
+use std::time::Duration;
+
+use crate::keyrange::{KeyRange, KeySet};
+
+/// Where an option list was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionContext {
+    Wrapper,
+    Server,
+    UserMapping,
+    Table,
+    Column,
+}
+
+impl OptionContext {
+    pub fn valid_options(self) -> &'static [&'static str] {
+        match self {
+            OptionContext::Wrapper => &[],
+            OptionContext::Server => &[
+                "connstr",
+                "ssl_key",
+                "ssl_cert",
+                "ssl_ca",
+                "ssl_servername",
+                "username",
+                "password",
+                "connect_timeout",
+                "request_timeout",
+                "fetch_size",
+                "batch_size",
+            ],
+            OptionContext::UserMapping => &["username", "password"],
+            OptionContext::Table => &[
+                "rowid_column",
+                "prefix",
+                "keys_only",
+                "revision",
+                "key",
+                "range_end",
+                "consistency",
+                "fetch_size",
+                "batch_size",
+            ],
+            OptionContext::Column => &[],
+        }
+    }
+
+    pub fn object_name(self) -> &'static str {
+        match self {
+            OptionContext::Wrapper => "foreign-data wrapper",
+            OptionContext::Server => "server",
+            OptionContext::UserMapping => "user mapping",
+            OptionContext::Table => "foreign table",
+            OptionContext::Column => "column",
+        }
+    }
+}
+
+/// Why an option list was refused.  The PostgreSQL layer maps each kind to
+/// its SQLSTATE.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("invalid option \"{name}\"")]
+    Unknown {
+        name: String,
+        context: OptionContext,
+    },
+    #[error("invalid value for option \"{name}\": \"{value}\"")]
+    InvalidValue {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("option \"{name}\" is required for an etcd_fdw {object}")]
+    Missing {
+        name: &'static str,
+        object: &'static str,
+    },
+    #[error("option \"{0}\" cannot be combined with option \"{1}\"")]
+    Conflict(&'static str, &'static str),
+    #[error("option \"{0}\" requires option \"{1}\"")]
+    Requires(&'static str, &'static str),
+    #[error("option \"{0}\" is specified more than once")]
+    Duplicate(String),
+}
+
+impl OptionError {
+    /// The hint listing accepted values or names, like postgres_fdw does.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            OptionError::Unknown { context, .. } => {
+                let valid = context.valid_options();
+                Some(if valid.is_empty() {
+                    format!(
+                        "There are no valid options in this context ({}).",
+                        context.object_name()
+                    )
+                } else {
+                    format!("Valid options in this context are: {}", valid.join(", "))
+                })
+            }
+            OptionError::InvalidValue { expected, .. } => Some(format!("Expected {expected}.")),
+            _ => None,
+        }
+    }
+}
+
+/// Read consistency of range requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Serializable,
+}
+
+impl Consistency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Serializable => "serializable",
+        }
+    }
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Keys per range request of a scan; see the README's performance section.
+pub const DEFAULT_FETCH_SIZE: u32 = 1000;
+/// Operations per etcd transaction of a batched write.  etcd's default
+/// `--max-txn-ops` is 128.
+pub const DEFAULT_BATCH_SIZE: u32 = 128;
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, OptionError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" | "t" | "y" => Ok(true),
+        "false" | "off" | "no" | "0" | "f" | "n" => Ok(false),
+        _ => Err(OptionError::InvalidValue {
+            name,
+            value: value.to_string(),
+            expected: "a boolean (true or false)",
+        }),
+    }
+}
+
+fn parse_int(
+    name: &'static str,
+    value: &str,
+    min: i64,
+    max: i64,
+    expected: &'static str,
+) -> Result<i64, OptionError> {
+    match value.trim().parse::<i64>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(OptionError::InvalidValue {
+            name,
+            value: value.to_string(),
+            expected,
+        }),
+    }
+}
+
+fn parse_seconds(name: &'static str, value: &str) -> Result<Duration, OptionError> {
+    let expected = "a positive number of seconds";
+    match value.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 * 365.0 => {
+            Ok(Duration::from_secs_f64(v))
+        }
+        _ => Err(OptionError::InvalidValue {
+            name,
+            value: value.to_string(),
+            expected,
+        }),
+    }
+}
+
+fn parse_fetch_size(value: &str) -> Result<u32, OptionError> {
+    parse_int(
+        "fetch_size",
+        value,
+        1,
+        1_000_000,
+        "an integer between 1 and 1000000",
+    )
+    .map(|v| v as u32)
+}
+
+fn parse_batch_size(value: &str) -> Result<u32, OptionError> {
+    parse_int(
+        "batch_size",
+        value,
+        1,
+        10_000,
+        "an integer between 1 and 10000",
+    )
+    .map(|v| v as u32)
+}
+
+fn parse_consistency(value: &str) -> Result<Consistency, OptionError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "l" | "linearizable" => Ok(Consistency::Linearizable),
+        "s" | "serializable" => Ok(Consistency::Serializable),
+        _ => Err(OptionError::InvalidValue {
+            name: "consistency",
+            value: value.to_string(),
+            expected: "l, s, linearizable or serializable",
+        }),
+    }
+}
+
+/// One etcd endpoint of a `connstr`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EtcdEndpoint {
+    /// `host:port` as written (without scheme).
+    pub authority: String,
+    /// `Some(true)` for an explicit `https://`, `Some(false)` for `http://`.
+    pub tls: Option<bool>,
+}
+
+impl EtcdEndpoint {
+    /// The URL to dial, given whether TLS is configured by `ssl_*` options.
+    pub fn url(&self, tls_configured: bool) -> String {
+        let tls = self.tls.unwrap_or(tls_configured);
+        format!(
+            "{}://{}",
+            if tls { "https" } else { "http" },
+            self.authority
+        )
+    }
+}
+
+impl std::fmt::Display for EtcdEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.tls {
+            Some(true) => write!(f, "https://{}", self.authority),
+            Some(false) => write!(f, "http://{}", self.authority),
+            None => f.write_str(&self.authority),
+        }
+    }
+}
+
+pub fn parse_connstr(value: &str) -> Result<Vec<EtcdEndpoint>, OptionError> {
+    let invalid = || OptionError::InvalidValue {
+        name: "connstr",
+        value: value.to_string(),
+        expected: "a comma-separated list of host:port endpoints, optionally with http:// or https://",
+    };
+    let mut out = Vec::new();
+    for part in value.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(invalid());
+        }
+        let (tls, rest) = if let Some(r) = part.strip_prefix("https://") {
+            (Some(true), r)
+        } else if let Some(r) = part.strip_prefix("http://") {
+            (Some(false), r)
+        } else if part.contains("://") {
+            return Err(invalid());
+        } else {
+            (None, part)
+        };
+        let rest = rest.trim_end_matches('/');
+        // host:port, with IPv6 hosts in brackets.
+        let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+        if host.is_empty()
+            || host.contains('/')
+            || host.contains('@')
+            || port.parse::<u16>().map(|p| p == 0).unwrap_or(true)
+        {
+            return Err(invalid());
+        }
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(invalid());
+        }
+        out.push(EtcdEndpoint {
+            authority: rest.to_string(),
+            tls,
+        });
+    }
+    Ok(out)
+}
+
+/// Options of a server, merged with the current user's mapping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerOptions {
+    pub endpoints: Vec<EtcdEndpoint>,
+    pub ssl_key: Option<String>,
+    pub ssl_cert: Option<String>,
+    pub ssl_ca: Option<String>,
+    pub ssl_servername: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub fetch_size: Option<u32>,
+    pub batch_size: Option<u32>,
+}
+
+impl ServerOptions {
+    pub fn tls_configured(&self) -> bool {
+        self.ssl_ca.is_some() || self.ssl_cert.is_some() || self.ssl_servername.is_some()
+    }
+
+    /// The endpoints as written, for messages.
+    pub fn endpoints_display(&self) -> String {
+        self.endpoints
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Options of a foreign table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableOptions {
+    pub rowid_column: String,
+    pub prefix: Option<Vec<u8>>,
+    pub keys_only: bool,
+    pub revision: i64,
+    pub key: Option<Vec<u8>>,
+    pub range_end: Option<Vec<u8>>,
+    pub consistency: Consistency,
+    pub fetch_size: Option<u32>,
+    pub batch_size: Option<u32>,
+}
+
+impl TableOptions {
+    /// The keys this table covers.  Without `prefix` or `key` that is every
+    /// key; `key` alone is that single key; `key` + `range_end` is
+    /// `[key, range_end)`; `range_end` alone is `[\0, range_end)`.
+    pub fn key_set(&self) -> KeySet {
+        let r = match (&self.prefix, &self.key, &self.range_end) {
+            (Some(p), _, _) => KeyRange::prefix(p),
+            (None, Some(k), None) => KeyRange::single(k),
+            (None, Some(k), Some(e)) => KeyRange::between(k, Some(e)),
+            (None, None, Some(e)) => KeyRange::between(b"", Some(e)),
+            (None, None, None) => KeyRange::all(),
+        };
+        KeySet::from_range(r)
+    }
+
+    /// Whether writes are refused (a historical or keys-only view).
+    pub fn read_only_reason(&self) -> Option<&'static str> {
+        if self.keys_only {
+            Some("keys_only")
+        } else if self.revision != 0 {
+            Some("revision")
+        } else {
+            None
+        }
+    }
+}
+
+fn check_names(ctx: OptionContext, opts: &[(String, String)]) -> Result<(), OptionError> {
+    let valid = ctx.valid_options();
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, _) in opts {
+        if !valid.contains(&name.as_str()) {
+            return Err(OptionError::Unknown {
+                name: name.clone(),
+                context: ctx,
+            });
+        }
+        if seen.contains(&name.as_str()) {
+            return Err(OptionError::Duplicate(name.clone()));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+fn get<'a>(opts: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    opts.iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Parse a server's options, with the user mapping's `username`/`password`
+/// taking precedence.
+pub fn parse_server(
+    server: &[(String, String)],
+    mapping: &[(String, String)],
+) -> Result<ServerOptions, OptionError> {
+    check_names(OptionContext::Server, server)?;
+    check_names(OptionContext::UserMapping, mapping)?;
+    let connstr = get(server, "connstr").ok_or(OptionError::Missing {
+        name: "connstr",
+        object: "server",
+    })?;
+    let endpoints = parse_connstr(connstr)?;
+    let s = |n: &str| get(server, n).map(str::to_string);
+    let (username, password) = if get(mapping, "username").is_some() {
+        (
+            get(mapping, "username").map(str::to_string),
+            get(mapping, "password").map(str::to_string),
+        )
+    } else {
+        (
+            s("username"),
+            get(mapping, "password")
+                .map(str::to_string)
+                .or_else(|| s("password")),
+        )
+    };
+    let opts = ServerOptions {
+        endpoints,
+        ssl_key: s("ssl_key"),
+        ssl_cert: s("ssl_cert"),
+        ssl_ca: s("ssl_ca"),
+        ssl_servername: s("ssl_servername"),
+        username,
+        password,
+        connect_timeout: match get(server, "connect_timeout") {
+            Some(v) => parse_seconds("connect_timeout", v)?,
+            None => Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+        },
+        request_timeout: match get(server, "request_timeout") {
+            Some(v) => parse_seconds("request_timeout", v)?,
+            None => Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+        },
+        fetch_size: get(server, "fetch_size").map(parse_fetch_size).transpose()?,
+        batch_size: get(server, "batch_size").map(parse_batch_size).transpose()?,
+    };
+    match (&opts.ssl_cert, &opts.ssl_key) {
+        (Some(_), None) => return Err(OptionError::Requires("ssl_cert", "ssl_key")),
+        (None, Some(_)) => return Err(OptionError::Requires("ssl_key", "ssl_cert")),
+        _ => {}
+    }
+    for (field, name) in [
+        (&opts.ssl_key, "ssl_key"),
+        (&opts.ssl_cert, "ssl_cert"),
+        (&opts.ssl_ca, "ssl_ca"),
+        (&opts.ssl_servername, "ssl_servername"),
+    ] {
+        if field.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(OptionError::InvalidValue {
+                name,
+                value: String::new(),
+                expected: "a non-empty string",
+            });
+        }
+    }
+    if opts.password.is_some() && opts.username.is_none() {
+        return Err(OptionError::Requires("password", "username"));
+    }
+    if opts.tls_configured() && opts.endpoints.iter().any(|e| e.tls == Some(false)) {
+        return Err(OptionError::Conflict("ssl_ca", "connstr"));
+    }
+    Ok(opts)
+}
+
+/// Parse a foreign table's options.
+pub fn parse_table(opts: &[(String, String)]) -> Result<TableOptions, OptionError> {
+    check_names(OptionContext::Table, opts)?;
+    let rowid_column = get(opts, "rowid_column")
+        .ok_or(OptionError::Missing {
+            name: "rowid_column",
+            object: "foreign table",
+        })?
+        .to_string();
+    if rowid_column.is_empty() {
+        return Err(OptionError::InvalidValue {
+            name: "rowid_column",
+            value: rowid_column,
+            expected: "the name of a column of the table",
+        });
+    }
+    let bytes = |n: &str| get(opts, n).map(|v| v.as_bytes().to_vec());
+    let t = TableOptions {
+        rowid_column,
+        prefix: bytes("prefix"),
+        keys_only: get(opts, "keys_only")
+            .map(|v| parse_bool("keys_only", v))
+            .transpose()?
+            .unwrap_or(false),
+        revision: get(opts, "revision")
+            .map(|v| {
+                parse_int(
+                    "revision",
+                    v,
+                    0,
+                    i64::MAX,
+                    "a non-negative integer (0 means the latest revision)",
+                )
+            })
+            .transpose()?
+            .unwrap_or(0),
+        key: bytes("key"),
+        range_end: bytes("range_end"),
+        consistency: get(opts, "consistency")
+            .map(parse_consistency)
+            .transpose()?
+            .unwrap_or(Consistency::Linearizable),
+        fetch_size: get(opts, "fetch_size").map(parse_fetch_size).transpose()?,
+        batch_size: get(opts, "batch_size").map(parse_batch_size).transpose()?,
+    };
+    if t.prefix.is_some() {
+        if t.key.is_some() {
+            return Err(OptionError::Conflict("prefix", "key"));
+        }
+        if t.range_end.is_some() {
+            return Err(OptionError::Conflict("prefix", "range_end"));
+        }
+    }
+    if t.key.as_deref() == Some(b"") {
+        return Err(OptionError::InvalidValue {
+            name: "key",
+            value: String::new(),
+            expected: "a non-empty key",
+        });
+    }
+    if let (Some(k), Some(e)) = (&t.key, &t.range_end) {
+        if e.as_slice() <= k.as_slice() {
+            return Err(OptionError::InvalidValue {
+                name: "range_end",
+                value: String::from_utf8_lossy(e).into_owned(),
+                expected: "a key greater than option \"key\"",
+            });
+        }
+    }
+    Ok(t)
+}
+
+/// DDL-time validation of one object's option list.  User mapping and
+/// server lists are checked on their own; the merge happens at run time.
+pub fn validate(ctx: OptionContext, opts: &[(String, String)]) -> Result<(), OptionError> {
+    match ctx {
+        OptionContext::Server => parse_server(opts, &[]).map(|_| ()),
+        OptionContext::UserMapping => {
+            check_names(ctx, opts)?;
+            if get(opts, "password").is_some() && get(opts, "username").is_none() {
+                return Err(OptionError::Requires("password", "username"));
+            }
+            Ok(())
+        }
+        OptionContext::Table => parse_table(opts).map(|_| ()),
+        OptionContext::Wrapper | OptionContext::Column => check_names(ctx, opts),
+    }
+}
+
+/// Effective page size: table option, then server option, then default.
+pub fn effective_fetch_size(server: &ServerOptions, table: &TableOptions) -> u32 {
+    table
+        .fetch_size
+        .or(server.fetch_size)
+        .unwrap_or(DEFAULT_FETCH_SIZE)
+}
+
+/// Effective write batch size: table option, then server option, then default.
+pub fn effective_batch_size(server: &ServerOptions, table: &TableOptions) -> u32 {
+    table
+        .batch_size
+        .or(server.batch_size)
+        .unwrap_or(DEFAULT_BATCH_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn server_requires_connstr() {
+        assert_eq!(
+            validate(OptionContext::Server, &[]),
+            Err(OptionError::Missing {
+                name: "connstr",
+                object: "server"
+            })
+        );
+    }
+
+    #[test]
+    fn connstr_lists() {
+        let eps = parse_connstr("127.0.0.1:2379, https://h:1,http://[::1]:3").unwrap();
+        assert_eq!(eps.len(), 3);
+        assert_eq!(eps[0].url(false), "http://127.0.0.1:2379");
+        assert_eq!(eps[0].url(true), "https://127.0.0.1:2379");
+        assert_eq!(eps[1].url(false), "https://h:1");
+        assert_eq!(eps[2].url(true), "http://[::1]:3");
+        for bad in ["", "host", "a:b", "127.0.0.1:2379,", "ftp://x:1", "h:0", "::1:2"] {
+            assert!(parse_connstr(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn unknown_option_lists_valid_ones() {
+        let e = validate(OptionContext::Server, &o(&[("connstr", "h:1"), ("bogus", "x")]))
+            .unwrap_err();
+        assert!(matches!(e, OptionError::Unknown { ref name, .. } if name == "bogus"));
+        assert!(e.hint().unwrap().contains("connstr"));
+        let e = validate(OptionContext::UserMapping, &o(&[("connstr", "h:1")])).unwrap_err();
+        assert!(e.hint().unwrap().contains("username, password"));
+    }
+
+    #[test]
+    fn server_values() {
+        let s = parse_server(
+            &o(&[
+                ("connstr", "h:1"),
+                ("connect_timeout", "2.5"),
+                ("username", "srv"),
+                ("password", "p1"),
+            ]),
+            &o(&[("username", "um"), ("password", "p2")]),
+        )
+        .unwrap();
+        assert_eq!(s.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(s.request_timeout, Duration::from_secs(30));
+        assert_eq!(s.username.as_deref(), Some("um"));
+        assert_eq!(s.password.as_deref(), Some("p2"));
+        for (n, v) in [
+            ("connect_timeout", "0"),
+            ("connect_timeout", "ten"),
+            ("request_timeout", "-1"),
+            ("fetch_size", "0"),
+            ("batch_size", "x"),
+        ] {
+            let e = parse_server(&o(&[("connstr", "h:1"), (n, v)]), &[]).unwrap_err();
+            assert!(
+                matches!(e, OptionError::InvalidValue { name, .. } if name == n),
+                "{n}={v}: {e:?}"
+            );
+        }
+        assert_eq!(
+            parse_server(&o(&[("connstr", "h:1"), ("ssl_cert", "/c")]), &[]),
+            Err(OptionError::Requires("ssl_cert", "ssl_key"))
+        );
+        assert_eq!(
+            parse_server(&o(&[("connstr", "h:1"), ("ssl_key", "/k")]), &[]),
+            Err(OptionError::Requires("ssl_key", "ssl_cert"))
+        );
+        assert!(parse_server(&o(&[("connstr", "http://h:1"), ("ssl_ca", "/ca")]), &[]).is_err());
+    }
+
+    #[test]
+    fn table_values() {
+        assert_eq!(
+            validate(OptionContext::Table, &[]),
+            Err(OptionError::Missing {
+                name: "rowid_column",
+                object: "foreign table"
+            })
+        );
+        let t = parse_table(&o(&[
+            ("rowid_column", "key"),
+            ("keys_only", "TRUE"),
+            ("revision", "7"),
+            ("consistency", "s"),
+        ]))
+        .unwrap();
+        assert!(t.keys_only);
+        assert_eq!(t.revision, 7);
+        assert_eq!(t.consistency, Consistency::Serializable);
+        assert_eq!(t.read_only_reason(), Some("keys_only"));
+        for (n, v) in [
+            ("keys_only", "maybe"),
+            ("revision", "-1"),
+            ("revision", "1.5"),
+            ("consistency", "x"),
+        ] {
+            let e = parse_table(&o(&[("rowid_column", "key"), (n, v)])).unwrap_err();
+            assert!(matches!(e, OptionError::InvalidValue { name, .. } if name == n));
+        }
+        assert_eq!(
+            parse_table(&o(&[("rowid_column", "key"), ("prefix", "a"), ("key", "b")])),
+            Err(OptionError::Conflict("prefix", "key"))
+        );
+        assert!(parse_table(&o(&[("rowid_column", "key"), ("key", "b"), ("range_end", "a")]))
+            .is_err());
+    }
+
+    #[test]
+    fn table_key_sets() {
+        let t = |pairs: &[(&str, &str)]| {
+            let mut v = o(&[("rowid_column", "key")]);
+            v.extend(o(pairs));
+            parse_table(&v).unwrap().key_set()
+        };
+        assert!(t(&[]).is_all());
+        assert_eq!(t(&[("key", "a")]).point_count(), Some(1));
+        assert_eq!(
+            t(&[("prefix", "app/")]).ranges(),
+            &[KeyRange::prefix(b"app/")]
+        );
+        assert_eq!(
+            t(&[("key", "a"), ("range_end", "c")]).ranges(),
+            &[KeyRange::between(b"a", Some(b"c"))]
+        );
+    }
+}

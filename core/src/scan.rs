@@ -1,0 +1,304 @@
+//! What one foreign scan asks etcd for, and how it pages through it.
+//!
+//! A [`ScanSpec`] is the planner's decision (key set, sort, limit, flags);
+//! a [`Pager`] turns it into a sequence of range requests, each reading at
+//! the revision the first one saw, so the whole scan is one snapshot.
+
+use etcd_client::{GetOptions, SortOrder, SortTarget};
+
+use crate::keyrange::{successor, KeyRange, KeySet};
+
+/// etcd sort targets the planner may push down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortField {
+    Key,
+    Value,
+    CreateRevision,
+    ModRevision,
+    Version,
+}
+
+impl SortField {
+    pub fn name(self) -> &'static str {
+        match self {
+            SortField::Key => "key",
+            SortField::Value => "value",
+            SortField::CreateRevision => "create_revision",
+            SortField::ModRevision => "mod_revision",
+            SortField::Version => "version",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<SortField> {
+        Some(match s {
+            "key" => SortField::Key,
+            "value" => SortField::Value,
+            "create_revision" => SortField::CreateRevision,
+            "mod_revision" => SortField::ModRevision,
+            "version" => SortField::Version,
+            _ => return None,
+        })
+    }
+
+    fn target(self) -> SortTarget {
+        match self {
+            SortField::Key => SortTarget::Key,
+            SortField::Value => SortTarget::Value,
+            SortField::CreateRevision => SortTarget::Create,
+            SortField::ModRevision => SortTarget::Mod,
+            SortField::Version => SortTarget::Version,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanSpec {
+    pub keys: KeySet,
+    /// `None`: etcd's natural order, key ascending.
+    pub sort: Option<(SortField, bool)>,
+    /// Total rows wanted (a pushed-down LIMIT + OFFSET).
+    pub limit: Option<u64>,
+    pub keys_only: bool,
+    /// 0 = latest.
+    pub revision: i64,
+    pub serializable: bool,
+    pub fetch_size: u32,
+}
+
+impl ScanSpec {
+    fn descending(&self) -> bool {
+        matches!(self.sort, Some((_, true)))
+    }
+
+    /// Non-key sorts cannot be paged by key; they are only pushed down with
+    /// a limit and read in one request.
+    fn single_request(&self) -> bool {
+        matches!(self.sort, Some((f, _)) if f != SortField::Key)
+    }
+}
+
+/// One range request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    /// 0 = no limit.
+    pub limit: i64,
+    pub sort: Option<(SortField, bool)>,
+    pub revision: i64,
+    pub keys_only: bool,
+    pub serializable: bool,
+}
+
+impl PageRequest {
+    pub fn get_options(&self) -> GetOptions {
+        let mut o = GetOptions::new()
+            .with_range(self.range_end.clone())
+            .with_limit(self.limit)
+            .with_revision(self.revision);
+        if let Some((f, desc)) = self.sort {
+            let order = if desc {
+                SortOrder::Descend
+            } else {
+                SortOrder::Ascend
+            };
+            o = o.with_sort(f.target(), order);
+        }
+        if self.keys_only {
+            o = o.with_keys_only();
+        }
+        if self.serializable {
+            o = o.with_serializable();
+        }
+        o
+    }
+}
+
+/// Pages through a [`ScanSpec`].
+#[derive(Clone, Debug)]
+pub struct Pager {
+    spec: ScanSpec,
+    /// Ranges still to read, in the order they are read.
+    pending: Vec<KeyRange>,
+    /// Revision pinned by the first response (or the table's revision).
+    revision: i64,
+    returned: u64,
+    done: bool,
+    pages: u64,
+}
+
+impl Pager {
+    pub fn new(spec: ScanSpec) -> Self {
+        let mut pending: Vec<KeyRange> = spec.keys.ranges().to_vec();
+        // Stored reversed so that `pop` yields the next range.
+        if !spec.descending() {
+            pending.reverse();
+        }
+        let done = pending.is_empty() || spec.limit == Some(0);
+        Pager {
+            revision: spec.revision,
+            spec,
+            pending,
+            returned: 0,
+            done,
+            pages: 0,
+        }
+    }
+
+    pub fn spec(&self) -> &ScanSpec {
+        &self.spec
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The next request to send, or `None` when the scan is complete.
+    pub fn next_request(&self) -> Option<PageRequest> {
+        if self.done {
+            return None;
+        }
+        let range = self.pending.last()?;
+        let (key, range_end) = range.to_etcd();
+        let remaining = self.spec.limit.map(|l| l - self.returned);
+        let limit = if self.spec.single_request() {
+            remaining.unwrap_or(0)
+        } else {
+            let page = self.spec.fetch_size as u64;
+            remaining.map_or(page, |r| r.min(page))
+        };
+        Some(PageRequest {
+            key,
+            range_end,
+            limit: limit as i64,
+            sort: self.spec.sort.filter(|s| *s != (SortField::Key, false)),
+            revision: self.revision,
+            keys_only: self.spec.keys_only,
+            serializable: self.spec.serializable,
+        })
+    }
+
+    /// Account for a response to [`Self::next_request`]: `count` keys came
+    /// back, the last of them `last_key`, etcd said `more`, at
+    /// `header_revision`.
+    pub fn advance(
+        &mut self,
+        count: usize,
+        last_key: Option<&[u8]>,
+        more: bool,
+        header_revision: i64,
+    ) {
+        self.pages += 1;
+        if self.revision == 0 {
+            self.revision = header_revision;
+        }
+        self.returned += count as u64;
+        if self.spec.limit.is_some_and(|l| self.returned >= l) {
+            self.done = true;
+            return;
+        }
+        let single = self.spec.single_request();
+        let desc = self.spec.descending();
+        match (more && !single, last_key) {
+            (true, Some(last)) => {
+                let range = self.pending.last_mut().expect("advance without a request");
+                if desc {
+                    range.end = Some(last.to_vec());
+                } else {
+                    range.start = successor(last);
+                }
+                if range.is_empty() {
+                    self.pending.pop();
+                }
+            }
+            _ => {
+                self.pending.pop();
+            }
+        }
+        self.done = self.pending.is_empty();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(keys: KeySet) -> ScanSpec {
+        ScanSpec {
+            keys,
+            sort: None,
+            limit: None,
+            keys_only: false,
+            revision: 0,
+            serializable: false,
+            fetch_size: 2,
+        }
+    }
+
+    #[test]
+    fn pages_ascending_at_one_revision() {
+        let mut p = Pager::new(spec(KeySet::from_range(KeyRange::prefix(b"a/"))));
+        let r1 = p.next_request().unwrap();
+        assert_eq!((r1.key.as_slice(), r1.range_end.as_slice()), (&b"a/"[..], &b"a0"[..]));
+        assert_eq!((r1.limit, r1.revision), (2, 0));
+        p.advance(2, Some(b"a/2"), true, 42);
+        let r2 = p.next_request().unwrap();
+        assert_eq!(r2.key, b"a/2\0".to_vec());
+        assert_eq!(r2.revision, 42, "later pages read the first page's revision");
+        p.advance(1, Some(b"a/3"), false, 43);
+        assert_eq!(p.next_request(), None);
+        assert_eq!(p.pages(), 2);
+    }
+
+    #[test]
+    fn descending_pages_shrink_the_end() {
+        let mut s = spec(KeySet::from_range(KeyRange::between(b"a", Some(b"z"))));
+        s.sort = Some((SortField::Key, true));
+        let mut p = Pager::new(s);
+        p.advance(2, Some(b"m"), true, 5);
+        let r = p.next_request().unwrap();
+        assert_eq!((r.key.as_slice(), r.range_end.as_slice()), (&b"a"[..], &b"m"[..]));
+        assert_eq!(r.sort, Some((SortField::Key, true)));
+    }
+
+    #[test]
+    fn limit_caps_pages_and_ends_scan() {
+        let mut s = spec(KeySet::all());
+        s.limit = Some(3);
+        let mut p = Pager::new(s);
+        assert_eq!(p.next_request().unwrap().limit, 2);
+        p.advance(2, Some(b"b"), true, 1);
+        assert_eq!(p.next_request().unwrap().limit, 1);
+        p.advance(1, Some(b"c"), true, 1);
+        assert_eq!(p.next_request(), None);
+    }
+
+    #[test]
+    fn point_sets_read_each_key_in_order() {
+        let mut s = spec(KeySet::from_keys([&b"b"[..], b"a"]));
+        s.sort = Some((SortField::Key, true));
+        let mut p = Pager::new(s);
+        assert_eq!(p.next_request().unwrap().key, b"b".to_vec());
+        p.advance(1, Some(b"b"), false, 9);
+        assert_eq!(p.next_request().unwrap().key, b"a".to_vec());
+        p.advance(0, None, false, 9);
+        assert_eq!(p.next_request(), None);
+        assert!(Pager::new(spec(KeySet::empty())).next_request().is_none());
+    }
+
+    #[test]
+    fn non_key_sort_is_one_request() {
+        let mut s = spec(KeySet::all());
+        s.sort = Some((SortField::ModRevision, true));
+        s.limit = Some(10);
+        let mut p = Pager::new(s);
+        let r = p.next_request().unwrap();
+        assert_eq!(r.limit, 10);
+        p.advance(2, Some(b"x"), true, 1);
+        assert_eq!(p.next_request(), None);
+    }
+}
