@@ -2,6 +2,7 @@
 //!
 //! * [`options`]: option names, parsing and DDL-time validation;
 //! * [`keyrange`]: key range algebra (prefixes, comparisons, IN lists);
+//! * [`plan`]: the planner's decision for a scan, encodable into a plan;
 //! * [`scan`]: turning a planned scan into paged etcd range requests;
 //! * [`client`]: connecting (TLS, auth, endpoint failover) and errors.
 //!
@@ -11,6 +12,8 @@
 pub mod client;
 pub mod keyrange;
 pub mod options;
+pub mod plan;
 pub mod scan;
 
 pub use etcd_client;
+pub use tonic;

@@ -531,13 +531,7 @@ pub fn parse_table(opts: &[(String, String)]) -> Result<TableOptions, OptionErro
 pub fn validate(ctx: OptionContext, opts: &[(String, String)]) -> Result<(), OptionError> {
     match ctx {
         OptionContext::Server => parse_server(opts, &[]).map(|_| ()),
-        OptionContext::UserMapping => {
-            check_names(ctx, opts)?;
-            if get(opts, "password").is_some() && get(opts, "username").is_none() {
-                return Err(OptionError::Requires("password", "username"));
-            }
-            Ok(())
-        }
+        OptionContext::UserMapping => check_names(ctx, opts),
         OptionContext::Table => parse_table(opts).map(|_| ()),
         OptionContext::Wrapper | OptionContext::Column => check_names(ctx, opts),
     }

@@ -1,0 +1,314 @@
+//! The planner's decision for one foreign scan, as plain data: which keys,
+//! which conditions still need run-time values (parameters), sort, limit
+//! and request flags.  Encoded to a string so it can travel in the plan
+//! tree's `fdw_private` (plans are copied and cached by PostgreSQL).
+
+use crate::keyrange::{KeyRange, KeySet};
+use crate::scan::SortField;
+
+/// A pushed-down comparison of the key with a value known at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CondOp {
+    Eq,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `starts_with(key, v)`, `key ^@ v`, `key LIKE 'v%'`
+    Prefix,
+    /// `key = ANY(array)`: the value is every element.
+    In,
+}
+
+impl CondOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            CondOp::Eq => "=",
+            CondOp::Lt => "<",
+            CondOp::Le => "<=",
+            CondOp::Gt => ">",
+            CondOp::Ge => ">=",
+            CondOp::Prefix => "prefix",
+            CondOp::In => "= ANY",
+        }
+    }
+
+    fn code(self) -> char {
+        match self {
+            CondOp::Eq => 'e',
+            CondOp::Lt => 'l',
+            CondOp::Le => 'L',
+            CondOp::Gt => 'g',
+            CondOp::Ge => 'G',
+            CondOp::Prefix => 'p',
+            CondOp::In => 'i',
+        }
+    }
+
+    fn from_code(c: char) -> Option<CondOp> {
+        Some(match c {
+            'e' => CondOp::Eq,
+            'l' => CondOp::Lt,
+            'L' => CondOp::Le,
+            'g' => CondOp::Gt,
+            'G' => CondOp::Ge,
+            'p' => CondOp::Prefix,
+            'i' => CondOp::In,
+            _ => return None,
+        })
+    }
+
+    /// Swap sides: `v < key` is `key > v`.
+    pub fn commute(self) -> CondOp {
+        match self {
+            CondOp::Lt => CondOp::Gt,
+            CondOp::Le => CondOp::Ge,
+            CondOp::Gt => CondOp::Lt,
+            CondOp::Ge => CondOp::Le,
+            other => other,
+        }
+    }
+
+    /// The keys satisfying `key <op> value` (for `In`, any of `values`).
+    /// A NULL value (`None`) satisfies nothing.
+    pub fn key_set(self, values: &[Option<Vec<u8>>]) -> KeySet {
+        let one = |v: &[u8]| -> KeyRange {
+            match self {
+                CondOp::Eq | CondOp::In => KeyRange::single(v),
+                CondOp::Lt => KeyRange::to(v, false),
+                CondOp::Le => KeyRange::to(v, true),
+                CondOp::Gt => KeyRange::from(v, false),
+                CondOp::Ge => KeyRange::from(v, true),
+                CondOp::Prefix => KeyRange::prefix(v),
+            }
+        };
+        KeySet::from_ranges(values.iter().flatten().map(|v| one(v)).collect())
+    }
+}
+
+/// A condition whose value is the `expr_index`-th expression of the plan's
+/// `fdw_exprs`, evaluated when the scan starts or is rescanned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamCond {
+    pub op: CondOp,
+    pub expr_index: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPlan {
+    /// Keys known at plan time: the table's range intersected with every
+    /// constant condition.
+    pub keys: KeySet,
+    pub params: Vec<ParamCond>,
+    pub sort: Option<(SortField, bool)>,
+    pub limit: Option<u64>,
+    /// The table says keys_only, or no query column needs the value.
+    pub keys_only: bool,
+    pub revision: i64,
+    pub serializable: bool,
+    pub fetch_size: u32,
+    /// Human-readable pushed conditions, for EXPLAIN.
+    pub pushed: Vec<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl ScanPlan {
+    /// One `name value` pair per line; bytes in hex, free text last.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        for r in self.keys.ranges() {
+            out.push_str(&format!(
+                "range {} {}\n",
+                hex(&r.start),
+                r.end.as_deref().map_or("-".to_string(), hex)
+            ));
+        }
+        for p in &self.params {
+            out.push_str(&format!("param {} {}\n", p.op.code(), p.expr_index));
+        }
+        if let Some((f, desc)) = self.sort {
+            out.push_str(&format!("sort {} {}\n", f.name(), if desc { "desc" } else { "asc" }));
+        }
+        if let Some(l) = self.limit {
+            out.push_str(&format!("limit {l}\n"));
+        }
+        out.push_str(&format!(
+            "flags {} {} {} {}\n",
+            self.keys_only as u8, self.revision, self.serializable as u8, self.fetch_size
+        ));
+        for p in &self.pushed {
+            out.push_str(&format!("pushed {}\n", p.replace('\n', " ")));
+        }
+        out
+    }
+
+    pub fn decode(s: &str) -> Option<ScanPlan> {
+        let mut ranges = Vec::new();
+        let mut plan = ScanPlan {
+            keys: KeySet::empty(),
+            params: Vec::new(),
+            sort: None,
+            limit: None,
+            keys_only: false,
+            revision: 0,
+            serializable: false,
+            fetch_size: 1,
+            pushed: Vec::new(),
+        };
+        for line in s.lines() {
+            let (tag, rest) = line.split_once(' ')?;
+            let mut it = rest.split(' ');
+            match tag {
+                "range" => {
+                    let start = unhex(it.next()?)?;
+                    let end = match it.next()? {
+                        "-" => None,
+                        e => Some(unhex(e)?),
+                    };
+                    ranges.push(KeyRange { start, end });
+                }
+                "param" => plan.params.push(ParamCond {
+                    op: CondOp::from_code(it.next()?.chars().next()?)?,
+                    expr_index: it.next()?.parse().ok()?,
+                }),
+                "sort" => {
+                    let f = SortField::from_name(it.next()?)?;
+                    plan.sort = Some((f, it.next()? == "desc"));
+                }
+                "limit" => plan.limit = Some(it.next()?.parse().ok()?),
+                "flags" => {
+                    plan.keys_only = it.next()? == "1";
+                    plan.revision = it.next()?.parse().ok()?;
+                    plan.serializable = it.next()? == "1";
+                    plan.fetch_size = it.next()?.parse().ok()?;
+                }
+                "pushed" => plan.pushed.push(rest.to_string()),
+                _ => return None,
+            }
+        }
+        plan.keys = KeySet::from_ranges(ranges);
+        Some(plan)
+    }
+}
+
+/// Describe a key set the way EXPLAIN shows it.
+pub fn describe_keys(keys: &KeySet) -> String {
+    fn show(b: &[u8]) -> String {
+        let mut s = String::new();
+        for chunk in b.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_control() || c == '\'' || c == '\\' {
+                    s.push_str(&format!("\\x{:02x}", c as u32));
+                } else {
+                    s.push(c);
+                }
+            }
+            for x in chunk.invalid() {
+                s.push_str(&format!("\\x{x:02x}"));
+            }
+        }
+        format!("'{s}'")
+    }
+    if keys.is_empty() {
+        return "none (contradictory conditions)".to_string();
+    }
+    if keys.is_all() {
+        return "all keys".to_string();
+    }
+    let parts: Vec<String> = keys
+        .ranges()
+        .iter()
+        .map(|r| {
+            if let Some(k) = r.as_single_key() {
+                return format!("key = {}", show(k));
+            }
+            if let Some(end) = &r.end {
+                if crate::keyrange::prefix_end(&r.start).as_deref() == Some(end.as_slice())
+                    && !r.start.is_empty()
+                {
+                    return format!("prefix {}", show(&r.start));
+                }
+            }
+            let start = if r.start.is_empty() {
+                "-inf".to_string()
+            } else {
+                show(&r.start)
+            };
+            let end = r.end.as_deref().map_or("+inf".to_string(), show);
+            format!("[{start}, {end})")
+        })
+        .collect();
+    if parts.len() > 8 {
+        format!("{} ranges: {}, ...", parts.len(), parts[..8].join(", "))
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_roundtrip() {
+        let plan = ScanPlan {
+            keys: KeySet::from_ranges(vec![
+                KeyRange::prefix(b"a\n b"),
+                KeyRange::between(b"x", None),
+            ]),
+            params: vec![ParamCond {
+                op: CondOp::Ge,
+                expr_index: 1,
+            }],
+            sort: Some((SortField::ModRevision, true)),
+            limit: Some(10),
+            keys_only: true,
+            revision: 5,
+            serializable: true,
+            fetch_size: 100,
+            pushed: vec!["key = 'a'".into()],
+        };
+        assert_eq!(ScanPlan::decode(&plan.encode()), Some(plan));
+        assert_eq!(ScanPlan::decode("bogus 1"), None);
+    }
+
+    #[test]
+    fn cond_key_sets() {
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        assert_eq!(CondOp::Eq.key_set(&[v("a")]).point_count(), Some(1));
+        assert!(CondOp::Eq.key_set(&[None]).is_empty(), "= NULL matches nothing");
+        assert_eq!(CondOp::In.key_set(&[v("b"), None, v("a")]).point_count(), Some(2));
+        assert!(CondOp::Gt.key_set(&[v("a")]).contains(b"a\0"));
+        assert!(!CondOp::Gt.key_set(&[v("a")]).contains(b"a"));
+        assert_eq!(CondOp::Lt.commute(), CondOp::Gt);
+    }
+
+    #[test]
+    fn explain_descriptions() {
+        assert_eq!(describe_keys(&KeySet::all()), "all keys");
+        assert_eq!(describe_keys(&KeySet::from_range(KeyRange::prefix(b"ab"))), "prefix 'ab'");
+        assert_eq!(describe_keys(&KeySet::from_keys([&b"k"[..]])), "key = 'k'");
+        assert_eq!(
+            describe_keys(&KeySet::from_range(KeyRange::from(b"m", true))),
+            "['m', +inf)"
+        );
+        assert!(describe_keys(&KeySet::empty()).starts_with("none"));
+    }
+}

@@ -1,0 +1,285 @@
+//! How a foreign table's columns map onto an etcd key-value pair, and the
+//! conversions between etcd's bytes and PostgreSQL datums.
+//!
+//! Columns are matched by name: `key`, `value`, `create_revision`,
+//! `mod_revision`, `version`, `lease`.  `key` may be text, varchar or
+//! bytea; `value` text, varchar, bytea or any type with a text input and
+//! output function (json, jsonb, integers, ...); the metadata columns are
+//! bigint.  Text columns hold etcd bytes converted from UTF-8 to the
+//! database encoding; invalid bytes raise an ERROR naming the key.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::raise;
+
+/// The part of an etcd key-value pair a column shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Key,
+    Value,
+    CreateRevision,
+    ModRevision,
+    Version,
+    Lease,
+}
+
+impl Field {
+    pub fn from_name(name: &str) -> Option<Field> {
+        Some(match name {
+            "key" => Field::Key,
+            "value" => Field::Value,
+            "create_revision" => Field::CreateRevision,
+            "mod_revision" => Field::ModRevision,
+            "version" => Field::Version,
+            "lease" => Field::Lease,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Key => "key",
+            Field::Value => "value",
+            Field::CreateRevision => "create_revision",
+            Field::ModRevision => "mod_revision",
+            Field::Version => "version",
+            Field::Lease => "lease",
+        }
+    }
+}
+
+/// How a column's datums are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repr {
+    Text,
+    Bytea,
+    Int8,
+    /// Any other type, through its text input/output functions.
+    Io,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// 0-based attribute index.
+    pub index: usize,
+    pub field: Field,
+    pub repr: Repr,
+    pub typoid: pg_sys::Oid,
+    pub typmod: i32,
+}
+
+/// Whether `typoid` is acceptable for `field`, and how it is represented.
+pub fn repr_for(field: Field, typoid: pg_sys::Oid) -> Result<Repr, &'static str> {
+    match field {
+        Field::Key => match typoid {
+            pg_sys::TEXTOID | pg_sys::VARCHAROID => Ok(Repr::Text),
+            pg_sys::BYTEAOID => Ok(Repr::Bytea),
+            _ => Err("text, varchar or bytea"),
+        },
+        Field::Value => match typoid {
+            pg_sys::TEXTOID | pg_sys::VARCHAROID => Ok(Repr::Text),
+            pg_sys::BYTEAOID => Ok(Repr::Bytea),
+            _ => Ok(Repr::Io),
+        },
+        _ => match typoid {
+            pg_sys::INT8OID => Ok(Repr::Int8),
+            _ => Err("bigint"),
+        },
+    }
+}
+
+/// The column layout of a foreign table.
+#[derive(Clone, Debug)]
+pub struct TableColumns {
+    pub natts: usize,
+    pub columns: Vec<Column>,
+}
+
+impl TableColumns {
+    pub fn find(&self, field: Field) -> Option<&Column> {
+        self.columns.iter().find(|c| c.field == field)
+    }
+
+    pub fn by_index(&self, index: usize) -> Option<&Column> {
+        self.columns.iter().find(|c| c.index == index)
+    }
+
+    pub fn by_name<'a>(&'a self, tupdesc: pg_sys::TupleDesc, name: &str) -> Option<&'a Column> {
+        self.columns
+            .iter()
+            .find(|c| unsafe { attr_name(tupdesc, c.index) } == name)
+    }
+}
+
+/// # Safety
+/// `tupdesc` must be valid and `i < natts`.
+pub unsafe fn attr(tupdesc: pg_sys::TupleDesc, i: usize) -> &'static pg_sys::FormData_pg_attribute {
+    &(*tupdesc).attrs.as_slice((*tupdesc).natts as usize)[i]
+}
+
+/// # Safety
+/// As [`attr`].
+pub unsafe fn attr_name(tupdesc: pg_sys::TupleDesc, i: usize) -> String {
+    CStr::from_ptr(attr(tupdesc, i).attname.data.as_ptr())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Map the columns of `tupdesc`.  Unknown column names and unsupported
+/// types are refused with an ERROR naming the column.
+///
+/// # Safety
+/// `tupdesc` must be a valid tuple descriptor.
+pub unsafe fn map_columns(tupdesc: pg_sys::TupleDesc, table: &str) -> TableColumns {
+    let natts = (*tupdesc).natts as usize;
+    let mut columns = Vec::new();
+    for i in 0..natts {
+        let a = attr(tupdesc, i);
+        if a.attisdropped {
+            continue;
+        }
+        let name = attr_name(tupdesc, i);
+        let Some(field) = Field::from_name(&name) else {
+            crate::error::raise_with(
+                PgSqlErrorCode::ERRCODE_FDW_INVALID_COLUMN_NAME,
+                format!("column \"{name}\" of foreign table \"{table}\" does not map to etcd data"),
+                None,
+                Some("etcd_fdw columns are key, value, create_revision, mod_revision, version and lease.".into()),
+            );
+        };
+        if columns.iter().any(|c: &Column| c.field == field) {
+            raise(
+                PgSqlErrorCode::ERRCODE_FDW_INVALID_COLUMN_NAME,
+                format!("foreign table \"{table}\" maps etcd's {} twice", field.name()),
+            );
+        }
+        let repr = repr_for(field, a.atttypid).unwrap_or_else(|expected| {
+            raise(
+                PgSqlErrorCode::ERRCODE_FDW_INVALID_DATA_TYPE,
+                format!("column \"{name}\" of foreign table \"{table}\" must be of type {expected}"),
+            )
+        });
+        columns.push(Column {
+            index: i,
+            field,
+            repr,
+            typoid: a.atttypid,
+            typmod: a.atttypmod,
+        });
+    }
+    TableColumns { natts, columns }
+}
+
+/// A key for messages: as text when printable UTF-8, else with `\xNN`
+/// escapes for the offending bytes.
+pub fn display_key(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if ch.is_control() {
+                out.push_str(&format!("\\x{:02x}", ch as u32));
+            } else {
+                out.push(ch);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The database's encoding, cached per backend.
+fn db_encoding() -> i32 {
+    thread_local! {
+        static ENC: i32 = unsafe { pg_sys::GetDatabaseEncoding() };
+    }
+    ENC.with(|e| *e)
+}
+
+/// Whether text in this database is stored as UTF-8 bytes (or unchecked
+/// bytes), so that byte order on etcd equals byte order in PostgreSQL.
+pub fn db_text_is_utf8_bytes() -> bool {
+    let e = db_encoding() as u32;
+    e == pg_sys::pg_enc::PG_UTF8 || e == pg_sys::pg_enc::PG_SQL_ASCII
+}
+
+#[cold]
+fn bad_text(field: Field, key: &[u8], why: &str) -> ! {
+    let what = match field {
+        Field::Key => format!("etcd key \"{}\"", display_key(key)),
+        _ => format!("the {} of etcd key \"{}\"", field.name(), display_key(key)),
+    };
+    crate::error::raise_with(
+        PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+        format!("{what} {why}"),
+        None,
+        Some("Declare the column as bytea to read arbitrary bytes.".into()),
+    )
+}
+
+/// A text datum of `bytes` (UTF-8 from etcd).
+///
+/// # Safety
+/// Must run in a memory context suitable for the datum's lifetime.
+pub unsafe fn text_datum(bytes: &[u8], field: Field, key: &[u8]) -> pg_sys::Datum {
+    if bytes.contains(&0) {
+        bad_text(field, key, "contains a zero byte, which text cannot hold");
+    }
+    let enc = db_encoding() as u32;
+    if enc == pg_sys::pg_enc::PG_SQL_ASCII {
+        // No validation in a SQL_ASCII database, as PostgreSQL does.
+    } else if std::str::from_utf8(bytes).is_err() {
+        bad_text(field, key, "is not valid UTF-8");
+    } else if enc != pg_sys::pg_enc::PG_UTF8 {
+        let conv = pg_sys::pg_any_to_server(
+            bytes.as_ptr() as *const _,
+            bytes.len() as i32,
+            pg_sys::pg_enc::PG_UTF8 as i32,
+        );
+        let len = CStr::from_ptr(conv).to_bytes().len();
+        return pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(conv, len as i32));
+    }
+    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+        bytes.as_ptr() as *const _,
+        bytes.len() as i32,
+    ))
+}
+
+/// A bytea datum of `bytes`.
+///
+/// # Safety
+/// As [`text_datum`].
+pub unsafe fn bytea_datum(bytes: &[u8]) -> pg_sys::Datum {
+    let total = bytes.len() + pg_sys::VARHDRSZ;
+    let p = pg_sys::palloc(total) as *mut pg_sys::varlena;
+    pgrx::set_varsize_4b(p, total as i32);
+    std::ptr::copy_nonoverlapping(
+        bytes.as_ptr(),
+        (p as *mut u8).add(pg_sys::VARHDRSZ),
+        bytes.len(),
+    );
+    pg_sys::Datum::from(p)
+}
+
+/// The bytes of a text or bytea datum; text is converted to UTF-8.
+///
+/// # Safety
+/// `d` must be a non-null datum of a varlena type.
+pub unsafe fn varlena_bytes<'a>(d: pg_sys::Datum, repr: Repr) -> std::borrow::Cow<'a, [u8]> {
+    let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+    let len = pgrx::varsize_any_exhdr(v);
+    let data = std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, len);
+    if repr == Repr::Text && !db_text_is_utf8_bytes() {
+        let conv = pg_sys::pg_server_to_any(
+            data.as_ptr() as *const _,
+            len as i32,
+            pg_sys::pg_enc::PG_UTF8 as i32,
+        );
+        return std::borrow::Cow::Owned(CStr::from_ptr(conv).to_bytes().to_vec());
+    }
+    std::borrow::Cow::Borrowed(data)
+}

@@ -1,0 +1,96 @@
+//! Turning etcd_fdw's errors into PostgreSQL ERRORs with the right SQLSTATE.
+//!
+//! `report` raises through pgrx's `ErrorReport`, which unwinds the Rust
+//! stack (running destructors) up to the nearest `#[pg_guard]` boundary and
+//! then `ereport(ERROR)`s there.
+
+use etcd_fdw_core::client::EtcdError;
+use etcd_fdw_core::options::OptionError;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+/// Raise an ERROR.
+#[track_caller]
+pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
+    raise_with(code, message.into(), None, None)
+}
+
+#[track_caller]
+pub fn raise_with(
+    code: PgSqlErrorCode,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ! {
+    let mut r = ErrorReport::new(code, message, "etcd_fdw");
+    if let Some(d) = detail {
+        r = r.set_detail(d);
+    }
+    if let Some(h) = hint {
+        r = r.set_hint(h);
+    }
+    r.report(PgLogLevel::ERROR);
+    unreachable!("ERROR level report returned")
+}
+
+/// Raise an option validation error.
+#[track_caller]
+pub fn option_error(e: &OptionError) -> ! {
+    let code = match e {
+        OptionError::Unknown { .. } => PgSqlErrorCode::ERRCODE_FDW_INVALID_OPTION_NAME,
+        OptionError::Missing { .. } => PgSqlErrorCode::ERRCODE_FDW_OPTION_NAME_NOT_FOUND,
+        OptionError::Duplicate(_) => PgSqlErrorCode::ERRCODE_FDW_INVALID_OPTION_NAME,
+        OptionError::InvalidValue { .. }
+        | OptionError::Conflict(..)
+        | OptionError::Requires(..) => PgSqlErrorCode::ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE,
+    };
+    raise_with(code, e.to_string(), None, e.hint())
+}
+
+/// The SQLSTATE for an etcd failure.
+pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
+    use etcd_fdw_core::tonic::Code;
+    match e {
+        EtcdError::Connect { .. } | EtcdError::TlsFile { .. } => {
+            PgSqlErrorCode::ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION
+        }
+        EtcdError::Auth { .. } => PgSqlErrorCode::ERRCODE_INVALID_PASSWORD,
+        EtcdError::Timeout(_) => PgSqlErrorCode::ERRCODE_FDW_ERROR,
+        EtcdError::Status { code, message } => match code {
+            Code::Unauthenticated => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            Code::PermissionDenied => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Code::ResourceExhausted => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            Code::InvalidArgument if message.contains("too large") || message.contains("too many") => {
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
+            }
+            Code::OutOfRange => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            Code::Unavailable => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            _ => PgSqlErrorCode::ERRCODE_FDW_ERROR,
+        },
+        EtcdError::Other(_) => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+    }
+}
+
+/// Raise an etcd failure; `context` says what was being done (it names the
+/// server and, where there is one, the key).
+#[track_caller]
+pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
+    let hint = match e {
+        EtcdError::Timeout(_) => {
+            Some("Increase the server option \"request_timeout\" or check the etcd cluster's health.".to_string())
+        }
+        EtcdError::Status { message, .. } if message.contains("compacted") => Some(
+            "The requested revision was compacted away; read a newer revision (table option \"revision\").".to_string(),
+        ),
+        EtcdError::Status { message, .. } if message.contains("request is too large") => Some(
+            "etcd refuses requests larger than its --max-request-bytes (1.5 MiB by default).".to_string(),
+        ),
+        _ => None,
+    };
+    raise_with(
+        etcd_sqlstate(e),
+        e.to_string(),
+        Some(context.to_string()),
+        hint,
+    )
+}

@@ -1,0 +1,63 @@
+//! EXPLAIN output: the etcd request a scan sends, and with ANALYZE what it
+//! fetched.
+
+use std::ffi::CString;
+
+use etcd_fdw_core::plan::describe_keys;
+use pgrx::pg_sys;
+
+use super::plan::decode_plan;
+use super::scan::ScanExec;
+
+unsafe fn text(label: &str, value: &str, es: *mut pg_sys::ExplainState) {
+    let l = CString::new(label).unwrap_or_default();
+    let v = CString::new(value.replace('\0', "")).unwrap_or_default();
+    pg_sys::ExplainPropertyText(l.as_ptr(), v.as_ptr(), es);
+}
+
+unsafe fn int(label: &str, value: i64, es: *mut pg_sys::ExplainState) {
+    let l = CString::new(label).unwrap_or_default();
+    pg_sys::ExplainPropertyInteger(l.as_ptr(), std::ptr::null(), value, es);
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn explain_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    es: *mut pg_sys::ExplainState,
+) {
+    let fsplan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+    let plan = decode_plan((*fsplan).fdw_private);
+    let mut range = describe_keys(&plan.keys);
+    for p in &plan.params {
+        range.push_str(&format!(" (narrowed at run time by parameter {})", p.expr_index + 1));
+    }
+    text("etcd Range", &range, es);
+    if !plan.pushed.is_empty() {
+        text("etcd Conditions", &plan.pushed.join(" AND "), es);
+    }
+    if let Some((f, desc)) = plan.sort {
+        text(
+            "etcd Sort",
+            &format!("{} {}", f.name(), if desc { "DESC" } else { "ASC" }),
+            es,
+        );
+    }
+    if let Some(l) = plan.limit {
+        int("etcd Limit", l as i64, es);
+    }
+    text("etcd Keys Only", if plan.keys_only { "true" } else { "false" }, es);
+    if plan.revision != 0 {
+        int("etcd Revision", plan.revision, es);
+    }
+    text(
+        "etcd Consistency",
+        if plan.serializable { "serializable" } else { "linearizable" },
+        es,
+    );
+    int("etcd Fetch Size", plan.fetch_size as i64, es);
+    if (*es).analyze && !(*node).fdw_state.is_null() {
+        let st = &*((*node).fdw_state as *const ScanExec);
+        int("etcd Pages", st.pages as i64, es);
+        int("etcd Keys Fetched", st.keys_fetched as i64, es);
+    }
+}

@@ -1,0 +1,56 @@
+//! The foreign data wrapper: handler, validator and FdwRoutine callbacks.
+
+mod explain;
+mod plan;
+mod pushdown;
+mod scan;
+mod validator;
+
+pub use plan::table_info;
+pub use validator::check_table_ddl;
+
+use pgrx::pg_sys;
+
+/// `pg_finfo_*` record: these are version-1 C functions.
+macro_rules! v1_function_info {
+    ($finfo:ident) => {
+        #[no_mangle]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+    };
+}
+
+v1_function_info!(pg_finfo_etcd_fdw_handler);
+v1_function_info!(pg_finfo_etcd_fdw_validator);
+
+/// `etcd_fdw_handler() RETURNS fdw_handler`.
+#[no_mangle]
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn etcd_fdw_handler(
+    _fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let r = pg_sys::palloc0(std::mem::size_of::<pg_sys::FdwRoutine>()) as *mut pg_sys::FdwRoutine;
+    (*r).type_ = pg_sys::NodeTag::T_FdwRoutine;
+    (*r).GetForeignRelSize = Some(plan::get_foreign_rel_size);
+    (*r).GetForeignPaths = Some(plan::get_foreign_paths);
+    (*r).GetForeignPlan = Some(plan::get_foreign_plan);
+    (*r).BeginForeignScan = Some(scan::begin_foreign_scan);
+    (*r).IterateForeignScan = Some(scan::iterate_foreign_scan);
+    (*r).ReScanForeignScan = Some(scan::rescan_foreign_scan);
+    (*r).EndForeignScan = Some(scan::end_foreign_scan);
+    (*r).ExplainForeignScan = Some(explain::explain_foreign_scan);
+    pg_sys::Datum::from(r)
+}
+
+/// `etcd_fdw_validator(text[], oid) RETURNS void`.
+#[no_mangle]
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn etcd_fdw_validator(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let args = (*fcinfo).args.as_slice(2);
+    validator::validate(args[0].value, pg_sys::Oid::from(args[1].value.value() as u32));
+    pg_sys::Datum::from(0)
+}

@@ -1,0 +1,534 @@
+//! Planning callbacks: size estimates, paths (plain, sorted, and
+//! parameterized by a join on the key) and the ForeignScan plan node with
+//! the pushed-down etcd request.
+
+use std::ffi::CStr;
+
+use etcd_fdw_core::keyrange::KeySet;
+use etcd_fdw_core::options::{effective_fetch_size, TableOptions};
+use etcd_fdw_core::plan::{ParamCond, ScanPlan};
+use etcd_fdw_core::scan::SortField;
+use pgrx::pg_sys;
+use pgrx::{is_a, PgList, PgMemoryContexts, PgSqlErrorCode};
+
+use super::pushdown::{self, KeyColumn, Pushed};
+use crate::catalog;
+use crate::columns::{self, Field, Repr, TableColumns};
+use crate::error::raise;
+
+/// Cost of one round trip to etcd, in planner cost units.
+const ROUND_TRIP_COST: f64 = 50.0;
+/// Cost of receiving and converting one key-value pair.
+const PER_ROW_COST: f64 = 0.02;
+/// Assumed size of a table (or a range) whose size we do not know.
+const UNKNOWN_TABLE_ROWS: f64 = 10_000.0;
+const UNKNOWN_RANGE_ROWS: f64 = 1_000.0;
+
+/// What GetForeignRelSize learnt, kept in `baserel->fdw_private` for the
+/// later planning callbacks of the same relation.
+pub struct RelState {
+    pub relid: pg_sys::Oid,
+    pub table: TableOptions,
+    pub columns: TableColumns,
+    pub key: Option<KeyColumn>,
+    /// Table range intersected with every constant restriction.
+    pub base_keys: KeySet,
+    /// Every restriction clause was pushed exactly.
+    pub all_exact: bool,
+    pub has_params: bool,
+    pub fetch_size: u32,
+}
+
+/// Table metadata: options and column mapping.
+pub fn table_info(relid: pg_sys::Oid) -> (TableOptions, pg_sys::Oid, TableColumns) {
+    let (table, server_oid) = catalog::table_options(relid);
+    let name = catalog::rel_name(relid);
+    // SAFETY: the planner holds a lock on the relation; NoLock is enough.
+    let columns = unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let cols = columns::map_columns((*rel).rd_att, &name);
+        pg_sys::RelationClose(rel);
+        cols
+    };
+    check_rowid(&table, &columns, relid);
+    (table, server_oid, columns)
+}
+
+/// `rowid_column` must name the key column.
+pub fn check_rowid(table: &TableOptions, cols: &TableColumns, relid: pg_sys::Oid) {
+    // SAFETY: the relation exists (we are planning or altering it).
+    let ok = unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let found = cols
+            .by_name((*rel).rd_att, &table.rowid_column)
+            .is_some_and(|c| c.field == Field::Key);
+        pg_sys::RelationClose(rel);
+        found
+    };
+    if !ok {
+        crate::error::raise_with(
+            PgSqlErrorCode::ERRCODE_FDW_INVALID_COLUMN_NAME,
+            format!(
+                "option \"rowid_column\" of foreign table \"{}\" must name its key column, not \"{}\"",
+                catalog::rel_name(relid),
+                table.rowid_column
+            ),
+            None,
+            Some("Declare a column named key (text or bytea) and set rowid_column 'key'.".into()),
+        );
+    }
+}
+
+unsafe fn state<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a mut RelState {
+    &mut *((*baserel).fdw_private as *mut RelState)
+}
+
+fn key_column(baserel: *mut pg_sys::RelOptInfo, cols: &TableColumns) -> Option<KeyColumn> {
+    cols.find(Field::Key).map(|c| KeyColumn {
+        // SAFETY: baserel is the relation being planned.
+        varno: unsafe { (*baserel).relid },
+        attno: c.index as i16 + 1,
+        repr: c.repr,
+    })
+}
+
+/// Restriction clauses (not pseudoconstant) of a RestrictInfo list.
+unsafe fn actual_clauses(list: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {
+    let l = pg_sys::extract_actual_clauses(list, false);
+    PgList::<pg_sys::Node>::from_pg(l).iter_ptr().collect()
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_rel_size(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    foreigntableid: pg_sys::Oid,
+) {
+    let (table, server_oid, columns) = table_info(foreigntableid);
+    // Validate the server's options now, so errors surface at plan time.
+    let server = catalog::server_info(server_oid, pg_sys::GetUserId());
+    let fetch_size = effective_fetch_size(&server.options, &table);
+    let key = key_column(baserel, &columns);
+    let mut base_keys = table.key_set();
+    let mut all_exact = true;
+    let mut has_params = false;
+    let mut local = PgList::<pg_sys::RestrictInfo>::new();
+    let rinfos = PgList::<pg_sys::RestrictInfo>::from_pg((*baserel).baserestrictinfo);
+    for ri in rinfos.iter_ptr() {
+        let pushed = key.and_then(|kc| pushdown::classify(root, (*ri).clause as _, &kc));
+        match pushed {
+            Some(Pushed::Const { keys, exact, .. }) => {
+                base_keys = base_keys.intersect(&keys);
+                all_exact &= exact;
+                if !exact {
+                    local.push(ri);
+                }
+            }
+            Some(Pushed::Param { .. }) => has_params = true,
+            None => {
+                all_exact = false;
+                local.push(ri);
+            }
+        }
+    }
+    let rows = estimate_keys(&base_keys, has_params);
+    let sel = pg_sys::clauselist_selectivity(
+        root,
+        local.as_ptr(),
+        (*baserel).relid as i32,
+        pg_sys::JoinType::JOIN_INNER,
+        std::ptr::null_mut(),
+    );
+    (*baserel).rows = (rows * sel).max(if base_keys.is_empty() { 0.0 } else { 1.0 });
+    let st = RelState {
+        relid: foreigntableid,
+        table,
+        columns,
+        key,
+        base_keys,
+        all_exact,
+        has_params,
+        fetch_size,
+    };
+    (*baserel).fdw_private =
+        PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(st) as *mut _;
+}
+
+/// Rows a key set is expected to hold.
+fn estimate_keys(keys: &KeySet, has_params: bool) -> f64 {
+    if keys.is_empty() {
+        return 0.0;
+    }
+    if let Some(n) = keys.point_count() {
+        return n as f64;
+    }
+    if has_params {
+        return 1.0;
+    }
+    if keys.is_all() {
+        UNKNOWN_TABLE_ROWS
+    } else {
+        UNKNOWN_RANGE_ROWS * keys.ranges().len() as f64
+    }
+}
+
+fn scan_cost(rows: f64, fetch_size: u32) -> (f64, f64) {
+    let pages = (rows / fetch_size as f64).ceil().max(1.0);
+    let startup = ROUND_TRIP_COST;
+    (startup, startup + (pages - 1.0) * ROUND_TRIP_COST + rows * PER_ROW_COST)
+}
+
+/// Can a LIMIT of the query be applied by etcd to this relation's scan?
+unsafe fn limit_pushable(root: *mut pg_sys::PlannerInfo, st: &RelState) -> Option<u64> {
+    let parse = (*root).parse;
+    if (*root).limit_tuples <= 0.0
+        || !st.all_exact
+        || st.has_params
+        || (*parse).commandType != pg_sys::CmdType::CMD_SELECT
+        || !(*parse).rowMarks.is_null()
+        || pg_sys::bms_membership((*root).all_baserels) != pg_sys::BMS_Membership::BMS_SINGLETON
+    {
+        return None;
+    }
+    Some((*root).limit_tuples.ceil() as u64)
+}
+
+/// Which etcd sort (if any) yields `pathkeys`.  `Some(None)`: etcd's
+/// natural key order already does.  `None`: etcd cannot produce it.
+unsafe fn sort_for_pathkeys(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    st: &RelState,
+    pathkeys: *mut pg_sys::List,
+) -> Option<Option<(SortField, bool)>> {
+    let pks = PgList::<pg_sys::PathKey>::from_pg(pathkeys);
+    let pk = pks.head()?;
+    let ec = (*pk).pk_eclass;
+    if (*ec).ec_has_volatile {
+        return None;
+    }
+    let desc = match (*pk).pk_strategy as u32 {
+        pg_sys::BTLessStrategyNumber => false,
+        pg_sys::BTGreaterStrategyNumber => true,
+        _ => return None,
+    };
+    // The member of the class that is one of our columns.
+    let members = PgList::<pg_sys::EquivalenceMember>::from_pg((*ec).ec_members);
+    let col = members.iter_ptr().find_map(|em| {
+        let mut e = (*em).em_expr as *mut pg_sys::Node;
+        while is_a(e, pg_sys::NodeTag::T_RelabelType) {
+            e = (*(e as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
+        }
+        if !is_a(e, pg_sys::NodeTag::T_Var) {
+            return None;
+        }
+        let v = e as *mut pg_sys::Var;
+        if (*v).varno as u32 != (*baserel).relid || (*v).varattno < 1 {
+            return None;
+        }
+        st.columns.by_index((*v).varattno as usize - 1)
+    })?;
+    let family_ok = match col.repr {
+        Repr::Text => (*pk).pk_opfamily == pg_sys::TEXT_BTREE_FAM_OID,
+        Repr::Bytea => (*pk).pk_opfamily == pg_sys::BYTEA_BTREE_FAM_OID,
+        Repr::Int8 => (*pk).pk_opfamily == pg_sys::INTEGER_BTREE_FAM_OID,
+        Repr::Io => false,
+    };
+    if !family_ok || !pushdown::orders_like_bytes(col.repr, (*ec).ec_collation) {
+        return None;
+    }
+    let limited = limit_pushable(root, st).is_some();
+    match col.field {
+        // Keys are unique, so key order decides every later pathkey too.
+        Field::Key if !desc => Some(None),
+        Field::Key if limited => Some(Some((SortField::Key, true))),
+        Field::Value if st.table.keys_only => None,
+        Field::Lease | Field::Key => None,
+        f if limited && pks.len() == 1 => {
+            let sf = SortField::from_name(f.name())?;
+            Some(Some((sf, desc)))
+        }
+        _ => None,
+    }
+}
+
+/// Encode a path's promised sort in its fdw_private.
+unsafe fn sort_private(sort: Option<(SortField, bool)>) -> *mut pg_sys::List {
+    let s = match sort {
+        None => "none".to_string(),
+        Some((f, d)) => format!("{} {}", f.name(), if d { "desc" } else { "asc" }),
+    };
+    let cs = std::ffi::CString::new(s).unwrap_or_default();
+    let node = pg_sys::makeString(pg_sys::pstrdup(cs.as_ptr()));
+    let mut l = PgList::<pg_sys::Node>::new();
+    l.push(node as *mut pg_sys::Node);
+    l.into_pg()
+}
+
+/// `strVal()` of a String node.
+unsafe fn str_val(node: *mut pg_sys::Node) -> *const std::ffi::c_char {
+    (*(node as *mut pg_sys::String)).sval
+}
+
+unsafe fn path_sort(path: *mut pg_sys::ForeignPath) -> Option<(SortField, bool)> {
+    let l = PgList::<pg_sys::Node>::from_pg((*path).fdw_private);
+    let node = l.head()?;
+    let s = CStr::from_ptr(str_val(node)).to_str().ok()?;
+    let (f, d) = s.split_once(' ')?;
+    Some((SortField::from_name(f)?, d == "desc"))
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_paths(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    _foreigntableid: pg_sys::Oid,
+) {
+    let st = state(baserel);
+    let rows = (*baserel).rows;
+    let (startup, total) = scan_cost(rows, st.fetch_size);
+    let plain = pg_sys::create_foreignscan_path(
+        root,
+        baserel,
+        std::ptr::null_mut(),
+        rows,
+        startup,
+        total,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        sort_private(None),
+    );
+    pg_sys::add_path(baserel, plain as *mut pg_sys::Path);
+
+    // A path in the order the query wants, when etcd can deliver it.
+    if !(*root).query_pathkeys.is_null() {
+        if let Some(sort) = sort_for_pathkeys(root, baserel, st, (*root).query_pathkeys) {
+            // A pushed sort costs etcd a little; the natural order is free.
+            let extra = if sort.is_some() { 1.0 } else { 0.0 };
+            let p = pg_sys::create_foreignscan_path(
+                root,
+                baserel,
+                std::ptr::null_mut(),
+                rows,
+                startup + extra,
+                total + extra,
+                (*root).query_pathkeys,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                sort_private(sort),
+            );
+            pg_sys::add_path(baserel, p as *mut pg_sys::Path);
+        }
+    }
+
+    add_parameterized_paths(root, baserel, st);
+}
+
+/// Matches equivalence members that are our key column.
+unsafe extern "C-unwind" fn ec_member_is_key(
+    _root: *mut pg_sys::PlannerInfo,
+    rel: *mut pg_sys::RelOptInfo,
+    _ec: *mut pg_sys::EquivalenceClass,
+    em: *mut pg_sys::EquivalenceMember,
+    arg: *mut std::ffi::c_void,
+) -> bool {
+    let attno = *(arg as *const i16);
+    let mut e = (*em).em_expr as *mut pg_sys::Node;
+    while is_a(e, pg_sys::NodeTag::T_RelabelType) {
+        e = (*(e as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
+    }
+    if !is_a(e, pg_sys::NodeTag::T_Var) {
+        return false;
+    }
+    let v = e as *mut pg_sys::Var;
+    (*v).varno as u32 == (*rel).relid && (*v).varattno == attno && (*v).varlevelsup == 0
+}
+
+/// For each join clause `key = other.col`, a path that looks the key up
+/// once per outer row (nested loop with a parameter).
+unsafe fn add_parameterized_paths(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    st: &RelState,
+) {
+    let Some(kc) = st.key else { return };
+    let mut candidates: Vec<*mut pg_sys::RestrictInfo> = Vec::new();
+    let mut attno = kc.attno;
+    let ec_clauses = pg_sys::generate_implied_equalities_for_column(
+        root,
+        baserel,
+        Some(ec_member_is_key),
+        &mut attno as *mut i16 as *mut std::ffi::c_void,
+        (*baserel).lateral_referencers,
+    );
+    candidates.extend(PgList::<pg_sys::RestrictInfo>::from_pg(ec_clauses).iter_ptr());
+    candidates.extend(PgList::<pg_sys::RestrictInfo>::from_pg((*baserel).joininfo).iter_ptr());
+
+    let mut seen: Vec<pg_sys::Relids> = Vec::new();
+    for ri in candidates {
+        if !pg_sys::join_clause_is_movable_to(ri, baserel) {
+            continue;
+        }
+        match pushdown::classify(root, (*ri).clause as _, &kc) {
+            Some(Pushed::Param {
+                op: etcd_fdw_core::plan::CondOp::Eq | etcd_fdw_core::plan::CondOp::In,
+                ..
+            }) => {}
+            _ => continue,
+        }
+        let required_outer = pg_sys::bms_difference((*ri).clause_relids, (*baserel).relids);
+        let required_outer = pg_sys::bms_union(required_outer, (*baserel).lateral_relids);
+        if pg_sys::bms_is_empty(required_outer)
+            || seen.iter().any(|r| pg_sys::bms_equal(*r, required_outer))
+        {
+            continue;
+        }
+        seen.push(required_outer);
+        let ppi = pg_sys::get_baserel_parampathinfo(root, baserel, required_outer);
+        let rows = if ppi.is_null() { 1.0 } else { (*ppi).ppi_rows.max(1.0) };
+        let (startup, total) = scan_cost(rows, st.fetch_size);
+        let p = pg_sys::create_foreignscan_path(
+            root,
+            baserel,
+            std::ptr::null_mut(),
+            rows,
+            startup,
+            total,
+            std::ptr::null_mut(),
+            required_outer,
+            std::ptr::null_mut(),
+            sort_private(None),
+        );
+        pg_sys::add_path(baserel, p as *mut pg_sys::Path);
+    }
+}
+
+/// Whether the query needs the value column of this relation.
+unsafe fn needs_value(
+    baserel: *mut pg_sys::RelOptInfo,
+    st: &RelState,
+    local: *mut pg_sys::List,
+) -> bool {
+    let Some(vc) = st.columns.find(Field::Value) else {
+        return false;
+    };
+    let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+    pg_sys::pull_varattnos(
+        (*(*baserel).reltarget).exprs as *mut pg_sys::Node,
+        (*baserel).relid,
+        &mut attrs,
+    );
+    pg_sys::pull_varattnos(local as *mut pg_sys::Node, (*baserel).relid, &mut attrs);
+    let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
+    // A whole-row reference (attno 0) needs every column.
+    pg_sys::bms_is_member(vc.index as i32 + 1 - offset, attrs)
+        || pg_sys::bms_is_member(-offset, attrs)
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_plan(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    _foreigntableid: pg_sys::Oid,
+    best_path: *mut pg_sys::ForeignPath,
+    tlist: *mut pg_sys::List,
+    scan_clauses: *mut pg_sys::List,
+    outer_plan: *mut pg_sys::Plan,
+) -> *mut pg_sys::ForeignScan {
+    let st = state(baserel);
+    let mut keys = st.table.key_set();
+    let mut params = Vec::new();
+    let mut pushed_desc = Vec::new();
+    let mut fdw_exprs = PgList::<pg_sys::Node>::new();
+    let mut local = PgList::<pg_sys::Node>::new();
+    let mut all_exact = true;
+    for clause in actual_clauses(scan_clauses) {
+        let pushed = st.key.and_then(|kc| pushdown::classify(root, clause, &kc));
+        match pushed {
+            Some(p) => {
+                let exact = p.exact();
+                match p {
+                    Pushed::Const { keys: k, desc, .. } => {
+                        keys = keys.intersect(&k);
+                        pushed_desc.push(desc);
+                    }
+                    Pushed::Param { op, expr, desc, .. } => {
+                        params.push(ParamCond {
+                            op,
+                            expr_index: fdw_exprs.len(),
+                        });
+                        fdw_exprs.push(expr as *mut pg_sys::Node);
+                        pushed_desc.push(desc);
+                    }
+                }
+                if !exact {
+                    all_exact = false;
+                    local.push(clause);
+                }
+            }
+            None => {
+                all_exact = false;
+                local.push(clause);
+            }
+        }
+    }
+
+    let path_sort = path_sort(best_path);
+    let query_order_satisfied = (*root).query_pathkeys.is_null()
+        || pg_sys::pathkeys_contained_in((*root).query_pathkeys, (*best_path).path.pathkeys);
+    let limit = if all_exact && params.is_empty() && query_order_satisfied {
+        limit_pushable(root, st)
+    } else {
+        None
+    };
+    if path_sort.is_some_and(|(f, d)| (f != SortField::Key || d) && limit.is_none()) {
+        // Only planned together with a pushable LIMIT; never expected.
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "etcd_fdw planned a sort that needs a LIMIT it cannot push down",
+        );
+    }
+    let keys_only = st.table.keys_only || !needs_value(baserel, st, local.as_ptr());
+    let plan = ScanPlan {
+        keys,
+        params,
+        sort: path_sort,
+        limit,
+        keys_only,
+        revision: st.table.revision,
+        serializable: st.table.consistency == etcd_fdw_core::options::Consistency::Serializable,
+        fetch_size: st.fetch_size,
+        pushed: pushed_desc,
+    };
+    let encoded = std::ffi::CString::new(plan.encode()).unwrap_or_default();
+    let mut private = PgList::<pg_sys::Node>::new();
+    private.push(pg_sys::makeString(pg_sys::pstrdup(encoded.as_ptr())) as *mut pg_sys::Node);
+    pg_sys::make_foreignscan(
+        tlist,
+        local.into_pg(),
+        (*baserel).relid,
+        fdw_exprs.into_pg(),
+        private.into_pg(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        outer_plan,
+    )
+}
+
+/// The ScanPlan stored in a ForeignScan's fdw_private.
+///
+/// # Safety
+/// `private` must be the fdw_private list built by [`get_foreign_plan`].
+pub unsafe fn decode_plan(private: *mut pg_sys::List) -> ScanPlan {
+    let l = PgList::<pg_sys::Node>::from_pg(private);
+    l.head()
+        .and_then(|n| CStr::from_ptr(str_val(n)).to_str().ok())
+        .and_then(ScanPlan::decode)
+        .unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "etcd_fdw: malformed scan plan",
+            )
+        })
+}

@@ -1,0 +1,283 @@
+//! Scan execution: evaluate run-time key conditions, page through etcd at
+//! one revision, and turn key-value pairs into tuples.
+//!
+//! Only one page (`fetch_size` pairs) is held at a time; every page after
+//! the first reads at the revision the first one saw, so a scan is one
+//! consistent snapshot of etcd.
+
+use etcd_fdw_core::client;
+use etcd_fdw_core::etcd_client::KeyValue;
+use etcd_fdw_core::keyrange::KeySet;
+use etcd_fdw_core::plan::{CondOp, ScanPlan};
+use etcd_fdw_core::scan::{Pager, ScanSpec};
+use pgrx::pg_sys;
+use pgrx::{PgList, PgMemoryContexts};
+
+use super::plan::{decode_plan, table_info};
+use super::pushdown;
+use crate::catalog::{self, ServerInfo};
+use crate::columns::{self, Column, Field, Repr};
+use crate::connection;
+
+/// Input function of a column read through its type's text I/O.
+struct IoInput {
+    index: usize,
+    flinfo: pg_sys::FmgrInfo,
+    typioparam: pg_sys::Oid,
+    typmod: i32,
+}
+
+pub struct ScanExec {
+    pub plan: ScanPlan,
+    server: ServerInfo,
+    columns: Vec<Column>,
+    key_repr: Repr,
+    param_exprs: Vec<*mut pg_sys::ExprState>,
+    econtext: *mut pg_sys::ExprContext,
+    io_inputs: Vec<IoInput>,
+    pager: Option<Pager>,
+    page: std::vec::IntoIter<KeyValue>,
+    /// The current row's key, for the modify path (rowid).
+    pub current_key: Vec<u8>,
+    pub current_mod_revision: i64,
+    pub pages: u64,
+    pub keys_fetched: u64,
+    relname: String,
+}
+
+impl ScanExec {
+    /// # Safety
+    /// `node` must be a ForeignScanState being initialised by the executor.
+    pub unsafe fn new(node: *mut pg_sys::ForeignScanState) -> ScanExec {
+        let fsplan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let estate = (*node).ss.ps.state;
+        let plan = decode_plan((*fsplan).fdw_private);
+        let rel = (*node).ss.ss_currentRelation;
+        let relid = (*rel).rd_id;
+        let rte = pg_sys::exec_rt_fetch((*fsplan).scan.scanrelid, estate);
+        let userid = connection::effective_user((*rte).checkAsUser);
+        let (_table, server_oid, cols) = table_info(relid);
+        let server = catalog::server_info(server_oid, userid);
+        let key_repr = cols.find(Field::Key).map_or(Repr::Text, |c| c.repr);
+        let param_exprs = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
+            (*fsplan).fdw_exprs,
+            node as *mut pg_sys::PlanState,
+        ))
+        .iter_ptr()
+        .collect();
+        let io_inputs = cols
+            .columns
+            .iter()
+            .filter(|c| c.repr == Repr::Io)
+            .map(|c| {
+                let mut func = pg_sys::InvalidOid;
+                let mut typioparam = pg_sys::InvalidOid;
+                pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut typioparam);
+                let mut flinfo = pg_sys::FmgrInfo::default();
+                pg_sys::fmgr_info_cxt(func, &mut flinfo, (*estate).es_query_cxt);
+                IoInput {
+                    index: c.index,
+                    flinfo,
+                    typioparam,
+                    typmod: c.typmod,
+                }
+            })
+            .collect();
+        ScanExec {
+            plan,
+            server,
+            columns: cols.columns,
+            key_repr,
+            param_exprs,
+            econtext: (*node).ss.ps.ps_ExprContext,
+            io_inputs,
+            pager: None,
+            page: Vec::new().into_iter(),
+            current_key: Vec::new(),
+            current_mod_revision: 0,
+            pages: 0,
+            keys_fetched: 0,
+            relname: catalog::rel_name(relid),
+        }
+    }
+
+    /// The key set with run-time conditions applied.
+    unsafe fn runtime_keys(&self) -> KeySet {
+        let mut keys = self.plan.keys.clone();
+        for p in &self.plan.params {
+            let state = self.param_exprs[p.expr_index];
+            let mut isnull = false;
+            let d = pg_sys::ExecEvalExprSwitchContext(state, self.econtext, &mut isnull);
+            let values = if isnull {
+                vec![None]
+            } else if p.op == CondOp::In {
+                pushdown::array_bytes(d, self.key_repr)
+            } else {
+                vec![Some(columns::varlena_bytes(d, self.key_repr).into_owned())]
+            };
+            keys = keys.intersect(&p.op.key_set(&values));
+        }
+        keys
+    }
+
+    fn start(&mut self) {
+        // SAFETY: called from IterateForeignScan with a live econtext.
+        let keys = unsafe { self.runtime_keys() };
+        self.pager = Some(Pager::new(ScanSpec {
+            keys,
+            sort: self.plan.sort,
+            limit: self.plan.limit,
+            keys_only: self.plan.keys_only,
+            revision: self.plan.revision,
+            serializable: self.plan.serializable,
+            fetch_size: self.plan.fetch_size,
+        }));
+    }
+
+    /// Fetch the next page; false when the scan is complete.
+    fn fetch_page(&mut self) -> bool {
+        let Some(pager) = self.pager.as_mut() else {
+            return false;
+        };
+        let Some(req) = pager.next_request() else {
+            return false;
+        };
+        let timeout = self.server.options.request_timeout;
+        let what = || {
+            format!(
+                "reading foreign table \"{}\" from etcd server \"{}\" ({})",
+                self.relname,
+                self.server.server_name,
+                self.server.options.endpoints_display()
+            )
+        };
+        let mut resp = connection::with_retry(&self.server, &what, |mut kv| {
+            let req = req.clone();
+            async move {
+                let opts = req.get_options();
+                client::with_timeout(timeout, kv.get(req.key, Some(opts))).await
+            }
+        });
+        let header_rev = resp.header().map_or(0, |h| h.revision());
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        let pager = self.pager.as_mut().expect("pager exists");
+        pager.advance(kvs.len(), kvs.last().map(|kv| kv.key()), more, header_rev);
+        self.pages += 1;
+        self.keys_fetched += kvs.len() as u64;
+        self.page = kvs.into_iter();
+        true
+    }
+
+    /// Store the next row into `slot`; false at the end.
+    ///
+    /// # Safety
+    /// `slot` must be the scan's virtual tuple slot; runs in the per-tuple
+    /// memory context.
+    pub unsafe fn next_into(&mut self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        if self.pager.is_none() {
+            self.start();
+        }
+        loop {
+            if let Some(kv) = self.page.next() {
+                self.store(&kv, slot);
+                return true;
+            }
+            if !self.fetch_page() {
+                return false;
+            }
+        }
+    }
+
+    unsafe fn store(&mut self, kv: &KeyValue, slot: *mut pg_sys::TupleTableSlot) {
+        pg_sys::ExecClearTuple(slot);
+        let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+        nulls.fill(true);
+        let key = kv.key();
+        for c in &self.columns {
+            let d = match (c.field, c.repr) {
+                (Field::Key, Repr::Bytea) => columns::bytea_datum(key),
+                (Field::Key, _) => columns::text_datum(key, Field::Key, key),
+                (Field::Value, _) if self.plan.keys_only => continue,
+                (Field::Value, Repr::Bytea) => columns::bytea_datum(kv.value()),
+                (Field::Value, Repr::Text) => columns::text_datum(kv.value(), Field::Value, key),
+                (Field::Value, _) => io_datum(&mut self.io_inputs, c.index, kv.value(), key),
+                (Field::CreateRevision, _) => pg_sys::Datum::from(kv.create_revision()),
+                (Field::ModRevision, _) => pg_sys::Datum::from(kv.mod_revision()),
+                (Field::Version, _) => pg_sys::Datum::from(kv.version()),
+                (Field::Lease, _) => pg_sys::Datum::from(kv.lease()),
+            };
+            values[c.index] = d;
+            nulls[c.index] = false;
+        }
+        self.current_key.clear();
+        self.current_key.extend_from_slice(key);
+        self.current_mod_revision = kv.mod_revision();
+        pg_sys::ExecStoreVirtualTuple(slot);
+    }
+
+    pub fn rescan(&mut self) {
+        self.pager = None;
+        self.page = Vec::new().into_iter();
+    }
+}
+
+/// A value read through its type's input function: validated and
+/// converted like text first.
+unsafe fn io_datum(inputs: &mut [IoInput], index: usize, bytes: &[u8], key: &[u8]) -> pg_sys::Datum {
+    let text = columns::text_datum(bytes, Field::Value, key);
+    let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
+    let io = inputs
+        .iter_mut()
+        .find(|i| i.index == index)
+        .expect("input function for an I/O column");
+    pg_sys::InputFunctionCall(&mut io.flinfo, cstr, io.typioparam, io.typmod)
+}
+
+unsafe fn exec<'a>(node: *mut pg_sys::ForeignScanState) -> &'a mut ScanExec {
+    &mut *((*node).fdw_state as *mut ScanExec)
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    eflags: std::ffi::c_int,
+) {
+    if eflags as u32 & pg_sys::EXEC_FLAG_EXPLAIN_ONLY != 0 {
+        return;
+    }
+    let st = ScanExec::new(node);
+    // Owned by the query's memory context: dropped (page buffers
+    // included) when the query ends, also on error.
+    let cxt = (*(*node).ss.ps.state).es_query_cxt;
+    (*node).fdw_state = PgMemoryContexts::For(cxt).leak_and_drop_on_delete(st) as *mut _;
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn iterate_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+) -> *mut pg_sys::TupleTableSlot {
+    let slot = (*node).ss.ss_ScanTupleSlot;
+    if !exec(node).next_into(slot) {
+        pg_sys::ExecClearTuple(slot);
+    }
+    slot
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    if !(*node).fdw_state.is_null() {
+        exec(node).rescan();
+    }
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    if !(*node).fdw_state.is_null() {
+        // Release the page buffer now; the struct itself goes with the
+        // query context.
+        exec(node).rescan();
+    }
+}

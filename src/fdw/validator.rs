@@ -1,0 +1,71 @@
+//! DDL-time checks: the validator function PostgreSQL calls for every
+//! CREATE/ALTER of a server, user mapping or foreign table, and the check
+//! of a foreign table's columns run by the extension's event trigger
+//! (the validator never sees the table's columns).
+
+use etcd_fdw_core::options::{self, OptionContext};
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use crate::catalog::deflist_to_pairs;
+use crate::error::{option_error, raise_with};
+
+fn context_of(catalog: pg_sys::Oid) -> OptionContext {
+    match catalog {
+        pg_sys::ForeignServerRelationId => OptionContext::Server,
+        pg_sys::UserMappingRelationId => OptionContext::UserMapping,
+        pg_sys::ForeignTableRelationId => OptionContext::Table,
+        pg_sys::AttributeRelationId => OptionContext::Column,
+        _ => OptionContext::Wrapper,
+    }
+}
+
+/// Options that name files the backend reads with the server's OS
+/// privileges: like postgres_fdw's sslcert/sslkey, superuser only.
+const SUPERUSER_OPTIONS: &[&str] = &["ssl_key", "ssl_cert", "ssl_ca"];
+
+/// # Safety
+/// `options` is the text[] datum PostgreSQL passes to a validator.
+pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
+    let ctx = context_of(catalog);
+    let pairs = deflist_to_pairs(pg_sys::untransformRelOptions(options));
+    if let Err(e) = options::validate(ctx, &pairs) {
+        option_error(&e);
+    }
+    if ctx == OptionContext::Server && !pg_sys::superuser() {
+        if let Some((name, _)) = pairs
+            .iter()
+            .find(|(n, _)| SUPERUSER_OPTIONS.contains(&n.as_str()))
+        {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("only superuser can set option \"{name}\""),
+                Some("The ssl_* options name files the database server reads.".into()),
+                None,
+            );
+        }
+    }
+}
+
+/// Check a foreign table after CREATE/ALTER FOREIGN TABLE: when it belongs
+/// to etcd_fdw, its columns must map to etcd data and `rowid_column` must
+/// name the key column.
+pub fn check_table_ddl(relid: pg_sys::Oid) {
+    // SAFETY: catalog lookups on a relation the DDL command just touched.
+    unsafe {
+        if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_FOREIGN_TABLE {
+            return;
+        }
+        let server = pg_sys::GetForeignServer(pg_sys::GetForeignServerIdByRelId(relid));
+        let fdw = pg_sys::GetForeignDataWrapper((*server).fdwid);
+        if (*fdw).fdwhandler == pg_sys::InvalidOid {
+            return;
+        }
+        let handler = std::ffi::CStr::from_ptr(pg_sys::get_func_name((*fdw).fdwhandler));
+        if handler.to_bytes() != b"etcd_fdw_handler" {
+            return;
+        }
+    }
+    // Raises the error if anything is wrong.
+    super::table_info(relid);
+}

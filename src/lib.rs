@@ -1,0 +1,25 @@
+//! etcd_fdw: a PostgreSQL foreign data wrapper for etcd v3.
+//!
+//! Module map (PostgreSQL-facing side; the pure logic lives in the
+//! `etcd_fdw_core` crate under `core/`):
+//!
+//! * [`error`]: etcd and option errors -> `ereport(ERROR)` with SQLSTATEs;
+//! * [`runtime`]: the per-backend tokio runtime and interruptible waits;
+//! * [`connection`]: the per-backend connection cache;
+//! * [`catalog`]: reading server, user mapping and table options;
+//! * [`columns`]: column mapping and etcd bytes <-> datums;
+//! * [`fdw`]: the `FdwRoutine` callbacks (planning, scanning, modifying,
+//!   EXPLAIN) and the validator;
+//! * [`sqlfuncs`]: SQL-callable helper functions.
+
+use pgrx::prelude::*;
+
+pg_module_magic!(name, version);
+
+mod catalog;
+mod columns;
+mod connection;
+mod error;
+mod fdw;
+mod runtime;
+mod sqlfuncs;

@@ -1,0 +1,86 @@
+//! SQL-callable functions: the handler and validator declarations, the
+//! DDL event trigger, and connection-cache introspection.
+
+use pgrx::prelude::*;
+
+use crate::connection;
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION etcd_fdw_handler() RETURNS fdw_handler
+    AS 'MODULE_PATHNAME', 'etcd_fdw_handler' LANGUAGE C STRICT;
+COMMENT ON FUNCTION etcd_fdw_handler() IS 'etcd foreign data wrapper handler';
+
+CREATE FUNCTION etcd_fdw_validator(text[], oid) RETURNS void
+    AS 'MODULE_PATHNAME', 'etcd_fdw_validator' LANGUAGE C STRICT;
+COMMENT ON FUNCTION etcd_fdw_validator(text[], oid) IS 'etcd foreign data wrapper option validator';
+"#,
+    name = "fdw_functions",
+);
+
+/// Check a foreign table's columns and rowid_column (used by the DDL event
+/// trigger; harmless to call on any relation).
+#[pg_extern]
+fn etcd_fdw_check_table(relid: pg_sys::Oid) {
+    crate::fdw::check_table_ddl(relid);
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION etcd_fdw_ddl_check() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
+             WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+    LOOP
+        PERFORM @extschema@.etcd_fdw_check_table(r.objid);
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER etcd_fdw_ddl_check ON ddl_command_end
+    WHEN TAG IN ('CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
+    EXECUTE FUNCTION etcd_fdw_ddl_check();
+"#,
+    name = "ddl_event_trigger",
+    requires = [etcd_fdw_check_table],
+);
+
+/// The etcd connections this backend keeps open, with how many times each
+/// was (re)established.
+#[pg_extern]
+fn etcd_fdw_get_connections() -> TableIterator<
+    'static,
+    (
+        name!(server_name, String),
+        name!(user_name, String),
+        name!(endpoints, String),
+        name!(connects, i64),
+    ),
+> {
+    let rows: Vec<_> = connection::list()
+        .into_iter()
+        .map(|(server, user, endpoints, connects)| {
+            // SAFETY: GetUserNameFromId with noerr = true returns NULL for
+            // an unknown role.
+            let user_name = unsafe {
+                let p = pg_sys::GetUserNameFromId(pg_sys::Oid::from(user), true);
+                if p.is_null() {
+                    user.to_string()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            (server, user_name, endpoints, connects)
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Close every etcd connection of this backend; true if there was one.
+#[pg_extern]
+fn etcd_fdw_disconnect_all() -> bool {
+    connection::disconnect_all()
+}
