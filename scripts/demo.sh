@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# README command 1: set up the machine, build and install etcd_fdw into the
+# system PostgreSQL 15, start a throwaway etcd and a throwaway PostgreSQL
+# cluster (loopback only, free ports, data under $DEMO_DIR), put sample keys
+# and run the specification's example.  They keep running so you can play;
+# `bash scripts/demo.sh stop` stops them and removes the data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEMO_DIR=${DEMO_DIR:-/tmp/etcd_fdw_demo}
+PGBIN=/usr/lib/postgresql/15/bin
+export ETCDCTL_API=3
+
+stop() {
+  if [[ -f "$DEMO_DIR/pg/postmaster.pid" ]]; then
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DEMO_DIR/pg" -m fast stop >/dev/null 2>&1 || true
+  fi
+  if [[ -f "$DEMO_DIR/etcd.pid" ]]; then
+    kill "$(cat "$DEMO_DIR/etcd.pid")" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -rf "$DEMO_DIR"
+}
+
+if [[ "${1:-}" == stop ]]; then
+  stop
+  echo "demo stopped, $DEMO_DIR removed"
+  exit 0
+fi
+
+bash scripts/setup.sh
+bash scripts/install.sh
+stop
+mkdir -p "$DEMO_DIR"
+chown postgres: "$DEMO_DIR"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ETCD_PORT=$(free_port); PEER_PORT=$(free_port); PG_PORT=$(free_port)
+ENDPOINT="127.0.0.1:$ETCD_PORT"
+
+echo "==> starting etcd $(/usr/bin/etcd --version | head -1 | awk '{print $3}') on $ENDPOINT"
+/usr/bin/etcd --name demo --data-dir "$DEMO_DIR/etcd" \
+  --listen-client-urls "http://$ENDPOINT" --advertise-client-urls "http://$ENDPOINT" \
+  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+  --initial-cluster "demo=http://127.0.0.1:$PEER_PORT" >"$DEMO_DIR/etcd.log" 2>&1 &
+echo $! >"$DEMO_DIR/etcd.pid"
+for _ in $(seq 100); do
+  /usr/bin/etcdctl --endpoints "$ENDPOINT" endpoint health >/dev/null 2>&1 && break
+  sleep 0.1
+done
+/usr/bin/etcdctl --endpoints "$ENDPOINT" put bar baz >/dev/null
+/usr/bin/etcdctl --endpoints "$ENDPOINT" put foo bar >/dev/null
+
+echo "==> starting PostgreSQL 15 on 127.0.0.1:$PG_PORT (socket in $DEMO_DIR)"
+runuser -u postgres -- "$PGBIN/initdb" -D "$DEMO_DIR/pg" -U postgres -A trust -E UTF8 --locale C >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DEMO_DIR/pg" -l "$DEMO_DIR/pg.log" -w \
+  -o "-p $PG_PORT -k $DEMO_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+
+PSQL=(runuser -u postgres -- psql -X -h "$DEMO_DIR" -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1)
+echo "==> the specification's example"
+"${PSQL[@]}" -e <<SQL
+create extension etcd_fdw;
+CREATE foreign data wrapper etcd_fdw handler etcd_fdw_handler validator etcd_fdw_validator;
+CREATE SERVER my_etcd_server foreign data wrapper etcd_fdw options (connstr '$ENDPOINT');
+CREATE foreign table test (key text, value text) server my_etcd_server options(rowid_column 'key');
+SELECT * FROM test;
+SQL
+
+cat <<EOF2
+
+The demo is running:
+  psql:    runuser -u postgres -- psql -h $DEMO_DIR -p $PG_PORT postgres
+  etcdctl: ETCDCTL_API=3 etcdctl --endpoints $ENDPOINT get --prefix ''
+  stop:    bash scripts/demo.sh stop
+EOF2
