@@ -94,7 +94,6 @@ pub fn repr_for(field: Field, typoid: pg_sys::Oid) -> Result<Repr, &'static str>
 /// The column layout of a foreign table.
 #[derive(Clone, Debug)]
 pub struct TableColumns {
-    pub natts: usize,
     pub columns: Vec<Column>,
 }
 
@@ -170,7 +169,7 @@ pub unsafe fn map_columns(tupdesc: pg_sys::TupleDesc, table: &str) -> TableColum
             typmod: a.atttypmod,
         });
     }
-    TableColumns { natts, columns }
+    TableColumns { columns }
 }
 
 /// A key for messages: as text when printable UTF-8, else with `\xNN`

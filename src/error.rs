@@ -85,6 +85,12 @@ pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
         EtcdError::Status { message, .. } if message.contains("request is too large") => Some(
             "etcd refuses requests larger than its --max-request-bytes (1.5 MiB by default).".to_string(),
         ),
+        EtcdError::Status { message, .. } if message.contains("too many operations") => Some(
+            "Lower the option \"batch_size\" to at most the etcd cluster's --max-txn-ops (128 by default).".to_string(),
+        ),
+        EtcdError::Status { message, .. } if message.contains("larger than max") => Some(
+            "etcd refuses gRPC messages larger than its limit (2 MiB by default).".to_string(),
+        ),
         _ => None,
     };
     raise_with(

@@ -4,6 +4,7 @@
 //! * [`keyrange`]: key range algebra (prefixes, comparisons, IN lists);
 //! * [`plan`]: the planner's decision for a scan, encodable into a plan;
 //! * [`scan`]: turning a planned scan into paged etcd range requests;
+//! * [`writes`]: guarded write operations packed into etcd transactions;
 //! * [`client`]: connecting (TLS, auth, endpoint failover) and errors.
 //!
 //! Everything here is covered by `cargo test -p etcd_fdw_core` without any
@@ -14,6 +15,7 @@ pub mod keyrange;
 pub mod options;
 pub mod plan;
 pub mod scan;
+pub mod writes;
 
 pub use etcd_client;
 pub use tonic;

@@ -1,6 +1,7 @@
 //! The foreign data wrapper: handler, validator and FdwRoutine callbacks.
 
 mod explain;
+mod modify;
 mod plan;
 mod pushdown;
 mod scan;
@@ -41,6 +42,20 @@ pub unsafe extern "C-unwind" fn etcd_fdw_handler(
     (*r).ReScanForeignScan = Some(scan::rescan_foreign_scan);
     (*r).EndForeignScan = Some(scan::end_foreign_scan);
     (*r).ExplainForeignScan = Some(explain::explain_foreign_scan);
+    (*r).IsForeignRelUpdatable = Some(modify::is_foreign_rel_updatable);
+    (*r).AddForeignUpdateTargets = Some(modify::add_foreign_update_targets);
+    (*r).PlanForeignModify = Some(modify::plan_foreign_modify);
+    (*r).BeginForeignModify = Some(modify::begin_foreign_modify);
+    (*r).ExecForeignInsert = Some(modify::exec_foreign_insert);
+    (*r).ExecForeignBatchInsert = Some(modify::exec_foreign_batch_insert);
+    (*r).GetForeignModifyBatchSize = Some(modify::get_foreign_modify_batch_size);
+    (*r).ExecForeignUpdate = Some(modify::exec_foreign_update);
+    (*r).ExecForeignDelete = Some(modify::exec_foreign_delete);
+    (*r).EndForeignModify = Some(modify::end_foreign_modify);
+    (*r).BeginForeignInsert = Some(modify::begin_foreign_insert);
+    (*r).EndForeignInsert = Some(modify::end_foreign_modify);
+    (*r).ExplainForeignModify = Some(modify::explain_foreign_modify);
+    (*r).ExecForeignTruncate = Some(modify::exec_foreign_truncate);
     pg_sys::Datum::from(r)
 }
 

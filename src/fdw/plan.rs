@@ -27,12 +27,9 @@ const UNKNOWN_RANGE_ROWS: f64 = 1_000.0;
 /// What GetForeignRelSize learnt, kept in `baserel->fdw_private` for the
 /// later planning callbacks of the same relation.
 pub struct RelState {
-    pub relid: pg_sys::Oid,
     pub table: TableOptions,
     pub columns: TableColumns,
     pub key: Option<KeyColumn>,
-    /// Table range intersected with every constant restriction.
-    pub base_keys: KeySet,
     /// Every restriction clause was pushed exactly.
     pub all_exact: bool,
     pub has_params: bool,
@@ -141,11 +138,9 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     );
     (*baserel).rows = (rows * sel).max(if base_keys.is_empty() { 0.0 } else { 1.0 });
     let st = RelState {
-        relid: foreigntableid,
         table,
         columns,
         key,
-        base_keys,
         all_exact,
         has_params,
         fetch_size,

@@ -10,6 +10,7 @@ use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::plan::{CondOp, ScanPlan};
 use etcd_fdw_core::scan::{Pager, ScanSpec};
+use etcd_fdw_core::writes::revision_to_tid;
 use pgrx::pg_sys;
 use pgrx::{PgList, PgMemoryContexts};
 
@@ -216,6 +217,13 @@ impl ScanExec {
         self.current_key.extend_from_slice(key);
         self.current_mod_revision = kv.mod_revision();
         pg_sys::ExecStoreVirtualTuple(slot);
+        // The ctid carries the mod_revision to UPDATE/DELETE (see modify.rs).
+        if let Some((block, offset)) = revision_to_tid(kv.mod_revision()) {
+            let tid = &mut (*slot).tts_tid;
+            tid.ip_blkid.bi_hi = (block >> 16) as u16;
+            tid.ip_blkid.bi_lo = (block & 0xffff) as u16;
+            tid.ip_posid = offset;
+        }
     }
 
     pub fn rescan(&mut self) {

@@ -1,0 +1,478 @@
+//! The write layer: every INSERT, UPDATE and DELETE becomes a [`WriteOp`]
+//! with the guard that makes it safe (the key must not exist yet, or must
+//! still be at the revision the scan read).  Ops are packed into etcd
+//! transactions that respect etcd's per-transaction operation limit and a
+//! request-size budget; each transaction is all-or-nothing, and a failed
+//! guard is diagnosed from the values etcd returns in the `else` branch.
+//!
+//! Deferring a whole PostgreSQL transaction's writes to COMMIT would only
+//! change *when* [`WriteBatch`]es are sent, not what they contain.
+
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
+};
+
+/// One row-level change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Put a key that must not exist.
+    Insert {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: Option<i64>,
+    },
+    /// Rewrite (and possibly rename) a key still at `mod_revision`.
+    Update {
+        old_key: Vec<u8>,
+        new_key: Vec<u8>,
+        value: Vec<u8>,
+        lease: Option<i64>,
+        mod_revision: i64,
+    },
+    /// Delete a key still at `mod_revision`.
+    Delete { key: Vec<u8>, mod_revision: i64 },
+}
+
+impl WriteOp {
+    fn is_rename(&self) -> bool {
+        matches!(self, WriteOp::Update { old_key, new_key, .. } if old_key != new_key)
+    }
+
+    /// Keys this op touches (for duplicate detection inside a txn).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            WriteOp::Insert { key, .. } | WriteOp::Delete { key, .. } => vec![key],
+            WriteOp::Update {
+                old_key, new_key, ..
+            } => {
+                if old_key == new_key {
+                    vec![old_key]
+                } else {
+                    vec![old_key, new_key]
+                }
+            }
+        }
+    }
+
+    /// (compares, success ops) this op adds to a transaction.
+    fn op_counts(&self) -> (usize, usize) {
+        if self.is_rename() {
+            (2, 2)
+        } else {
+            (1, 1)
+        }
+    }
+
+    /// Request bytes this op adds (keys and value, roughly).
+    fn bytes(&self) -> usize {
+        match self {
+            WriteOp::Insert { key, value, .. } => 2 * key.len() + value.len() + 16,
+            WriteOp::Update {
+                old_key,
+                new_key,
+                value,
+                ..
+            } => 2 * old_key.len() + 2 * new_key.len() + value.len() + 32,
+            WriteOp::Delete { key, .. } => 3 * key.len() + 16,
+        }
+    }
+
+    fn compares(&self) -> Vec<Compare> {
+        match self {
+            WriteOp::Insert { key, .. } => {
+                vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)]
+            }
+            WriteOp::Update {
+                old_key,
+                new_key,
+                mod_revision,
+                ..
+            } => {
+                let mut c = vec![Compare::mod_revision(
+                    old_key.clone(),
+                    CompareOp::Equal,
+                    *mod_revision,
+                )];
+                if old_key != new_key {
+                    c.push(Compare::create_revision(new_key.clone(), CompareOp::Equal, 0));
+                }
+                c
+            }
+            WriteOp::Delete { key, mod_revision } => vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                *mod_revision,
+            )],
+        }
+    }
+
+    fn success_ops(&self) -> Vec<TxnOp> {
+        let put_opts = |lease: &Option<i64>| {
+            let o = PutOptions::new().with_prev_key();
+            match lease {
+                Some(l) => o.with_lease(*l),
+                None => o.with_ignore_lease(),
+            }
+        };
+        match self {
+            WriteOp::Insert { key, value, lease } => {
+                let o = PutOptions::new().with_lease(lease.unwrap_or(0));
+                vec![TxnOp::put(key.clone(), value.clone(), Some(o))]
+            }
+            WriteOp::Update {
+                old_key,
+                new_key,
+                value,
+                lease,
+                ..
+            } => {
+                if old_key == new_key {
+                    vec![TxnOp::put(new_key.clone(), value.clone(), Some(put_opts(lease)))]
+                } else {
+                    // A renamed key keeps its lease unless one is given.
+                    let o = PutOptions::new().with_lease(lease.unwrap_or(0));
+                    vec![
+                        TxnOp::put(new_key.clone(), value.clone(), Some(o)),
+                        TxnOp::delete(old_key.clone(), Some(DeleteOptions::new().with_prev_key())),
+                    ]
+                }
+            }
+            WriteOp::Delete { key, .. } => {
+                vec![TxnOp::delete(key.clone(), Some(DeleteOptions::new().with_prev_key()))]
+            }
+        }
+    }
+}
+
+/// Limits of one etcd transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct TxnLimits {
+    /// etcd's `--max-txn-ops` (default 128).
+    pub max_ops: usize,
+    /// Request-size budget; one op larger than this still goes alone.
+    pub max_bytes: usize,
+}
+
+impl Default for TxnLimits {
+    fn default() -> Self {
+        TxnLimits {
+            max_ops: 128,
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Ops that go to etcd in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub ops: Vec<WriteOp>,
+}
+
+/// The first key inserted twice by `ops`: a unique violation of the
+/// statement itself, refused before anything is sent.
+pub fn duplicate_insert(ops: &[WriteOp]) -> Option<&[u8]> {
+    let mut seen = std::collections::HashSet::new();
+    ops.iter().find_map(|op| match op {
+        WriteOp::Insert { key, .. } if !seen.insert(key.as_slice()) => Some(key.as_slice()),
+        _ => None,
+    })
+}
+
+/// Split `ops` into transactions: each within `limits`, and no key twice
+/// in one transaction (etcd refuses that).  Inserts larger than the size
+/// budget go first, each alone: if etcd refuses one as too large, nothing
+/// else of the statement's batch has been written.  Otherwise order is
+/// preserved.
+pub fn pack(mut ops: Vec<WriteOp>, limits: TxnLimits) -> Vec<WriteBatch> {
+    let oversized = |op: &WriteOp| matches!(op, WriteOp::Insert { .. }) && op.bytes() > limits.max_bytes;
+    if ops.iter().any(oversized) {
+        let (big, rest): (Vec<_>, Vec<_>) = ops.into_iter().partition(oversized);
+        ops = big.into_iter().chain(rest).collect();
+    }
+    let mut out = Vec::new();
+    let mut cur = WriteBatch::default();
+    let (mut compares, mut success, mut bytes) = (0usize, 0usize, 0usize);
+    let mut keys: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for op in ops {
+        let (c, s) = op.op_counts();
+        let b = op.bytes();
+        let dup = op.keys().iter().any(|k| keys.contains(*k));
+        let full = compares + c > limits.max_ops
+            || success + s > limits.max_ops
+            || (bytes + b > limits.max_bytes && !cur.ops.is_empty());
+        if !cur.ops.is_empty() && (dup || full) {
+            out.push(std::mem::take(&mut cur));
+            compares = 0;
+            success = 0;
+            bytes = 0;
+            keys.clear();
+        }
+        compares += c;
+        success += s;
+        bytes += b;
+        keys.extend(op.keys().into_iter().map(<[u8]>::to_vec));
+        cur.ops.push(op);
+    }
+    if !cur.ops.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+impl WriteBatch {
+    /// The guarded transaction; its `else` branch reads every compared key
+    /// back (keys only) so a failure can be explained.
+    pub fn txn(&self) -> Txn {
+        let mut compares = Vec::new();
+        let mut success = Vec::new();
+        let mut failure = Vec::new();
+        for op in &self.ops {
+            compares.extend(op.compares());
+            success.extend(op.success_ops());
+            for k in op.keys() {
+                failure.push(TxnOp::get(k.to_vec(), Some(GetOptions::new().with_keys_only())));
+            }
+        }
+        Txn::new().when(compares).and_then(success).or_else(failure)
+    }
+}
+
+/// Why a guarded transaction did not apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// An inserted or renamed-to key exists.
+    KeyExists(Vec<u8>),
+    /// A key changed or vanished since the scan read it.
+    Changed(Vec<u8>),
+}
+
+/// What a row looks like after a successful op, for RETURNING.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RowAfter {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+impl From<&KeyValue> for RowAfter {
+    fn from(kv: &KeyValue) -> Self {
+        RowAfter {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            version: kv.version(),
+            lease: kv.lease(),
+        }
+    }
+}
+
+fn first_kv(resp: Option<&TxnOpResponse>) -> Option<KeyValue> {
+    match resp? {
+        TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+        _ => None,
+    }
+}
+
+/// Explain a failed transaction from its `else`-branch reads.
+pub fn diagnose(batch: &WriteBatch, resp: &TxnResponse) -> Conflict {
+    let reads = resp.op_responses();
+    let mut i = 0;
+    for op in &batch.ops {
+        let n = op.keys().len();
+        let got: Vec<Option<KeyValue>> = (0..n).map(|j| first_kv(reads.get(i + j))).collect();
+        i += n;
+        match op {
+            WriteOp::Insert { key, .. } => {
+                if got[0].is_some() {
+                    return Conflict::KeyExists(key.clone());
+                }
+            }
+            WriteOp::Update {
+                old_key,
+                new_key,
+                mod_revision,
+                ..
+            } => {
+                if got[0].as_ref().map(|kv| kv.mod_revision()) != Some(*mod_revision) {
+                    return Conflict::Changed(old_key.clone());
+                }
+                if old_key != new_key && got.get(1).is_some_and(|g| g.is_some()) {
+                    return Conflict::KeyExists(new_key.clone());
+                }
+            }
+            WriteOp::Delete { key, mod_revision } => {
+                if got[0].as_ref().map(|kv| kv.mod_revision()) != Some(*mod_revision) {
+                    return Conflict::Changed(key.clone());
+                }
+            }
+        }
+    }
+    // Every guard holds now: someone changed things between the
+    // transaction and the reads.  Report the first key as changed.
+    Conflict::Changed(batch.ops.first().map_or(Vec::new(), |o| o.keys()[0].to_vec()))
+}
+
+/// The rows after a successful transaction, one per op (for a delete: the
+/// row as it was).
+pub fn rows_after(batch: &WriteBatch, resp: &TxnResponse) -> Vec<RowAfter> {
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let results = resp.op_responses();
+    let mut i = 0;
+    let mut out = Vec::with_capacity(batch.ops.len());
+    for op in &batch.ops {
+        let prev = |r: Option<&TxnOpResponse>| -> RowAfter {
+            let kv = match r {
+                Some(TxnOpResponse::Put(p)) => p.prev_key(),
+                Some(TxnOpResponse::Delete(d)) => d.prev_kvs().first(),
+                _ => None,
+            };
+            kv.map(RowAfter::from).unwrap_or_default()
+        };
+        match op {
+            WriteOp::Insert { key, value, lease } => {
+                i += 1;
+                out.push(RowAfter {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: rev,
+                    mod_revision: rev,
+                    version: 1,
+                    lease: lease.unwrap_or(0),
+                });
+            }
+            WriteOp::Update {
+                old_key,
+                new_key,
+                value,
+                lease,
+                ..
+            } => {
+                let p = prev(results.get(i));
+                if old_key == new_key {
+                    i += 1;
+                    out.push(RowAfter {
+                        key: new_key.clone(),
+                        value: value.clone(),
+                        create_revision: p.create_revision,
+                        mod_revision: rev,
+                        version: p.version + 1,
+                        lease: lease.unwrap_or(p.lease),
+                    });
+                } else {
+                    i += 2;
+                    out.push(RowAfter {
+                        key: new_key.clone(),
+                        value: value.clone(),
+                        create_revision: rev,
+                        mod_revision: rev,
+                        version: 1,
+                        lease: lease.unwrap_or(0),
+                    });
+                }
+            }
+            WriteOp::Delete { key, .. } => {
+                let p = prev(results.get(i));
+                i += 1;
+                out.push(RowAfter {
+                    key: key.clone(),
+                    value: p.value,
+                    create_revision: p.create_revision,
+                    mod_revision: p.mod_revision,
+                    version: p.version,
+                    lease: p.lease,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// etcd's `ItemPointer` trick: the mod_revision a scan read travels to the
+/// modify callbacks in the tuple's ctid (48 bits: block number and offset).
+pub fn revision_to_tid(rev: i64) -> Option<(u32, u16)> {
+    if !(0..(1i64 << 48)).contains(&rev) {
+        return None;
+    }
+    Some(((rev >> 16) as u32, (rev & 0xffff) as u16))
+}
+
+pub fn tid_to_revision(block: u32, offset: u16) -> i64 {
+    ((block as i64) << 16) | offset as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ins(k: &str) -> WriteOp {
+        WriteOp::Insert {
+            key: k.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn packs_by_op_limit() {
+        let ops: Vec<_> = (0..300).map(|i| ins(&format!("k{i}"))).collect();
+        let b = pack(ops, TxnLimits::default());
+        assert_eq!(
+            b.iter().map(|b| b.ops.len()).collect::<Vec<_>>(),
+            vec![128, 128, 44]
+        );
+        assert!(pack(Vec::new(), TxnLimits::default()).is_empty());
+        let renames: Vec<_> = (0..100)
+            .map(|i| WriteOp::Update {
+                old_key: format!("a{i}").into_bytes(),
+                new_key: format!("b{i}").into_bytes(),
+                value: vec![],
+                lease: None,
+                mod_revision: 1,
+            })
+            .collect();
+        // Each rename is two compares and two ops: 64 per transaction.
+        assert_eq!(pack(renames, TxnLimits::default())[0].ops.len(), 64);
+    }
+
+    #[test]
+    fn packs_by_bytes_and_duplicates() {
+        let big = |k: &str| WriteOp::Insert {
+            key: k.as_bytes().to_vec(),
+            value: vec![0; 600 * 1024],
+            lease: None,
+        };
+        let b = pack(vec![big("a"), big("b"), ins("c")], TxnLimits::default());
+        assert_eq!(b.len(), 2, "two 600 KiB values do not share a 1 MiB txn");
+        let huge = WriteOp::Insert {
+            key: b"a".to_vec(),
+            value: vec![0; 1200 * 1024],
+            lease: None,
+        };
+        let b = pack(vec![ins("c"), huge, ins("d")], TxnLimits::default());
+        assert_eq!(b[0].ops[0].keys(), vec![&b"a"[..]], "oversized inserts go first");
+        assert_eq!(b.len(), 2);
+        assert_eq!(duplicate_insert(&[ins("a"), ins("b"), ins("a")]), Some(&b"a"[..]));
+        assert_eq!(duplicate_insert(&[ins("a"), ins("b")]), None);
+        let b = pack(vec![ins("a"), ins("b"), ins("a")], TxnLimits::default());
+        assert_eq!(
+            b.iter().map(|b| b.ops.len()).collect::<Vec<_>>(),
+            vec![2, 1],
+            "a key never appears twice in one txn"
+        );
+    }
+
+    #[test]
+    fn revisions_fit_in_a_tid() {
+        for rev in [0, 1, 65535, 65536, (1 << 48) - 1] {
+            let (b, o) = revision_to_tid(rev).unwrap();
+            assert_eq!(tid_to_revision(b, o), rev);
+        }
+        assert_eq!(revision_to_tid(1 << 48), None);
+        assert_eq!(revision_to_tid(-1), None);
+    }
+}

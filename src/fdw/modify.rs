@@ -1,0 +1,736 @@
+//! INSERT, UPDATE, DELETE, COPY FROM and TRUNCATE.
+//!
+//! Every row change becomes a guarded [`WriteOp`] (core `writes` module):
+//! an INSERT requires the key to be absent (create_revision = 0), an UPDATE
+//! or DELETE requires the key to still be at the mod_revision the scan read
+//! (carried in the row's ctid, so the table needs no mod_revision column).
+//! Without RETURNING, ops are buffered and sent as etcd transactions of up
+//! to `batch_size` operations (PostgreSQL's batch-insert API for INSERT,
+//! an internal buffer for UPDATE/DELETE/COPY, flushed at the end of the
+//! statement); with RETURNING each row is written at once so the returned
+//! metadata is real.
+
+use std::ffi::{CStr, CString};
+
+use etcd_fdw_core::client;
+use etcd_fdw_core::keyrange::KeySet;
+use etcd_fdw_core::options::{effective_batch_size, TableOptions};
+use etcd_fdw_core::writes::{
+    self, pack, tid_to_revision, Conflict, RowAfter, TxnLimits, WriteBatch, WriteOp,
+};
+use pgrx::pg_sys;
+use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
+
+use super::plan::table_info;
+use crate::catalog::{self, ServerInfo};
+use crate::columns::{self, display_key, Column, Field, Repr, TableColumns};
+use crate::connection;
+use crate::error::{raise, raise_with};
+
+const ROWID_JUNK: &CStr = c"etcd_rowid";
+const MODREV_JUNK: &CStr = c"etcd_modrev";
+
+/// Refuse writes through a read-only view of etcd.
+fn check_writable(table: &TableOptions, relid: pg_sys::Oid) {
+    if let Some(opt) = table.read_only_reason() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "foreign table \"{}\" is read-only because of its option \"{opt}\"",
+                catalog::rel_name(relid)
+            ),
+            None,
+            Some(format!(
+                "Write through a foreign table without \"{opt}\" over the same keys."
+            )),
+        );
+    }
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn is_foreign_rel_updatable(_rel: pg_sys::Relation) -> i32 {
+    // Read-only tables get a precise error from PlanForeignModify instead
+    // of PostgreSQL's generic one.
+    (1i32 << pg_sys::CmdType::CMD_INSERT)
+        | (1i32 << pg_sys::CmdType::CMD_UPDATE)
+        | (1i32 << pg_sys::CmdType::CMD_DELETE)
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn add_foreign_update_targets(
+    _root: *mut pg_sys::PlannerInfo,
+    rtindex: pg_sys::Index,
+    _target_rte: *mut pg_sys::RangeTblEntry,
+    rel: pg_sys::Relation,
+) {
+    let (_, _, cols) = table_info((*rel).rd_id);
+    let Some(key) = cols.find(Field::Key) else {
+        return;
+    };
+    let a = columns::attr((*rel).rd_att, key.index);
+    let var = pg_sys::makeVar(
+        rtindex as i32,
+        key.index as i16 + 1,
+        a.atttypid,
+        a.atttypmod,
+        a.attcollation,
+        0,
+    );
+    pg_sys::add_row_identity_var(_root, var, rtindex, ROWID_JUNK.as_ptr());
+    let tid = pg_sys::makeVar(
+        rtindex as i32,
+        pg_sys::SelfItemPointerAttributeNumber as i16,
+        pg_sys::TIDOID,
+        -1,
+        pg_sys::InvalidOid,
+        0,
+    );
+    pg_sys::add_row_identity_var(_root, tid, rtindex, MODREV_JUNK.as_ptr());
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn plan_foreign_modify(
+    root: *mut pg_sys::PlannerInfo,
+    plan: *mut pg_sys::ModifyTable,
+    result_relation: pg_sys::Index,
+    subplan_index: i32,
+) -> *mut pg_sys::List {
+    let rte = *(*root).simple_rte_array.add(result_relation as usize);
+    let (table, _, _) = table_info((*rte).relid);
+    check_writable(&table, (*rte).relid);
+    // BeginForeignModify runs before the executor sets up RETURNING, so
+    // the plan records whether there is one.
+    let mut flags = Vec::new();
+    if (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING {
+        flags.push("do_nothing");
+    }
+    let returning = PgList::<pg_sys::List>::from_pg((*plan).returningLists);
+    if returning.get_ptr(subplan_index as usize).is_some_and(|l| !l.is_null()) {
+        flags.push("returning");
+    }
+    let flag = CString::new(flags.join(",")).unwrap_or_default();
+    let mut l = PgList::<pg_sys::Node>::new();
+    l.push(pg_sys::makeString(pg_sys::pstrdup(flag.as_ptr())) as *mut pg_sys::Node);
+    l.into_pg()
+}
+
+/// Per result relation state of a modifying statement.
+pub struct ModifyExec {
+    server: ServerInfo,
+    cols: TableColumns,
+    relname: String,
+    key_col: Column,
+    rowid_attno: i16,
+    modrev_attno: i16,
+    returning: bool,
+    do_nothing: bool,
+    batch_size: u32,
+    key_set: KeySet,
+    /// Buffered ops, sent when `batch_size` is reached and at the end.
+    pending: Vec<WriteOp>,
+    output_fns: Vec<(usize, pg_sys::FmgrInfo)>,
+}
+
+impl ModifyExec {
+    unsafe fn new(
+        estate: *mut pg_sys::EState,
+        rinfo: *mut pg_sys::ResultRelInfo,
+        subplan_tlist: *mut pg_sys::List,
+        do_nothing: bool,
+    ) -> ModifyExec {
+        let rel = (*rinfo).ri_RelationDesc;
+        let relid = (*rel).rd_id;
+        let (table, server_oid, cols) = table_info(relid);
+        check_writable(&table, relid);
+        let rti = (*rinfo).ri_RangeTableIndex;
+        let userid = if rti > 0 {
+            connection::effective_user((*pg_sys::exec_rt_fetch(rti, estate)).checkAsUser)
+        } else {
+            pg_sys::GetUserId()
+        };
+        let server = catalog::server_info(server_oid, userid);
+        let relname = catalog::rel_name(relid);
+        let Some(key_col) = cols.find(Field::Key).copied() else {
+            raise(
+                PgSqlErrorCode::ERRCODE_FDW_INVALID_COLUMN_NAME,
+                format!("foreign table \"{relname}\" has no key column"),
+            );
+        };
+        let (rowid_attno, modrev_attno) = if subplan_tlist.is_null() {
+            (0, 0)
+        } else {
+            (
+                pg_sys::ExecFindJunkAttributeInTlist(subplan_tlist, ROWID_JUNK.as_ptr()),
+                pg_sys::ExecFindJunkAttributeInTlist(subplan_tlist, MODREV_JUNK.as_ptr()),
+            )
+        };
+        let output_fns = cols
+            .columns
+            .iter()
+            .filter(|c| c.repr == Repr::Io)
+            .map(|c| {
+                let mut func = pg_sys::InvalidOid;
+                let mut varlena = false;
+                pg_sys::getTypeOutputInfo(c.typoid, &mut func, &mut varlena);
+                let mut fi = pg_sys::FmgrInfo::default();
+                pg_sys::fmgr_info_cxt(func, &mut fi, (*estate).es_query_cxt);
+                (c.index, fi)
+            })
+            .collect();
+        ModifyExec {
+            batch_size: effective_batch_size(&server.options, &table),
+            key_set: table.key_set(),
+            server,
+            cols,
+            relname,
+            key_col,
+            rowid_attno,
+            modrev_attno,
+            returning: !(*rinfo).ri_returningList.is_null(),
+            do_nothing,
+            pending: Vec::new(),
+            output_fns,
+        }
+    }
+
+    fn limits(&self) -> TxnLimits {
+        TxnLimits {
+            max_ops: self.batch_size as usize,
+            ..TxnLimits::default()
+        }
+    }
+
+    /// The bytes of column `col` in `slot`, `None` for NULL.
+    unsafe fn column_bytes(&mut self, slot: *mut pg_sys::TupleTableSlot, col: Column) -> Option<Vec<u8>> {
+        let (d, isnull) = slot_attr(slot, col.index as i16 + 1);
+        if isnull {
+            return None;
+        }
+        Some(match col.repr {
+            Repr::Text | Repr::Bytea => columns::varlena_bytes(d, col.repr).into_owned(),
+            Repr::Io => {
+                let fi = &mut self
+                    .output_fns
+                    .iter_mut()
+                    .find(|(i, _)| *i == col.index)
+                    .expect("output function for an I/O column")
+                    .1;
+                let s = pg_sys::OutputFunctionCall(fi, d);
+                let len = CStr::from_ptr(s).to_bytes().len();
+                if columns::db_text_is_utf8_bytes() {
+                    CStr::from_ptr(s).to_bytes().to_vec()
+                } else {
+                    let c = pg_sys::pg_server_to_any(s, len as i32, pg_sys::pg_enc::PG_UTF8 as i32);
+                    CStr::from_ptr(c).to_bytes().to_vec()
+                }
+            }
+            Repr::Int8 => d.value().to_string().into_bytes(),
+        })
+    }
+
+    /// Key, value and lease of the new row in `slot`, checked.
+    unsafe fn new_row(&mut self, slot: *mut pg_sys::TupleTableSlot) -> (Vec<u8>, Vec<u8>, Option<i64>) {
+        let Some(key) = self.column_bytes(slot, self.key_col) else {
+            self.not_null(self.key_col);
+        };
+        if key.is_empty() {
+            raise(
+                PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+                format!("etcd keys cannot be empty (foreign table \"{}\")", self.relname),
+            );
+        }
+        if !self.key_set.contains(&key) {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+                format!(
+                    "key \"{}\" is outside the key range of foreign table \"{}\"",
+                    display_key(&key),
+                    self.relname
+                ),
+                Some(format!(
+                    "The table covers {}.",
+                    etcd_fdw_core::plan::describe_keys(&self.key_set)
+                )),
+                None,
+            );
+        }
+        let value = match self.cols.find(Field::Value).copied() {
+            Some(vc) => match self.column_bytes(slot, vc) {
+                Some(v) => v,
+                None => self.not_null(vc),
+            },
+            None => Vec::new(),
+        };
+        let lease = self.cols.find(Field::Lease).copied().and_then(|lc| {
+            let (d, isnull) = slot_attr(slot, lc.index as i16 + 1);
+            (!isnull).then(|| d.value() as i64)
+        });
+        (key, value, lease)
+    }
+
+    fn not_null(&self, col: Column) -> ! {
+        raise(
+            PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
+            format!(
+                "null value in column \"{}\" of foreign table \"{}\": etcd cannot store NULL",
+                col.field.name(),
+                self.relname
+            ),
+        )
+    }
+
+    /// The key and mod_revision the scan read for the row being changed.
+    unsafe fn old_row(&self, plan_slot: *mut pg_sys::TupleTableSlot) -> (Vec<u8>, i64) {
+        if self.rowid_attno <= 0 || self.modrev_attno <= 0 {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "etcd_fdw: row identity columns are missing from the plan",
+            );
+        }
+        let (k, knull) = slot_attr(plan_slot, self.rowid_attno);
+        let (t, tnull) = slot_attr(plan_slot, self.modrev_attno);
+        if knull || tnull {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "etcd_fdw: row identity is NULL",
+            );
+        }
+        let key = columns::varlena_bytes(k, self.key_col.repr).into_owned();
+        let tid = t.cast_mut_ptr::<pg_sys::ItemPointerData>();
+        let block = ((*tid).ip_blkid.bi_hi as u32) << 16 | (*tid).ip_blkid.bi_lo as u32;
+        (key, tid_to_revision(block, (*tid).ip_posid))
+    }
+
+    /// Send `ops` now; returns the rows after, or the conflict.
+    fn send(&self, batch: &WriteBatch) -> Result<Vec<RowAfter>, Conflict> {
+        let timeout = self.server.options.request_timeout;
+        let txn = batch.txn();
+        let what = || {
+            format!(
+                "writing to foreign table \"{}\" on etcd server \"{}\"",
+                self.relname, self.server.server_name
+            )
+        };
+        let kv = connection::kv_client(&self.server);
+        let resp = connection::run_once(&self.server, &what, async move {
+            let mut kv = kv;
+            client::with_timeout(timeout, kv.txn(txn)).await
+        });
+        if resp.succeeded() {
+            Ok(writes::rows_after(batch, &resp))
+        } else {
+            Err(writes::diagnose(batch, &resp))
+        }
+    }
+
+    fn conflict_error(&self, c: &Conflict) -> ! {
+        match c {
+            Conflict::KeyExists(k) => raise_with(
+                PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+                format!(
+                    "duplicate key value: key \"{}\" already exists in etcd (foreign table \"{}\")",
+                    display_key(k),
+                    self.relname
+                ),
+                None,
+                Some("Use INSERT ... ON CONFLICT DO NOTHING to skip existing keys.".into()),
+            ),
+            Conflict::Changed(k) => raise_with(
+                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                format!(
+                    "could not serialize access: key \"{}\" was changed in etcd after it was read (foreign table \"{}\")",
+                    display_key(k),
+                    self.relname
+                ),
+                Some("Another client wrote or deleted the key; nothing was written for it.".into()),
+                Some("Retry the statement.".into()),
+            ),
+        }
+    }
+
+    /// Write one op immediately (RETURNING): the row after it.
+    fn write_now(&self, op: WriteOp) -> RowAfter {
+        let batch = WriteBatch { ops: vec![op] };
+        match self.send(&batch) {
+            Ok(mut rows) => rows.pop().unwrap_or_default(),
+            Err(c) => self.conflict_error(&c),
+        }
+    }
+
+    fn buffer(&mut self, op: WriteOp) {
+        self.pending.push(op);
+        if self.pending.len() >= self.batch_size as usize {
+            self.flush();
+        }
+    }
+
+    /// Send ops in guarded transactions, raising on the first conflict.
+    fn send_all(&self, ops: Vec<WriteOp>) {
+        if let Some(k) = writes::duplicate_insert(&ops) {
+            self.conflict_error(&Conflict::KeyExists(k.to_vec()));
+        }
+        for batch in pack(ops, self.limits()) {
+            if let Err(c) = self.send(&batch) {
+                self.conflict_error(&c);
+            }
+        }
+    }
+
+    /// Send every buffered op.
+    fn flush(&mut self) {
+        let ops = std::mem::take(&mut self.pending);
+        self.send_all(ops);
+    }
+
+    /// Insert a batch with ON CONFLICT DO NOTHING: returns which ops were
+    /// applied.
+    fn insert_skipping_existing(&self, ops: Vec<WriteOp>) -> Vec<bool> {
+        let mut applied = vec![false; ops.len()];
+        let mut idx: Vec<usize> = (0..ops.len()).collect();
+        let mut ops = ops;
+        // Each round either succeeds or removes at least one existing key.
+        while !ops.is_empty() {
+            let mut next_ops = Vec::new();
+            let mut next_idx = Vec::new();
+            let mut start = 0;
+            for batch in pack(ops.clone(), self.limits()) {
+                let n = batch.ops.len();
+                match self.send(&batch) {
+                    Ok(_) => {
+                        for i in start..start + n {
+                            applied[idx[i]] = true;
+                        }
+                    }
+                    Err(Conflict::KeyExists(k)) => {
+                        for i in start..start + n {
+                            if ops[i].keys()[0] != k.as_slice() {
+                                next_ops.push(ops[i].clone());
+                                next_idx.push(idx[i]);
+                            }
+                        }
+                    }
+                    Err(c) => self.conflict_error(&c),
+                }
+                start += n;
+            }
+            ops = next_ops;
+            idx = next_idx;
+        }
+        applied
+    }
+
+    /// Rebuild a RETURNING slot: the metadata columns (and, for a delete,
+    /// every column) come from the row after the write; the rest are kept.
+    unsafe fn fill_slot(&self, slot: *mut pg_sys::TupleTableSlot, row: &RowAfter, all: bool) {
+        let tupdesc = (*slot).tts_tupleDescriptor;
+        let natts = (*tupdesc).natts as usize;
+        let mut vals = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![true; natts];
+        if !all {
+            pg_sys::slot_getsomeattrs_int(slot, natts as i32);
+            for i in 0..natts {
+                if !*(*slot).tts_isnull.add(i) {
+                    let a = columns::attr(tupdesc, i);
+                    vals[i] = datum_copy(*(*slot).tts_values.add(i), a.attbyval, a.attlen);
+                    nulls[i] = false;
+                }
+            }
+        }
+        for c in &self.cols.columns {
+            let d = match c.field {
+                Field::CreateRevision => pg_sys::Datum::from(row.create_revision),
+                Field::ModRevision => pg_sys::Datum::from(row.mod_revision),
+                Field::Version => pg_sys::Datum::from(row.version),
+                Field::Lease => pg_sys::Datum::from(row.lease),
+                Field::Key if all => match c.repr {
+                    Repr::Bytea => columns::bytea_datum(&row.key),
+                    _ => columns::text_datum(&row.key, Field::Key, &row.key),
+                },
+                Field::Value if all => match c.repr {
+                    Repr::Bytea => columns::bytea_datum(&row.value),
+                    Repr::Text => columns::text_datum(&row.value, Field::Value, &row.key),
+                    _ => {
+                        let text = columns::text_datum(&row.value, Field::Value, &row.key);
+                        let mut func = pg_sys::InvalidOid;
+                        let mut ioparam = pg_sys::InvalidOid;
+                        pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut ioparam);
+                        pg_sys::OidInputFunctionCall(
+                            func,
+                            pg_sys::text_to_cstring(text.cast_mut_ptr()),
+                            ioparam,
+                            c.typmod,
+                        )
+                    }
+                },
+                _ => continue,
+            };
+            vals[c.index] = d;
+            nulls[c.index] = false;
+        }
+        pg_sys::ExecClearTuple(slot);
+        std::ptr::copy_nonoverlapping(vals.as_ptr(), (*slot).tts_values, natts);
+        std::ptr::copy_nonoverlapping(nulls.as_ptr(), (*slot).tts_isnull, natts);
+        pg_sys::ExecStoreVirtualTuple(slot);
+    }
+}
+
+/// `datumCopy()`: a copy of a datum in the current memory context.
+unsafe fn datum_copy(d: pg_sys::Datum, byval: bool, len: i16) -> pg_sys::Datum {
+    if byval {
+        return d;
+    }
+    let size = match len {
+        -1 => pgrx::varsize_any(d.cast_mut_ptr()),
+        -2 => CStr::from_ptr(d.cast_mut_ptr()).to_bytes().len() + 1,
+        n => n as usize,
+    };
+    let p = pg_sys::palloc(size);
+    std::ptr::copy_nonoverlapping(d.cast_mut_ptr::<u8>(), p as *mut u8, size);
+    pg_sys::Datum::from(p)
+}
+
+/// `slot_getattr()`: attribute `attno` (1-based) of a slot.
+unsafe fn slot_attr(slot: *mut pg_sys::TupleTableSlot, attno: i16) -> (pg_sys::Datum, bool) {
+    if ((*slot).tts_nvalid as i16) < attno {
+        pg_sys::slot_getsomeattrs_int(slot, attno as i32);
+    }
+    let i = attno as usize - 1;
+    (*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i))
+}
+
+unsafe fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a mut ModifyExec {
+    &mut *((*rinfo).ri_FdwState as *mut ModifyExec)
+}
+
+unsafe fn install(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo, st: ModifyExec) {
+    let cxt = (*estate).es_query_cxt;
+    (*rinfo).ri_FdwState = PgMemoryContexts::For(cxt).leak_and_drop_on_delete(st) as *mut _;
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_modify(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    fdw_private: *mut pg_sys::List,
+    _subplan_index: i32,
+    eflags: i32,
+) {
+    if eflags as u32 & pg_sys::EXEC_FLAG_EXPLAIN_ONLY != 0 {
+        return;
+    }
+    let private = PgList::<pg_sys::Node>::from_pg(fdw_private);
+    let flags = private
+        .head()
+        .map(|n| CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let flags: Vec<&str> = flags.split(',').collect();
+    let subplan = (*(*mtstate).ps.lefttree).plan;
+    let mut st = ModifyExec::new(
+        (*mtstate).ps.state,
+        rinfo,
+        (*subplan).targetlist,
+        flags.contains(&"do_nothing"),
+    );
+    st.returning = flags.contains(&"returning");
+    install((*mtstate).ps.state, rinfo, st);
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_insert(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
+    let do_nothing = !plan.is_null()
+        && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
+    let st = ModifyExec::new((*mtstate).ps.state, rinfo, std::ptr::null_mut(), do_nothing);
+    install((*mtstate).ps.state, rinfo, st);
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_modify_batch_size(rinfo: *mut pg_sys::ResultRelInfo) -> i32 {
+    let st = state(rinfo);
+    st.returning |= !(*rinfo).ri_returningList.is_null();
+    let trig = (*rinfo).ri_TrigDesc;
+    let row_triggers = !trig.is_null()
+        && ((*trig).trig_insert_before_row || (*trig).trig_insert_after_row);
+    if st.returning || !(*rinfo).ri_WithCheckOptions.is_null() || row_triggers {
+        1
+    } else {
+        st.batch_size as i32
+    }
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_insert(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    _plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    let st = state(rinfo);
+    let (key, value, lease) = st.new_row(slot);
+    let op = WriteOp::Insert { key, value, lease };
+    if st.do_nothing {
+        if !st.insert_skipping_existing(vec![op.clone()])[0] {
+            return std::ptr::null_mut();
+        }
+        if st.returning {
+            // Metadata of a fresh key: read it back.
+            let row = fetch_row(st, &op);
+            st.fill_slot(slot, &row, false);
+        }
+        return slot;
+    }
+    if st.returning {
+        let row = st.write_now(op);
+        st.fill_slot(slot, &row, false);
+    } else {
+        st.buffer(op);
+    }
+    slot
+}
+
+/// Metadata of an inserted key (ON CONFLICT DO NOTHING ... RETURNING).
+fn fetch_row(st: &ModifyExec, op: &WriteOp) -> RowAfter {
+    let key = op.keys()[0].to_vec();
+    let timeout = st.server.options.request_timeout;
+    let what = || format!("reading back key \"{}\"", display_key(&key));
+    let k2 = key.clone();
+    let resp = connection::with_retry(&st.server, &what, move |mut kv| {
+        let k = k2.clone();
+        async move { client::with_timeout(timeout, kv.get(k, None)).await }
+    });
+    resp.kvs().first().map(RowAfter::from).unwrap_or_default()
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slots: *mut *mut pg_sys::TupleTableSlot,
+    _plan_slots: *mut *mut pg_sys::TupleTableSlot,
+    num_slots: *mut i32,
+) -> *mut *mut pg_sys::TupleTableSlot {
+    let st = state(rinfo);
+    let n = *num_slots as usize;
+    let slots_arr = std::slice::from_raw_parts_mut(slots, n);
+    let ops: Vec<WriteOp> = slots_arr
+        .iter()
+        .map(|&s| {
+            let (key, value, lease) = st.new_row(s);
+            WriteOp::Insert { key, value, lease }
+        })
+        .collect();
+    if st.do_nothing {
+        let applied = st.insert_skipping_existing(ops);
+        // Inserted rows first: PostgreSQL counts the first *num_slots.
+        let mut inserted = 0;
+        for i in 0..n {
+            if applied[i] {
+                slots_arr.swap(inserted, i);
+                inserted += 1;
+            }
+        }
+        *num_slots = inserted as i32;
+    } else {
+        st.send_all(ops);
+    }
+    slots
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_update(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    let st = state(rinfo);
+    let (old_key, mod_revision) = st.old_row(plan_slot);
+    let (new_key, value, lease) = st.new_row(slot);
+    let op = WriteOp::Update {
+        old_key,
+        new_key,
+        value,
+        lease,
+        mod_revision,
+    };
+    if st.returning {
+        let row = st.write_now(op);
+        st.fill_slot(slot, &row, false);
+    } else {
+        st.buffer(op);
+    }
+    slot
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_delete(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    let st = state(rinfo);
+    let (key, mod_revision) = st.old_row(plan_slot);
+    let op = WriteOp::Delete { key, mod_revision };
+    if st.returning {
+        let row = st.write_now(op);
+        st.fill_slot(slot, &row, true);
+    } else {
+        st.buffer(op);
+    }
+    slot
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_modify(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    if !(*rinfo).ri_FdwState.is_null() {
+        state(rinfo).flush();
+    }
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn explain_foreign_modify(
+    _mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    _fdw_private: *mut pg_sys::List,
+    _subplan_index: i32,
+    es: *mut pg_sys::ExplainState,
+) {
+    let relid = (*(*rinfo).ri_RelationDesc).rd_id;
+    let (table, server_oid, _) = table_info(relid);
+    let server = catalog::server_info(server_oid, pg_sys::GetUserId());
+    let n = effective_batch_size(&server.options, &table);
+    pg_sys::ExplainPropertyInteger(c"etcd Batch Size".as_ptr(), std::ptr::null(), n as i64, es);
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_truncate(
+    rels: *mut pg_sys::List,
+    _behavior: pg_sys::DropBehavior::Type,
+    _restart_seqs: bool,
+) {
+    for rel in PgList::<pg_sys::RelationData>::from_pg(rels).iter_ptr() {
+        let relid = (*rel).rd_id;
+        let (table, server_oid, _) = table_info(relid);
+        check_writable(&table, relid);
+        let server = catalog::server_info(server_oid, pg_sys::GetUserId());
+        let timeout = server.options.request_timeout;
+        let name = catalog::rel_name(relid);
+        for range in table.key_set().ranges() {
+            let (key, end) = range.to_etcd();
+            let what = || format!("truncating foreign table \"{name}\" on etcd server \"{}\"", server.server_name);
+            let kv = connection::kv_client(&server);
+            connection::run_once(&server, &what, async move {
+                let mut kv = kv;
+                let opts = etcd_fdw_core::etcd_client::DeleteOptions::new().with_range(end);
+                client::with_timeout(timeout, kv.delete(key, Some(opts))).await
+            });
+        }
+    }
+}
