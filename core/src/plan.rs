@@ -18,6 +18,9 @@ pub enum CondOp {
     Prefix,
     /// `key = ANY(array)`: the value is every element.
     In,
+    /// `key LIKE pattern`: the keys starting with the pattern's literal
+    /// prefix (a superset; the clause is rechecked).
+    LikePrefix,
 }
 
 impl CondOp {
@@ -30,6 +33,7 @@ impl CondOp {
             CondOp::Ge => ">=",
             CondOp::Prefix => "prefix",
             CondOp::In => "= ANY",
+            CondOp::LikePrefix => "LIKE",
         }
     }
 
@@ -42,6 +46,7 @@ impl CondOp {
             CondOp::Ge => 'G',
             CondOp::Prefix => 'p',
             CondOp::In => 'i',
+            CondOp::LikePrefix => 'k',
         }
     }
 
@@ -54,6 +59,7 @@ impl CondOp {
             'G' => CondOp::Ge,
             'p' => CondOp::Prefix,
             'i' => CondOp::In,
+            'k' => CondOp::LikePrefix,
             _ => return None,
         })
     }
@@ -80,6 +86,11 @@ impl CondOp {
                 CondOp::Gt => KeyRange::from(v, false),
                 CondOp::Ge => KeyRange::from(v, true),
                 CondOp::Prefix => KeyRange::prefix(v),
+                CondOp::LikePrefix => match crate::keyrange::like_prefix(v) {
+                    Some((p, _)) => KeyRange::prefix(&p),
+                    // A dangling escape: PostgreSQL will raise the error.
+                    None => KeyRange::all(),
+                },
             }
         };
         KeySet::from_ranges(values.iter().flatten().map(|v| one(v)).collect())
@@ -208,24 +219,30 @@ impl ScanPlan {
     }
 }
 
-/// Describe a key set the way EXPLAIN shows it.
-pub fn describe_keys(keys: &KeySet) -> String {
-    fn show(b: &[u8]) -> String {
-        let mut s = String::new();
-        for chunk in b.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                if c.is_control() || c == '\'' || c == '\\' {
-                    s.push_str(&format!("\\x{:02x}", c as u32));
-                } else {
-                    s.push(c);
-                }
-            }
-            for x in chunk.invalid() {
-                s.push_str(&format!("\\x{x:02x}"));
+/// A key as an SQL-style literal for EXPLAIN: quotes doubled, control
+/// characters and invalid UTF-8 bytes as `\xNN`.
+pub fn quote_key(b: &[u8]) -> String {
+    let mut s = String::new();
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                s.push_str(&format!("\\x{:02x}", c as u32));
+            } else if c == '\'' {
+                s.push_str("''");
+            } else {
+                s.push(c);
             }
         }
-        format!("'{s}'")
+        for x in chunk.invalid() {
+            s.push_str(&format!("\\x{x:02x}"));
+        }
     }
+    format!("'{s}'")
+}
+
+/// Describe a key set the way EXPLAIN shows it.
+pub fn describe_keys(keys: &KeySet) -> String {
+    let show = quote_key;
     if keys.is_empty() {
         return "none (contradictory conditions)".to_string();
     }
@@ -310,5 +327,12 @@ mod tests {
             "['m', +inf)"
         );
         assert!(describe_keys(&KeySet::empty()).starts_with("none"));
+        assert_eq!(quote_key(b"it's\x01\xff"), "'it''s\\x01\\xff'");
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        assert_eq!(
+            CondOp::LikePrefix.key_set(&[v("ab%c")]).ranges(),
+            &[KeyRange::prefix(b"ab")]
+        );
+        assert!(CondOp::LikePrefix.key_set(&[v("%")]).is_all());
     }
 }

@@ -181,6 +181,9 @@ unsafe fn limit_pushable(root: *mut pg_sys::PlannerInfo, st: &RelState) -> Optio
         || st.has_params
         || (*parse).commandType != pg_sys::CmdType::CMD_SELECT
         || !(*parse).rowMarks.is_null()
+        // FETCH FIRST n ROWS WITH TIES needs the rows that tie with the
+        // n-th; an etcd limit would cut them off.
+        || (*parse).limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES
         || pg_sys::bms_membership((*root).all_baserels) != pg_sys::BMS_Membership::BMS_SINGLETON
     {
         return None;

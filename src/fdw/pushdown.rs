@@ -149,9 +149,14 @@ unsafe fn is_key_var(e: *mut pg_sys::Node, kc: &KeyColumn) -> bool {
     (*v).varno as u32 == kc.varno && (*v).varattno == kc.attno && (*v).varlevelsup == 0
 }
 
-/// A value side we can evaluate when the scan starts: a constant, a
-/// parameter, or a column of another relation (a join parameter).
-unsafe fn is_runtime_value(e: *mut pg_sys::Node, kc: &KeyColumn) -> bool {
+/// A value side we can evaluate when the scan starts: a parameter, a
+/// column of another relation (a join parameter), or any non-volatile
+/// expression of those that does not read this relation.
+unsafe fn is_runtime_value(
+    root: *mut pg_sys::PlannerInfo,
+    e: *mut pg_sys::Node,
+    kc: &KeyColumn,
+) -> bool {
     let e = strip(e);
     if e.is_null() {
         return false;
@@ -163,7 +168,11 @@ unsafe fn is_runtime_value(e: *mut pg_sys::Node, kc: &KeyColumn) -> bool {
         let v = e as *mut pg_sys::Var;
         return (*v).varno as u32 != kc.varno && (*v).varlevelsup == 0;
     }
-    false
+    !pg_sys::contain_volatile_functions(e)
+        && !pg_sys::contain_subplans(e)
+        && !pg_sys::contain_agg_clause(e)
+        && !pg_sys::contain_window_function(e)
+        && !pg_sys::bms_is_member(kc.varno as i32, pg_sys::pull_varnos(root, e))
 }
 
 /// The bytes of a non-null text/bytea constant.
@@ -176,7 +185,7 @@ unsafe fn const_bytes(c: *mut pg_sys::Const, repr: Repr) -> Option<Vec<u8>> {
 
 /// A literal for EXPLAIN.
 fn show(bytes: &[u8]) -> String {
-    format!("'{}'", columns::display_key(bytes).replace('\'', "''"))
+    etcd_fdw_core::plan::quote_key(bytes)
 }
 
 /// Describe a run-time value expression for EXPLAIN.
@@ -289,7 +298,7 @@ pub unsafe fn classify(
                 desc: format!("key IN ({n} keys)"),
             });
         }
-        if is_runtime_value(arr, kc) {
+        if is_runtime_value(root, arr, kc) {
             let desc = format!("key = ANY({})", describe_value(root, arr));
             return Some(Pushed::Param {
                 op: CondOp::In,
@@ -441,12 +450,15 @@ unsafe fn classify_op(
             desc,
         });
     }
-    if !like && is_runtime_value(v, kc) {
+    if is_runtime_value(root, v, kc) {
+        // A LIKE pattern known only at run time narrows to its literal
+        // prefix; the clause itself is always rechecked.
+        let (op, exact) = if like { (CondOp::LikePrefix, false) } else { (op, true) };
         let desc = format!("key {} {}", op.name(), describe_value(root, v));
         return Some(Pushed::Param {
             op,
             expr: v as *mut pg_sys::Expr,
-            exact: true,
+            exact,
             desc,
         });
     }
