@@ -10,6 +10,8 @@ etcd            (module)   a shared plain-HTTP etcd, parametrized etcd34/etcd35;
                            use kp for a per-test key prefix so tests don't collide
 etcd_fresh      (function) a brand-new (empty) etcd, parametrized etcd34/etcd35;
                            for tests that read the whole keyspace or SIGSTOP it
+etcd_big_txn    (module)   like etcd, but started with --max-txn-ops 1000 (for
+                           batch_size options above etcd's default limit of 128)
 certs           (session)  test PKI made with the openssl CLI (harness.Certs)
 etcd_tls        (module)   etcd with https client URLs and --client-cert-auth
 etcd_auth       (module)   etcd with auth enabled: root:rootpw, alice:alicepw
@@ -110,6 +112,15 @@ def _start_etcd(version, **kw):
 @pytest.fixture(scope="module", params=ETCD_PARAMS)
 def etcd(request):
     srv = _start_etcd(request.param)
+    try:
+        yield srv
+    finally:
+        srv.destroy()
+
+
+@pytest.fixture(scope="module", params=ETCD_PARAMS)
+def etcd_big_txn(request):
+    srv = _start_etcd(request.param, extra_args=["--max-txn-ops", "1000"])
     try:
         yield srv
     finally:

@@ -625,8 +625,12 @@ class EtcdServer:
     pid, datadir, logfile.
     """
 
-    def __init__(self, version, certs: Certs | None = None, client_cert_auth=True):
+    def __init__(
+        self, version, certs: Certs | None = None, client_cert_auth=True, extra_args=None
+    ):
         self.version = version
+        # additional etcd command line flags, e.g. ["--max-txn-ops", "1000"]
+        self.extra_args = [str(a) for a in (extra_args or [])]
         self.etcd_bin, self.etcdctl_bin = etcd_binaries(version)
         self.certs = certs
         self.client_cert_auth = client_cert_auth
@@ -688,6 +692,7 @@ class EtcdServer:
                 ]
                 if self.client_cert_auth:
                     cmd += ["--client-cert-auth"]
+            cmd += self.extra_args
             log = open(self.logfile, "ab")
             try:
                 self.proc = subprocess.Popen(
