@@ -17,7 +17,9 @@ pub unsafe fn deflist_to_pairs(list: *mut pg_sys::List) -> Vec<(String, String)>
     let list = PgList::<pg_sys::DefElem>::from_pg(list);
     list.iter_ptr()
         .map(|def| {
-            let name = CStr::from_ptr((*def).defname).to_string_lossy().into_owned();
+            let name = CStr::from_ptr((*def).defname)
+                .to_string_lossy()
+                .into_owned();
             let value = CStr::from_ptr(pg_sys::defGetString(def))
                 .to_string_lossy()
                 .into_owned();
@@ -36,7 +38,10 @@ pub struct ServerInfo {
 
 /// The user mapping options of `userid` (or PUBLIC) for `serverid`; empty
 /// when there is no user mapping (etcd_fdw does not require one).
-unsafe fn user_mapping_options(userid: pg_sys::Oid, serverid: pg_sys::Oid) -> Vec<(String, String)> {
+unsafe fn user_mapping_options(
+    userid: pg_sys::Oid,
+    serverid: pg_sys::Oid,
+) -> Vec<(String, String)> {
     for uid in [userid, pg_sys::InvalidOid] {
         let tup = pg_sys::SearchSysCache2(
             pg_sys::SysCacheIdentifier::USERMAPPINGUSERSERVER as _,

@@ -152,13 +152,18 @@ pub unsafe fn map_columns(tupdesc: pg_sys::TupleDesc, table: &str) -> TableColum
         if columns.iter().any(|c: &Column| c.field == field) {
             raise(
                 PgSqlErrorCode::ERRCODE_FDW_INVALID_COLUMN_NAME,
-                format!("foreign table \"{table}\" maps etcd's {} twice", field.name()),
+                format!(
+                    "foreign table \"{table}\" maps etcd's {} twice",
+                    field.name()
+                ),
             );
         }
         let repr = repr_for(field, a.atttypid).unwrap_or_else(|expected| {
             raise(
                 PgSqlErrorCode::ERRCODE_FDW_INVALID_DATA_TYPE,
-                format!("column \"{name}\" of foreign table \"{table}\" must be of type {expected}"),
+                format!(
+                    "column \"{name}\" of foreign table \"{table}\" must be of type {expected}"
+                ),
             )
         });
         columns.push(Column {

@@ -60,7 +60,9 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
             Code::Unauthenticated => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             Code::PermissionDenied => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Code::ResourceExhausted => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            Code::InvalidArgument if message.contains("too large") || message.contains("too many") => {
+            Code::InvalidArgument
+                if message.contains("too large") || message.contains("too many") =>
+            {
                 PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
             }
             Code::OutOfRange => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

@@ -137,10 +137,12 @@ pub async fn connect(opts: &ServerOptions) -> Result<Client, EtcdError> {
             .keep_alive_timeout(Duration::from_secs(10));
         if let Some(tls) = &tls {
             if url.starts_with("https://") {
-                endpoint = endpoint.tls_config(tls.clone()).map_err(|e| EtcdError::Connect {
-                    endpoints: ep.to_string(),
-                    detail: error_chain(&e),
-                })?;
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| EtcdError::Connect {
+                        endpoints: ep.to_string(),
+                        detail: error_chain(&e),
+                    })?;
             }
         }
         match tokio::time::timeout(opts.connect_timeout, endpoint.connect()).await {

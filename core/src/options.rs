@@ -245,7 +245,8 @@ pub fn parse_connstr(value: &str) -> Result<Vec<EtcdEndpoint>, OptionError> {
     let invalid = || OptionError::InvalidValue {
         name: "connstr",
         value: value.to_string(),
-        expected: "a comma-separated list of host:port endpoints, optionally with http:// or https://",
+        expected:
+            "a comma-separated list of host:port endpoints, optionally with http:// or https://",
     };
     let mut out = Vec::new();
     for part in value.split(',') {
@@ -423,8 +424,12 @@ pub fn parse_server(
             Some(v) => parse_seconds("request_timeout", v)?,
             None => Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
         },
-        fetch_size: get(server, "fetch_size").map(parse_fetch_size).transpose()?,
-        batch_size: get(server, "batch_size").map(parse_batch_size).transpose()?,
+        fetch_size: get(server, "fetch_size")
+            .map(parse_fetch_size)
+            .transpose()?,
+        batch_size: get(server, "batch_size")
+            .map(parse_batch_size)
+            .transpose()?,
     };
     match (&opts.ssl_cert, &opts.ssl_key) {
         (Some(_), None) => return Err(OptionError::Requires("ssl_cert", "ssl_key")),
@@ -583,15 +588,26 @@ mod tests {
         assert_eq!(eps[0].url(true), "https://127.0.0.1:2379");
         assert_eq!(eps[1].url(false), "https://h:1");
         assert_eq!(eps[2].url(true), "http://[::1]:3");
-        for bad in ["", "host", "a:b", "127.0.0.1:2379,", "ftp://x:1", "h:0", "::1:2"] {
+        for bad in [
+            "",
+            "host",
+            "a:b",
+            "127.0.0.1:2379,",
+            "ftp://x:1",
+            "h:0",
+            "::1:2",
+        ] {
             assert!(parse_connstr(bad).is_err(), "{bad:?} must be refused");
         }
     }
 
     #[test]
     fn unknown_option_lists_valid_ones() {
-        let e = validate(OptionContext::Server, &o(&[("connstr", "h:1"), ("bogus", "x")]))
-            .unwrap_err();
+        let e = validate(
+            OptionContext::Server,
+            &o(&[("connstr", "h:1"), ("bogus", "x")]),
+        )
+        .unwrap_err();
         assert!(matches!(e, OptionError::Unknown { ref name, .. } if name == "bogus"));
         assert!(e.hint().unwrap().contains("connstr"));
         let e = validate(OptionContext::UserMapping, &o(&[("connstr", "h:1")])).unwrap_err();
@@ -668,11 +684,19 @@ mod tests {
             assert!(matches!(e, OptionError::InvalidValue { name, .. } if name == n));
         }
         assert_eq!(
-            parse_table(&o(&[("rowid_column", "key"), ("prefix", "a"), ("key", "b")])),
+            parse_table(&o(&[
+                ("rowid_column", "key"),
+                ("prefix", "a"),
+                ("key", "b")
+            ])),
             Err(OptionError::Conflict("prefix", "key"))
         );
-        assert!(parse_table(&o(&[("rowid_column", "key"), ("key", "b"), ("range_end", "a")]))
-            .is_err());
+        assert!(parse_table(&o(&[
+            ("rowid_column", "key"),
+            ("key", "b"),
+            ("range_end", "a")
+        ]))
+        .is_err());
     }
 
     #[test]

@@ -155,7 +155,11 @@ impl ScanPlan {
             out.push_str(&format!("param {} {}\n", p.op.code(), p.expr_index));
         }
         if let Some((f, desc)) = self.sort {
-            out.push_str(&format!("sort {} {}\n", f.name(), if desc { "desc" } else { "asc" }));
+            out.push_str(&format!(
+                "sort {} {}\n",
+                f.name(),
+                if desc { "desc" } else { "asc" }
+            ));
         }
         if let Some(l) = self.limit {
             out.push_str(&format!("limit {l}\n"));
@@ -310,8 +314,14 @@ mod tests {
     fn cond_key_sets() {
         let v = |s: &str| Some(s.as_bytes().to_vec());
         assert_eq!(CondOp::Eq.key_set(&[v("a")]).point_count(), Some(1));
-        assert!(CondOp::Eq.key_set(&[None]).is_empty(), "= NULL matches nothing");
-        assert_eq!(CondOp::In.key_set(&[v("b"), None, v("a")]).point_count(), Some(2));
+        assert!(
+            CondOp::Eq.key_set(&[None]).is_empty(),
+            "= NULL matches nothing"
+        );
+        assert_eq!(
+            CondOp::In.key_set(&[v("b"), None, v("a")]).point_count(),
+            Some(2)
+        );
         assert!(CondOp::Gt.key_set(&[v("a")]).contains(b"a\0"));
         assert!(!CondOp::Gt.key_set(&[v("a")]).contains(b"a"));
         assert_eq!(CondOp::Lt.commute(), CondOp::Gt);
@@ -320,7 +330,10 @@ mod tests {
     #[test]
     fn explain_descriptions() {
         assert_eq!(describe_keys(&KeySet::all()), "all keys");
-        assert_eq!(describe_keys(&KeySet::from_range(KeyRange::prefix(b"ab"))), "prefix 'ab'");
+        assert_eq!(
+            describe_keys(&KeySet::from_range(KeyRange::prefix(b"ab"))),
+            "prefix 'ab'"
+        );
         assert_eq!(describe_keys(&KeySet::from_keys([&b"k"[..]])), "key = 'k'");
         assert_eq!(
             describe_keys(&KeySet::from_range(KeyRange::from(b"m", true))),

@@ -205,14 +205,15 @@ impl Pager {
         let desc = self.spec.descending();
         match (more && !single, last_key) {
             (true, Some(last)) => {
-                let range = self.pending.last_mut().expect("advance without a request");
-                if desc {
-                    range.end = Some(last.to_vec());
-                } else {
-                    range.start = successor(last);
-                }
-                if range.is_empty() {
-                    self.pending.pop();
+                if let Some(range) = self.pending.last_mut() {
+                    if desc {
+                        range.end = Some(last.to_vec());
+                    } else {
+                        range.start = successor(last);
+                    }
+                    if range.is_empty() {
+                        self.pending.pop();
+                    }
                 }
             }
             _ => {
@@ -243,12 +244,18 @@ mod tests {
     fn pages_ascending_at_one_revision() {
         let mut p = Pager::new(spec(KeySet::from_range(KeyRange::prefix(b"a/"))));
         let r1 = p.next_request().unwrap();
-        assert_eq!((r1.key.as_slice(), r1.range_end.as_slice()), (&b"a/"[..], &b"a0"[..]));
+        assert_eq!(
+            (r1.key.as_slice(), r1.range_end.as_slice()),
+            (&b"a/"[..], &b"a0"[..])
+        );
         assert_eq!((r1.limit, r1.revision), (2, 0));
         p.advance(2, Some(b"a/2"), true, 42);
         let r2 = p.next_request().unwrap();
         assert_eq!(r2.key, b"a/2\0".to_vec());
-        assert_eq!(r2.revision, 42, "later pages read the first page's revision");
+        assert_eq!(
+            r2.revision, 42,
+            "later pages read the first page's revision"
+        );
         p.advance(1, Some(b"a/3"), false, 43);
         assert_eq!(p.next_request(), None);
         assert_eq!(p.pages(), 2);
@@ -261,7 +268,10 @@ mod tests {
         let mut p = Pager::new(s);
         p.advance(2, Some(b"m"), true, 5);
         let r = p.next_request().unwrap();
-        assert_eq!((r.key.as_slice(), r.range_end.as_slice()), (&b"a"[..], &b"m"[..]));
+        assert_eq!(
+            (r.key.as_slice(), r.range_end.as_slice()),
+            (&b"a"[..], &b"m"[..])
+        );
         assert_eq!(r.sort, Some((SortField::Key, true)));
     }
 

@@ -9,8 +9,8 @@
 //! change *when* [`WriteBatch`]es are sent, not what they contain.
 
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 
 /// One row-level change.
@@ -95,7 +95,11 @@ impl WriteOp {
                     *mod_revision,
                 )];
                 if old_key != new_key {
-                    c.push(Compare::create_revision(new_key.clone(), CompareOp::Equal, 0));
+                    c.push(Compare::create_revision(
+                        new_key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    ));
                 }
                 c
             }
@@ -128,7 +132,11 @@ impl WriteOp {
                 ..
             } => {
                 if old_key == new_key {
-                    vec![TxnOp::put(new_key.clone(), value.clone(), Some(put_opts(lease)))]
+                    vec![TxnOp::put(
+                        new_key.clone(),
+                        value.clone(),
+                        Some(put_opts(lease)),
+                    )]
                 } else {
                     // A renamed key keeps its lease unless one is given.
                     let o = PutOptions::new().with_lease(lease.unwrap_or(0));
@@ -139,7 +147,10 @@ impl WriteOp {
                 }
             }
             WriteOp::Delete { key, .. } => {
-                vec![TxnOp::delete(key.clone(), Some(DeleteOptions::new().with_prev_key()))]
+                vec![TxnOp::delete(
+                    key.clone(),
+                    Some(DeleteOptions::new().with_prev_key()),
+                )]
             }
         }
     }
@@ -185,7 +196,8 @@ pub fn duplicate_insert(ops: &[WriteOp]) -> Option<&[u8]> {
 /// else of the statement's batch has been written.  Otherwise order is
 /// preserved.
 pub fn pack(mut ops: Vec<WriteOp>, limits: TxnLimits) -> Vec<WriteBatch> {
-    let oversized = |op: &WriteOp| matches!(op, WriteOp::Insert { .. }) && op.bytes() > limits.max_bytes;
+    let oversized =
+        |op: &WriteOp| matches!(op, WriteOp::Insert { .. }) && op.bytes() > limits.max_bytes;
     if ops.iter().any(oversized) {
         let (big, rest): (Vec<_>, Vec<_>) = ops.into_iter().partition(oversized);
         ops = big.into_iter().chain(rest).collect();
@@ -231,7 +243,10 @@ impl WriteBatch {
             compares.extend(op.compares());
             success.extend(op.success_ops());
             for k in op.keys() {
-                failure.push(TxnOp::get(k.to_vec(), Some(GetOptions::new().with_keys_only())));
+                failure.push(TxnOp::get(
+                    k.to_vec(),
+                    Some(GetOptions::new().with_keys_only()),
+                ));
             }
         }
         Txn::new().when(compares).and_then(success).or_else(failure)
@@ -314,7 +329,12 @@ pub fn diagnose(batch: &WriteBatch, resp: &TxnResponse) -> Conflict {
     }
     // Every guard holds now: someone changed things between the
     // transaction and the reads.  Report the first key as changed.
-    Conflict::Changed(batch.ops.first().map_or(Vec::new(), |o| o.keys()[0].to_vec()))
+    Conflict::Changed(
+        batch
+            .ops
+            .first()
+            .map_or(Vec::new(), |o| o.keys()[0].to_vec()),
+    )
 }
 
 /// The rows after a successful transaction, one per op (for a delete: the
@@ -454,9 +474,16 @@ mod tests {
             lease: None,
         };
         let b = pack(vec![ins("c"), huge, ins("d")], TxnLimits::default());
-        assert_eq!(b[0].ops[0].keys(), vec![&b"a"[..]], "oversized inserts go first");
+        assert_eq!(
+            b[0].ops[0].keys(),
+            vec![&b"a"[..]],
+            "oversized inserts go first"
+        );
         assert_eq!(b.len(), 2);
-        assert_eq!(duplicate_insert(&[ins("a"), ins("b"), ins("a")]), Some(&b"a"[..]));
+        assert_eq!(
+            duplicate_insert(&[ins("a"), ins("b"), ins("a")]),
+            Some(&b"a"[..])
+        );
         assert_eq!(duplicate_insert(&[ins("a"), ins("b")]), None);
         let b = pack(vec![ins("a"), ins("b"), ins("a")], TxnLimits::default());
         assert_eq!(

@@ -29,7 +29,10 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     let plan = decode_plan((*fsplan).fdw_private);
     let mut range = describe_keys(&plan.keys);
     for p in &plan.params {
-        range.push_str(&format!(" (narrowed at run time by parameter {})", p.expr_index + 1));
+        range.push_str(&format!(
+            " (narrowed at run time by parameter {})",
+            p.expr_index + 1
+        ));
     }
     text("etcd Range", &range, es);
     if !plan.pushed.is_empty() {
@@ -45,13 +48,21 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     if let Some(l) = plan.limit {
         int("etcd Limit", l as i64, es);
     }
-    text("etcd Keys Only", if plan.keys_only { "true" } else { "false" }, es);
+    text(
+        "etcd Keys Only",
+        if plan.keys_only { "true" } else { "false" },
+        es,
+    );
     if plan.revision != 0 {
         int("etcd Revision", plan.revision, es);
     }
     text(
         "etcd Consistency",
-        if plan.serializable { "serializable" } else { "linearizable" },
+        if plan.serializable {
+            "serializable"
+        } else {
+            "linearizable"
+        },
         es,
     );
     int("etcd Fetch Size", plan.fetch_size as i64, es);

@@ -66,6 +66,9 @@ pub unsafe extern "C-unwind" fn etcd_fdw_validator(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     let args = (*fcinfo).args.as_slice(2);
-    validator::validate(args[0].value, pg_sys::Oid::from(args[1].value.value() as u32));
+    validator::validate(
+        args[0].value,
+        pg_sys::Oid::from(args[1].value.value() as u32),
+    );
     pg_sys::Datum::from(0)
 }

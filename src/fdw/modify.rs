@@ -105,7 +105,10 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
         flags.push("do_nothing");
     }
     let returning = PgList::<pg_sys::List>::from_pg((*plan).returningLists);
-    if returning.get_ptr(subplan_index as usize).is_some_and(|l| !l.is_null()) {
+    if returning
+        .get_ptr(subplan_index as usize)
+        .is_some_and(|l| !l.is_null())
+    {
         flags.push("returning");
     }
     let flag = CString::new(flags.join(",")).unwrap_or_default();
@@ -201,7 +204,11 @@ impl ModifyExec {
     }
 
     /// The bytes of column `col` in `slot`, `None` for NULL.
-    unsafe fn column_bytes(&mut self, slot: *mut pg_sys::TupleTableSlot, col: Column) -> Option<Vec<u8>> {
+    unsafe fn column_bytes(
+        &mut self,
+        slot: *mut pg_sys::TupleTableSlot,
+        col: Column,
+    ) -> Option<Vec<u8>> {
         let (d, isnull) = slot_attr(slot, col.index as i16 + 1);
         if isnull {
             return None;
@@ -213,7 +220,12 @@ impl ModifyExec {
                     .output_fns
                     .iter_mut()
                     .find(|(i, _)| *i == col.index)
-                    .expect("output function for an I/O column")
+                    .unwrap_or_else(|| {
+                        raise(
+                            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                            "etcd_fdw: no output function for an I/O column",
+                        )
+                    })
                     .1;
                 let s = pg_sys::OutputFunctionCall(fi, d);
                 let len = CStr::from_ptr(s).to_bytes().len();
@@ -229,14 +241,20 @@ impl ModifyExec {
     }
 
     /// Key, value and lease of the new row in `slot`, checked.
-    unsafe fn new_row(&mut self, slot: *mut pg_sys::TupleTableSlot) -> (Vec<u8>, Vec<u8>, Option<i64>) {
+    unsafe fn new_row(
+        &mut self,
+        slot: *mut pg_sys::TupleTableSlot,
+    ) -> (Vec<u8>, Vec<u8>, Option<i64>) {
         let Some(key) = self.column_bytes(slot, self.key_col) else {
             self.not_null(self.key_col);
         };
         if key.is_empty() {
             raise(
                 PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
-                format!("etcd keys cannot be empty (foreign table \"{}\")", self.relname),
+                format!(
+                    "etcd keys cannot be empty (foreign table \"{}\")",
+                    self.relname
+                ),
             );
         }
         if !self.key_set.contains(&key) {
@@ -521,7 +539,11 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     let private = PgList::<pg_sys::Node>::from_pg(fdw_private);
     let flags = private
         .head()
-        .map(|n| CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
+        .map(|n| {
+            CStr::from_ptr((*(n as *mut pg_sys::String)).sval)
+                .to_string_lossy()
+                .into_owned()
+        })
         .unwrap_or_default();
     let flags: Vec<&str> = flags.split(',').collect();
     let subplan = (*(*mtstate).ps.lefttree).plan;
@@ -541,19 +563,21 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
-    let do_nothing = !plan.is_null()
-        && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
+    let do_nothing =
+        !plan.is_null() && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
     let st = ModifyExec::new((*mtstate).ps.state, rinfo, std::ptr::null_mut(), do_nothing);
     install((*mtstate).ps.state, rinfo, st);
 }
 
 #[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn get_foreign_modify_batch_size(rinfo: *mut pg_sys::ResultRelInfo) -> i32 {
+pub unsafe extern "C-unwind" fn get_foreign_modify_batch_size(
+    rinfo: *mut pg_sys::ResultRelInfo,
+) -> i32 {
     let st = state(rinfo);
     st.returning |= !(*rinfo).ri_returningList.is_null();
     let trig = (*rinfo).ri_TrigDesc;
-    let row_triggers = !trig.is_null()
-        && ((*trig).trig_insert_before_row || (*trig).trig_insert_after_row);
+    let row_triggers =
+        !trig.is_null() && ((*trig).trig_insert_before_row || (*trig).trig_insert_after_row);
     if st.returning || !(*rinfo).ri_WithCheckOptions.is_null() || row_triggers {
         1
     } else {
@@ -724,7 +748,12 @@ pub unsafe extern "C-unwind" fn exec_foreign_truncate(
         let name = catalog::rel_name(relid);
         for range in table.key_set().ranges() {
             let (key, end) = range.to_etcd();
-            let what = || format!("truncating foreign table \"{name}\" on etcd server \"{}\"", server.server_name);
+            let what = || {
+                format!(
+                    "truncating foreign table \"{name}\" on etcd server \"{}\"",
+                    server.server_name
+                )
+            };
             let kv = connection::kv_client(&server);
             connection::run_once(&server, &what, async move {
                 let mut kv = kv;

@@ -170,7 +170,10 @@ fn estimate_keys(keys: &KeySet, has_params: bool) -> f64 {
 fn scan_cost(rows: f64, fetch_size: u32) -> (f64, f64) {
     let pages = (rows / fetch_size as f64).ceil().max(1.0);
     let startup = ROUND_TRIP_COST;
-    (startup, startup + (pages - 1.0) * ROUND_TRIP_COST + rows * PER_ROW_COST)
+    (
+        startup,
+        startup + (pages - 1.0) * ROUND_TRIP_COST + rows * PER_ROW_COST,
+    )
 }
 
 /// Can a LIMIT of the query be applied by etcd to this relation's scan?
@@ -384,7 +387,11 @@ unsafe fn add_parameterized_paths(
         }
         seen.push(required_outer);
         let ppi = pg_sys::get_baserel_parampathinfo(root, baserel, required_outer);
-        let rows = if ppi.is_null() { 1.0 } else { (*ppi).ppi_rows.max(1.0) };
+        let rows = if ppi.is_null() {
+            1.0
+        } else {
+            (*ppi).ppi_rows.max(1.0)
+        };
         let (startup, total) = scan_cost(rows, st.fetch_size);
         let p = pg_sys::create_foreignscan_path(
             root,

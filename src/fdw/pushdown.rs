@@ -32,7 +32,11 @@ pub struct KeyColumn {
 /// A clause (or part of one) that restricts the key.
 pub enum Pushed {
     /// Known at plan time.
-    Const { keys: KeySet, exact: bool, desc: String },
+    Const {
+        keys: KeySet,
+        exact: bool,
+        desc: String,
+    },
     /// `key <op> expr`, with `expr` evaluated at execution time.
     Param {
         op: CondOp,
@@ -203,7 +207,9 @@ unsafe fn describe_value(root: *mut pg_sys::PlannerInfo, e: *mut pg_sys::Node) -
         let v = e as *mut pg_sys::Var;
         let rte = *(*root).simple_rte_array.add((*v).varno as usize);
         let alias = if !(*rte).eref.is_null() {
-            CStr::from_ptr((*(*rte).eref).aliasname).to_string_lossy().into_owned()
+            CStr::from_ptr((*(*rte).eref).aliasname)
+                .to_string_lossy()
+                .into_owned()
         } else {
             String::from("?")
         };
@@ -248,7 +254,14 @@ pub unsafe fn classify(
         } else {
             return None;
         };
-        return classify_op((*op).opfuncid, (*op).inputcollid, value, key_on_left, root, kc);
+        return classify_op(
+            (*op).opfuncid,
+            (*op).inputcollid,
+            value,
+            key_on_left,
+            root,
+            kc,
+        );
     }
     if is_a(clause, pg_sys::NodeTag::T_FuncExpr) {
         let f = clause as *mut pg_sys::FuncExpr;
@@ -358,9 +371,18 @@ pub unsafe fn classify(
         // etcd keys are never NULL.
         let is_null = (*n).nulltesttype == pg_sys::NullTestType::IS_NULL;
         return Some(Pushed::Const {
-            keys: if is_null { KeySet::empty() } else { KeySet::all() },
+            keys: if is_null {
+                KeySet::empty()
+            } else {
+                KeySet::all()
+            },
             exact: true,
-            desc: if is_null { "key IS NULL" } else { "key IS NOT NULL" }.into(),
+            desc: if is_null {
+                "key IS NULL"
+            } else {
+                "key IS NOT NULL"
+            }
+            .into(),
         });
     }
     None
@@ -453,7 +475,11 @@ unsafe fn classify_op(
     if is_runtime_value(root, v, kc) {
         // A LIKE pattern known only at run time narrows to its literal
         // prefix; the clause itself is always rechecked.
-        let (op, exact) = if like { (CondOp::LikePrefix, false) } else { (op, true) };
+        let (op, exact) = if like {
+            (CondOp::LikePrefix, false)
+        } else {
+            (op, true)
+        };
         let desc = format!("key {} {}", op.name(), describe_value(root, v));
         return Some(Pushed::Param {
             op,

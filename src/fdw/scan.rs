@@ -162,7 +162,9 @@ impl ScanExec {
         let header_rev = resp.header().map_or(0, |h| h.revision());
         let more = resp.more();
         let kvs = resp.take_kvs();
-        let pager = self.pager.as_mut().expect("pager exists");
+        let Some(pager) = self.pager.as_mut() else {
+            return false;
+        };
         pager.advance(kvs.len(), kvs.last().map(|kv| kv.key()), more, header_rev);
         self.pages += 1;
         self.keys_fetched += kvs.len() as u64;
@@ -234,13 +236,23 @@ impl ScanExec {
 
 /// A value read through its type's input function: validated and
 /// converted like text first.
-unsafe fn io_datum(inputs: &mut [IoInput], index: usize, bytes: &[u8], key: &[u8]) -> pg_sys::Datum {
+unsafe fn io_datum(
+    inputs: &mut [IoInput],
+    index: usize,
+    bytes: &[u8],
+    key: &[u8],
+) -> pg_sys::Datum {
     let text = columns::text_datum(bytes, Field::Value, key);
     let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
     let io = inputs
         .iter_mut()
         .find(|i| i.index == index)
-        .expect("input function for an I/O column");
+        .unwrap_or_else(|| {
+            crate::error::raise(
+                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "etcd_fdw: no input function for an I/O column",
+            )
+        });
     pg_sys::InputFunctionCall(&mut io.flinfo, cstr, io.typioparam, io.typmod)
 }
 
