@@ -1002,6 +1002,39 @@ def test_explain_nested_loop_parameterized(ex):
     assert ex.rows(sql) == [(1, "v03"), (2, "v17")]
 
 
+def test_runtime_like_pattern_narrows_to_prefix(ex):
+    """LIKE $1: the literal prefix of the run-time pattern becomes the range;
+    the clause itself is rechecked locally."""
+    ex.execute("SET plan_cache_mode = force_generic_plan")
+    ex.execute("PREPARE lk2(text) AS SELECT key FROM t WHERE key LIKE $1")
+    plan = explain(ex, f"EXECUTE lk2('{ex.kp}k2%')", analyze=True)
+    assert "narrowed at run time" in etcd_prop(plan, "Range"), show(plan)
+    assert etcd_prop(plan, "Keys Fetched") == "10", show(plan)
+    assert any("Filter:" in line for line in plan), "LIKE must be rechecked: " + show(plan)
+    plan = explain(ex, f"EXECUTE lk2('{ex.kp}k_5')", analyze=True)
+    assert etcd_prop(plan, "Keys Fetched") == "30", show(plan)
+    assert ex.rows(f"EXECUTE lk2('{ex.kp}k_5')") == [(ex.kp + f"k{i}5",) for i in range(3)]
+    assert ex.rows("EXECUTE lk2('%')") == [(k,) for k in ex.keys]
+    assert ex.rows("EXECUTE lk2(NULL)") == []
+
+
+def test_expression_join_parameter(ex):
+    """key = <expression of the outer row> drives point lookups too."""
+    ex.execute("SET enable_hashjoin = off")
+    ex.execute("SET enable_mergejoin = off")
+    ex.execute("SET enable_material = off")
+    ex.execute("CREATE TABLE probe2 (id int, suffix text)")
+    ex.execute("INSERT INTO probe2 VALUES (1, 'K04'), (2, 'K21'), (3, 'none')")
+    ex.execute("ANALYZE probe2")
+    sql = (f"SELECT p.id, t.value FROM probe2 p JOIN t ON t.key = {sql_literal(ex.kp)} || lower(p.suffix) "
+           "ORDER BY p.id")
+    plan = explain(ex, sql, analyze=True)
+    assert has_node(plan, "Nested Loop"), show(plan)
+    assert "narrowed at run time by parameter" in (etcd_prop(plan, "Range") or ""), show(plan)
+    assert etcd_prop(plan, "Keys Fetched") == "2", show(plan)
+    assert ex.rows(sql) == [(1, "v04"), (2, "v21")]
+
+
 def test_explain_lateral_and_subplan_parameterized(ex):
     for sql in (
         "SELECT p.id, s.value FROM probe p, LATERAL (SELECT value FROM t WHERE t.key = p.k OFFSET 0) s ORDER BY 1",
