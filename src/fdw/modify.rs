@@ -375,6 +375,17 @@ impl ModifyExec {
         }
     }
 
+    /// Write `op` at once when RETURNING needs its outcome (filling `slot`;
+    /// every column when `whole_row`), else buffer it.
+    unsafe fn apply(&mut self, op: WriteOp, slot: *mut pg_sys::TupleTableSlot, whole_row: bool) {
+        if self.returning {
+            let row = self.write_now(op);
+            self.fill_slot(slot, &row, whole_row);
+        } else {
+            self.buffer(op);
+        }
+    }
+
     fn buffer(&mut self, op: WriteOp) {
         self.pending.push(op);
         if self.pending.len() >= self.batch_size as usize {
@@ -606,12 +617,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         }
         return slot;
     }
-    if st.returning {
-        let row = st.write_now(op);
-        st.fill_slot(slot, &row, false);
-    } else {
-        st.buffer(op);
-    }
+    st.apply(op, slot, false);
     slot
 }
 
@@ -680,12 +686,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         lease,
         mod_revision,
     };
-    if st.returning {
-        let row = st.write_now(op);
-        st.fill_slot(slot, &row, false);
-    } else {
-        st.buffer(op);
-    }
+    st.apply(op, slot, false);
     slot
 }
 
@@ -698,13 +699,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
 ) -> *mut pg_sys::TupleTableSlot {
     let st = state(rinfo);
     let (key, mod_revision) = st.old_row(plan_slot);
-    let op = WriteOp::Delete { key, mod_revision };
-    if st.returning {
-        let row = st.write_now(op);
-        st.fill_slot(slot, &row, true);
-    } else {
-        st.buffer(op);
-    }
+    st.apply(WriteOp::Delete { key, mod_revision }, slot, true);
     slot
 }
 

@@ -9,7 +9,7 @@ use etcd_fdw_core::options::{effective_fetch_size, TableOptions};
 use etcd_fdw_core::plan::{ParamCond, ScanPlan};
 use etcd_fdw_core::scan::SortField;
 use pgrx::pg_sys;
-use pgrx::{is_a, PgList, PgMemoryContexts, PgSqlErrorCode};
+use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
 use super::pushdown::{self, KeyColumn, Pushed};
 use crate::catalog;
@@ -216,14 +216,7 @@ unsafe fn sort_for_pathkeys(
     // The member of the class that is one of our columns.
     let members = PgList::<pg_sys::EquivalenceMember>::from_pg((*ec).ec_members);
     let col = members.iter_ptr().find_map(|em| {
-        let mut e = (*em).em_expr as *mut pg_sys::Node;
-        while is_a(e, pg_sys::NodeTag::T_RelabelType) {
-            e = (*(e as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
-        }
-        if !is_a(e, pg_sys::NodeTag::T_Var) {
-            return None;
-        }
-        let v = e as *mut pg_sys::Var;
+        let v = pushdown::as_var((*em).em_expr as *mut pg_sys::Node)?;
         if (*v).varno as u32 != (*baserel).relid || (*v).varattno < 1 {
             return None;
         }
@@ -279,6 +272,32 @@ unsafe fn path_sort(path: *mut pg_sys::ForeignPath) -> Option<(SortField, bool)>
     Some((SortField::from_name(f)?, d == "desc"))
 }
 
+/// Add a ForeignPath promising `pathkeys` (delivered by `sort`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn add_scan_path(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    rows: f64,
+    (startup, total): (f64, f64),
+    pathkeys: *mut pg_sys::List,
+    required_outer: pg_sys::Relids,
+    sort: Option<(SortField, bool)>,
+) {
+    let p = pg_sys::create_foreignscan_path(
+        root,
+        baserel,
+        std::ptr::null_mut(),
+        rows,
+        startup,
+        total,
+        pathkeys,
+        required_outer,
+        std::ptr::null_mut(),
+        sort_private(sort),
+    );
+    pg_sys::add_path(baserel, p as *mut pg_sys::Path);
+}
+
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_paths(
     root: *mut pg_sys::PlannerInfo,
@@ -287,39 +306,31 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
 ) {
     let st = state(baserel);
     let rows = (*baserel).rows;
-    let (startup, total) = scan_cost(rows, st.fetch_size);
-    let plain = pg_sys::create_foreignscan_path(
+    let cost = scan_cost(rows, st.fetch_size);
+    add_scan_path(
         root,
         baserel,
-        std::ptr::null_mut(),
         rows,
-        startup,
-        total,
+        cost,
         std::ptr::null_mut(),
         std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        sort_private(None),
+        None,
     );
-    pg_sys::add_path(baserel, plain as *mut pg_sys::Path);
 
     // A path in the order the query wants, when etcd can deliver it.
     if !(*root).query_pathkeys.is_null() {
         if let Some(sort) = sort_for_pathkeys(root, baserel, st, (*root).query_pathkeys) {
             // A pushed sort costs etcd a little; the natural order is free.
             let extra = if sort.is_some() { 1.0 } else { 0.0 };
-            let p = pg_sys::create_foreignscan_path(
+            add_scan_path(
                 root,
                 baserel,
-                std::ptr::null_mut(),
                 rows,
-                startup + extra,
-                total + extra,
+                (cost.0 + extra, cost.1 + extra),
                 (*root).query_pathkeys,
                 std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                sort_private(sort),
+                sort,
             );
-            pg_sys::add_path(baserel, p as *mut pg_sys::Path);
         }
     }
 
@@ -335,14 +346,9 @@ unsafe extern "C-unwind" fn ec_member_is_key(
     arg: *mut std::ffi::c_void,
 ) -> bool {
     let attno = *(arg as *const i16);
-    let mut e = (*em).em_expr as *mut pg_sys::Node;
-    while is_a(e, pg_sys::NodeTag::T_RelabelType) {
-        e = (*(e as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
-    }
-    if !is_a(e, pg_sys::NodeTag::T_Var) {
+    let Some(v) = pushdown::as_var((*em).em_expr as *mut pg_sys::Node) else {
         return false;
-    }
-    let v = e as *mut pg_sys::Var;
+    };
     (*v).varno as u32 == (*rel).relid && (*v).varattno == attno && (*v).varlevelsup == 0
 }
 
@@ -392,20 +398,16 @@ unsafe fn add_parameterized_paths(
         } else {
             (*ppi).ppi_rows.max(1.0)
         };
-        let (startup, total) = scan_cost(rows, st.fetch_size);
-        let p = pg_sys::create_foreignscan_path(
+        let cost = scan_cost(rows, st.fetch_size);
+        add_scan_path(
             root,
             baserel,
-            std::ptr::null_mut(),
             rows,
-            startup,
-            total,
+            cost,
             std::ptr::null_mut(),
             required_outer,
-            std::ptr::null_mut(),
-            sort_private(None),
+            None,
         );
-        pg_sys::add_path(baserel, p as *mut pg_sys::Path);
     }
 }
 

@@ -144,12 +144,16 @@ unsafe fn strip(mut e: *mut pg_sys::Node) -> *mut pg_sys::Node {
     e
 }
 
-unsafe fn is_key_var(e: *mut pg_sys::Node, kc: &KeyColumn) -> bool {
+/// The Var under any binary-compatible casts, if `e` is one.
+pub(super) unsafe fn as_var(e: *mut pg_sys::Node) -> Option<*mut pg_sys::Var> {
     let e = strip(e);
-    if e.is_null() || !is_a(e, pg_sys::NodeTag::T_Var) {
+    (!e.is_null() && is_a(e, pg_sys::NodeTag::T_Var)).then_some(e as *mut pg_sys::Var)
+}
+
+unsafe fn is_key_var(e: *mut pg_sys::Node, kc: &KeyColumn) -> bool {
+    let Some(v) = as_var(e) else {
         return false;
-    }
-    let v = e as *mut pg_sys::Var;
+    };
     (*v).varno as u32 == kc.varno && (*v).varattno == kc.attno && (*v).varlevelsup == 0
 }
 
