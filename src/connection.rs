@@ -45,15 +45,20 @@ fn key(info: &ServerInfo) -> Key {
     (u32::from(info.server_oid), u32::from(info.user_oid))
 }
 
+/// Largest gRPC response accepted (tonic's default is 4 MiB; a page of
+/// large values can exceed it).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
 /// A KV client for `info`, connecting (or reconnecting) when needed.
 pub fn kv_client(info: &ServerInfo) -> KvClient {
     let k = key(info);
     let fp = fingerprint(&info.options);
     let cached = CACHE.with(|c| {
-        c.borrow()
-            .get(&k)
-            .filter(|e| e.fingerprint == fp)
-            .map(|e| e.client.kv_client())
+        c.borrow().get(&k).filter(|e| e.fingerprint == fp).map(|e| {
+            e.client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        })
     });
     if let Some(kv) = cached {
         return kv;
@@ -62,7 +67,9 @@ pub fn kv_client(info: &ServerInfo) -> KvClient {
         Ok(c) => c,
         Err(e) => etcd_error(&e, &format!("server \"{}\"", info.server_name)),
     };
-    let kv = client.kv_client();
+    let kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let connects = c.get(&k).map_or(0, |e| e.connects) + 1;

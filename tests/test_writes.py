@@ -1032,3 +1032,19 @@ def test_bytea_insert_update_delete(db, etcd, kp):
     del data[kb + b"\x00"]
     assert dump(etcd, kp) == data
     assert db.rows("SELECT key, value FROM t") == sorted(data.items())
+
+
+def test_plain_explain_of_writes(db, etcd, kp):
+    """EXPLAIN without ANALYZE sets up no write state; it must not crash
+    (PostgreSQL asks for the batch size even then) and shows the batch size."""
+    make_table(db, etcd, kp, columns=KV, batch_size="50")
+    for sql in (
+        f"INSERT INTO t (key, value) VALUES ({lit(kp + 'a')}, '1')",
+        f"INSERT INTO t (key, value) SELECT {lit(kp)} || g, 'x' FROM generate_series(1, 3) g",
+        f"UPDATE t SET value = 'y' WHERE key = {lit(kp + 'a')}",
+        f"DELETE FROM t WHERE key = {lit(kp + 'a')}",
+    ):
+        plan = [r[0] for r in db.rows("EXPLAIN " + sql)]
+        assert any("etcd Batch Size: 50" in line for line in plan), plan
+    assert dump(etcd, kp) == {}, "EXPLAIN wrote nothing"
+    assert_table_usable(db)

@@ -542,12 +542,15 @@ pub fn validate(ctx: OptionContext, opts: &[(String, String)]) -> Result<(), Opt
     }
 }
 
-/// Effective page size: table option, then server option, then default.
-pub fn effective_fetch_size(server: &ServerOptions, table: &TableOptions) -> u32 {
-    table
-        .fetch_size
-        .or(server.fetch_size)
-        .unwrap_or(DEFAULT_FETCH_SIZE)
+/// Effective page size: table option, then server option, else the
+/// adaptive default.  Returns `(keys per request, adaptive)`: an explicit
+/// `fetch_size` is used for every request; the default starts at
+/// [`DEFAULT_FETCH_SIZE`] and adapts (see `scan::Pager`).
+pub fn effective_fetch_size(server: &ServerOptions, table: &TableOptions) -> (u32, bool) {
+    match table.fetch_size.or(server.fetch_size) {
+        Some(n) => (n, false),
+        None => (DEFAULT_FETCH_SIZE, true),
+    }
 }
 
 /// Effective write batch size: table option, then server option, then default.

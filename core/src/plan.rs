@@ -118,6 +118,7 @@ pub struct ScanPlan {
     pub revision: i64,
     pub serializable: bool,
     pub fetch_size: u32,
+    pub adaptive_fetch: bool,
     /// Human-readable pushed conditions, for EXPLAIN.
     pub pushed: Vec<String>,
 }
@@ -165,8 +166,12 @@ impl ScanPlan {
             out.push_str(&format!("limit {l}\n"));
         }
         out.push_str(&format!(
-            "flags {} {} {} {}\n",
-            self.keys_only as u8, self.revision, self.serializable as u8, self.fetch_size
+            "flags {} {} {} {} {}\n",
+            self.keys_only as u8,
+            self.revision,
+            self.serializable as u8,
+            self.fetch_size,
+            self.adaptive_fetch as u8
         ));
         for p in &self.pushed {
             out.push_str(&format!("pushed {}\n", p.replace('\n', " ")));
@@ -185,6 +190,7 @@ impl ScanPlan {
             revision: 0,
             serializable: false,
             fetch_size: 1,
+            adaptive_fetch: false,
             pushed: Vec::new(),
         };
         for line in s.lines() {
@@ -213,6 +219,7 @@ impl ScanPlan {
                     plan.revision = it.next()?.parse().ok()?;
                     plan.serializable = it.next()? == "1";
                     plan.fetch_size = it.next()?.parse().ok()?;
+                    plan.adaptive_fetch = it.next()? == "1";
                 }
                 "pushed" => plan.pushed.push(rest.to_string()),
                 _ => return None,
@@ -304,6 +311,7 @@ mod tests {
             revision: 5,
             serializable: true,
             fetch_size: 100,
+            adaptive_fetch: true,
             pushed: vec!["key = 'a'".into()],
         };
         assert_eq!(ScanPlan::decode(&plan.encode()), Some(plan));

@@ -62,8 +62,17 @@ pub struct ScanSpec {
     /// 0 = latest.
     pub revision: i64,
     pub serializable: bool,
+    /// Keys per request (the first request's, when `adaptive`).
     pub fetch_size: u32,
+    /// Grow (or shrink) pages towards [`PAGE_BYTES`] of data.
+    pub adaptive: bool,
 }
+
+/// Data per page an adaptive scan aims for.  etcd walks the rest of the
+/// range on every range request (to count it), so a fixed small page makes
+/// a full scan quadratic in the number of keys; pages that double up to a
+/// few MiB keep it near-linear while bounding the backend's memory.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 impl ScanSpec {
     fn descending(&self) -> bool {
@@ -125,6 +134,8 @@ pub struct Pager {
     returned: u64,
     done: bool,
     pages: u64,
+    /// Keys to ask for in the next request.
+    page_limit: u64,
 }
 
 impl Pager {
@@ -137,6 +148,7 @@ impl Pager {
         let done = pending.is_empty() || spec.limit == Some(0);
         Pager {
             revision: spec.revision,
+            page_limit: spec.fetch_size.max(1) as u64,
             spec,
             pending,
             returned: 0,
@@ -168,8 +180,7 @@ impl Pager {
         let limit = if self.spec.single_request() {
             remaining.unwrap_or(0)
         } else {
-            let page = self.spec.fetch_size as u64;
-            remaining.map_or(page, |r| r.min(page))
+            remaining.map_or(self.page_limit, |r| r.min(self.page_limit))
         };
         Some(PageRequest {
             key,
@@ -182,17 +193,28 @@ impl Pager {
         })
     }
 
-    /// Account for a response to [`Self::next_request`]: `count` keys came
-    /// back, the last of them `last_key`, etcd said `more`, at
-    /// `header_revision`.
+    /// Keys the next request asks for (before any LIMIT).
+    pub fn page_limit(&self) -> u64 {
+        self.page_limit
+    }
+
+    /// Account for a response to [`Self::next_request`]: `count` keys of
+    /// `bytes` bytes (keys and values) came back, the last of them
+    /// `last_key`, etcd said `more`, at `header_revision`.
     pub fn advance(
         &mut self,
         count: usize,
+        bytes: usize,
         last_key: Option<&[u8]>,
         more: bool,
         header_revision: i64,
     ) {
         self.pages += 1;
+        if self.spec.adaptive && count > 0 {
+            let avg = (bytes / count).max(1);
+            let cap = (PAGE_BYTES / avg).max(1) as u64;
+            self.page_limit = (self.page_limit * 2).min(cap);
+        }
         if self.revision == 0 {
             self.revision = header_revision;
         }
@@ -237,6 +259,7 @@ mod tests {
             revision: 0,
             serializable: false,
             fetch_size: 2,
+            adaptive: false,
         }
     }
 
@@ -249,16 +272,51 @@ mod tests {
             (&b"a/"[..], &b"a0"[..])
         );
         assert_eq!((r1.limit, r1.revision), (2, 0));
-        p.advance(2, Some(b"a/2"), true, 42);
+        p.advance(2, 20, Some(b"a/2"), true, 42);
         let r2 = p.next_request().unwrap();
         assert_eq!(r2.key, b"a/2\0".to_vec());
         assert_eq!(
             r2.revision, 42,
             "later pages read the first page's revision"
         );
-        p.advance(1, Some(b"a/3"), false, 43);
+        p.advance(1, 10, Some(b"a/3"), false, 43);
         assert_eq!(p.next_request(), None);
         assert_eq!(p.pages(), 2);
+    }
+
+    #[test]
+    fn adaptive_pages_grow_to_the_byte_budget_and_shrink_for_big_values() {
+        let mut s = spec(KeySet::all());
+        s.fetch_size = 1000;
+        s.adaptive = true;
+        let mut p = Pager::new(s.clone());
+        let mut limits = vec![p.next_request().unwrap().limit];
+        for i in 0..8 {
+            let n = p.page_limit() as usize;
+            p.advance(n, n * 128, Some(format!("k{i}").as_bytes()), true, 1);
+            limits.push(p.next_request().unwrap().limit);
+        }
+        assert_eq!(limits[..6], [1000, 2000, 4000, 8000, 16000, 32000]);
+        assert_eq!(
+            *limits.last().unwrap(),
+            (PAGE_BYTES / 128) as i64,
+            "capped by bytes"
+        );
+        let mut p = Pager::new(s.clone());
+        p.advance(1000, 1000 * 1024 * 1024, Some(b"k"), true, 1);
+        assert_eq!(
+            p.next_request().unwrap().limit,
+            4,
+            "1 MiB values: 4 per page"
+        );
+        s.adaptive = false;
+        let mut p = Pager::new(s);
+        p.advance(1000, 1000 * 128, Some(b"k"), true, 1);
+        assert_eq!(
+            p.next_request().unwrap().limit,
+            1000,
+            "an explicit fetch_size is kept"
+        );
     }
 
     #[test]
@@ -266,7 +324,7 @@ mod tests {
         let mut s = spec(KeySet::from_range(KeyRange::between(b"a", Some(b"z"))));
         s.sort = Some((SortField::Key, true));
         let mut p = Pager::new(s);
-        p.advance(2, Some(b"m"), true, 5);
+        p.advance(2, 20, Some(b"m"), true, 5);
         let r = p.next_request().unwrap();
         assert_eq!(
             (r.key.as_slice(), r.range_end.as_slice()),
@@ -281,9 +339,9 @@ mod tests {
         s.limit = Some(3);
         let mut p = Pager::new(s);
         assert_eq!(p.next_request().unwrap().limit, 2);
-        p.advance(2, Some(b"b"), true, 1);
+        p.advance(2, 20, Some(b"b"), true, 1);
         assert_eq!(p.next_request().unwrap().limit, 1);
-        p.advance(1, Some(b"c"), true, 1);
+        p.advance(1, 10, Some(b"c"), true, 1);
         assert_eq!(p.next_request(), None);
     }
 
@@ -293,9 +351,9 @@ mod tests {
         s.sort = Some((SortField::Key, true));
         let mut p = Pager::new(s);
         assert_eq!(p.next_request().unwrap().key, b"b".to_vec());
-        p.advance(1, Some(b"b"), false, 9);
+        p.advance(1, 10, Some(b"b"), false, 9);
         assert_eq!(p.next_request().unwrap().key, b"a".to_vec());
-        p.advance(0, None, false, 9);
+        p.advance(0, 0, None, false, 9);
         assert_eq!(p.next_request(), None);
         assert!(Pager::new(spec(KeySet::empty())).next_request().is_none());
     }
@@ -308,7 +366,7 @@ mod tests {
         let mut p = Pager::new(s);
         let r = p.next_request().unwrap();
         assert_eq!(r.limit, 10);
-        p.advance(2, Some(b"x"), true, 1);
+        p.advance(2, 20, Some(b"x"), true, 1);
         assert_eq!(p.next_request(), None);
     }
 }

@@ -111,9 +111,15 @@ impl WriteOp {
         }
     }
 
-    fn success_ops(&self) -> Vec<TxnOp> {
+    /// With `prev`, puts and deletes return the previous key-value (for
+    /// RETURNING); otherwise etcd is spared sending it.
+    fn success_ops(&self, prev: bool) -> Vec<TxnOp> {
         let put_opts = |lease: &Option<i64>| {
-            let o = PutOptions::new().with_prev_key();
+            let o = if prev {
+                PutOptions::new().with_prev_key()
+            } else {
+                PutOptions::new()
+            };
             match lease {
                 Some(l) => o.with_lease(*l),
                 None => o.with_ignore_lease(),
@@ -142,15 +148,17 @@ impl WriteOp {
                     let o = PutOptions::new().with_lease(lease.unwrap_or(0));
                     vec![
                         TxnOp::put(new_key.clone(), value.clone(), Some(o)),
-                        TxnOp::delete(old_key.clone(), Some(DeleteOptions::new().with_prev_key())),
+                        TxnOp::delete(old_key.clone(), None),
                     ]
                 }
             }
             WriteOp::Delete { key, .. } => {
-                vec![TxnOp::delete(
-                    key.clone(),
-                    Some(DeleteOptions::new().with_prev_key()),
-                )]
+                let o = if prev {
+                    DeleteOptions::new().with_prev_key()
+                } else {
+                    DeleteOptions::new()
+                };
+                vec![TxnOp::delete(key.clone(), Some(o))]
             }
         }
     }
@@ -234,14 +242,15 @@ pub fn pack(mut ops: Vec<WriteOp>, limits: TxnLimits) -> Vec<WriteBatch> {
 
 impl WriteBatch {
     /// The guarded transaction; its `else` branch reads every compared key
-    /// back (keys only) so a failure can be explained.
-    pub fn txn(&self) -> Txn {
+    /// back (keys only) so a failure can be explained.  `returning` asks
+    /// for the previous values needed by [`rows_after`].
+    pub fn txn(&self, returning: bool) -> Txn {
         let mut compares = Vec::new();
         let mut success = Vec::new();
         let mut failure = Vec::new();
         for op in &self.ops {
             compares.extend(op.compares());
-            success.extend(op.success_ops());
+            success.extend(op.success_ops(returning));
             for k in op.keys() {
                 failure.push(TxnOp::get(
                     k.to_vec(),

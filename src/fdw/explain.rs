@@ -65,7 +65,19 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         },
         es,
     );
-    int("etcd Fetch Size", plan.fetch_size as i64, es);
+    if plan.adaptive_fetch {
+        text(
+            "etcd Fetch Size",
+            &format!(
+                "auto (first {}, then doubling up to {} MiB per request)",
+                plan.fetch_size,
+                etcd_fdw_core::scan::PAGE_BYTES >> 20
+            ),
+            es,
+        );
+    } else {
+        int("etcd Fetch Size", plan.fetch_size as i64, es);
+    }
     if (*es).analyze && !(*node).fdw_state.is_null() {
         let st = &*((*node).fdw_state as *const ScanExec);
         int("etcd Pages", st.pages as i64, es);

@@ -322,7 +322,7 @@ impl ModifyExec {
     /// Send `ops` now; returns the rows after, or the conflict.
     fn send(&self, batch: &WriteBatch) -> Result<Vec<RowAfter>, Conflict> {
         let timeout = self.server.options.request_timeout;
-        let txn = batch.txn();
+        let txn = batch.txn(self.returning);
         let what = || {
             format!(
                 "writing to foreign table \"{}\" on etcd server \"{}\"",
@@ -584,15 +584,26 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
 pub unsafe extern "C-unwind" fn get_foreign_modify_batch_size(
     rinfo: *mut pg_sys::ResultRelInfo,
 ) -> i32 {
-    let st = state(rinfo);
-    st.returning |= !(*rinfo).ri_returningList.is_null();
     let trig = (*rinfo).ri_TrigDesc;
     let row_triggers =
         !trig.is_null() && ((*trig).trig_insert_before_row || (*trig).trig_insert_after_row);
-    if st.returning || !(*rinfo).ri_WithCheckOptions.is_null() || row_triggers {
+    let mut returning = !(*rinfo).ri_returningList.is_null();
+    let batch_size = if (*rinfo).ri_FdwState.is_null() {
+        // EXPLAIN without ANALYZE: BeginForeignModify set nothing up.
+        let relid = (*(*rinfo).ri_RelationDesc).rd_id;
+        let (table, server_oid, _) = table_info(relid);
+        let server = catalog::server_info(server_oid, pg_sys::GetUserId());
+        effective_batch_size(&server.options, &table)
+    } else {
+        let st = state(rinfo);
+        st.returning |= returning;
+        returning = st.returning;
+        st.batch_size
+    };
+    if returning || !(*rinfo).ri_WithCheckOptions.is_null() || row_triggers {
         1
     } else {
-        st.batch_size as i32
+        batch_size as i32
     }
 }
 

@@ -34,6 +34,7 @@ pub struct RelState {
     pub all_exact: bool,
     pub has_params: bool,
     pub fetch_size: u32,
+    pub adaptive_fetch: bool,
 }
 
 /// Table metadata: options and column mapping.
@@ -104,7 +105,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     let (table, server_oid, columns) = table_info(foreigntableid);
     // Validate the server's options now, so errors surface at plan time.
     let server = catalog::server_info(server_oid, pg_sys::GetUserId());
-    let fetch_size = effective_fetch_size(&server.options, &table);
+    let (fetch_size, adaptive_fetch) = effective_fetch_size(&server.options, &table);
     let key = key_column(baserel, &columns);
     let mut base_keys = table.key_set();
     let mut all_exact = true;
@@ -144,6 +145,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
         all_exact,
         has_params,
         fetch_size,
+        adaptive_fetch,
     };
     (*baserel).fdw_private =
         PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(st) as *mut _;
@@ -506,6 +508,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         revision: st.table.revision,
         serializable: st.table.consistency == etcd_fdw_core::options::Consistency::Serializable,
         fetch_size: st.fetch_size,
+        adaptive_fetch: st.adaptive_fetch,
         pushed: pushed_desc,
     };
     let encoded = std::ffi::CString::new(plan.encode()).unwrap_or_default();

@@ -132,6 +132,7 @@ impl ScanExec {
             revision: self.plan.revision,
             serializable: self.plan.serializable,
             fetch_size: self.plan.fetch_size,
+            adaptive: self.plan.adaptive_fetch,
         }));
     }
 
@@ -165,7 +166,14 @@ impl ScanExec {
         let Some(pager) = self.pager.as_mut() else {
             return false;
         };
-        pager.advance(kvs.len(), kvs.last().map(|kv| kv.key()), more, header_rev);
+        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+        pager.advance(
+            kvs.len(),
+            bytes,
+            kvs.last().map(|kv| kv.key()),
+            more,
+            header_rev,
+        );
         self.pages += 1;
         self.keys_fetched += kvs.len() as u64;
         self.page = kvs.into_iter();
