@@ -1,0 +1,910 @@
+#!/usr/bin/env python3
+"""etcd_fdw benchmark: the FDW against a raw etcd-client program.
+
+Starts its own etcd and PostgreSQL 15 (with the helpers of tests/harness.py),
+loads data with the raw client (bench/rawclient, `rawclient load`), then runs
+every workload through the FDW and through the raw client, alternating the
+two (fdw, raw, fdw, raw, ...), and writes
+
+  bench/results/RESULTS.md    table of medians, ratios, targets + machine
+  bench/results/scan.svg      full-scan time vs N, FDW and raw client
+  bench/results/results.json  every sample
+
+Usage: python3 bench/run.py [--quick] [--sizes 10k,100k,1M] [--reps 5] ...
+(run `bash scripts/bench.sh` to build the release extension and raw client
+first).  The installed extension is used as is: a debug build gives poor
+numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import harness  # noqa: E402
+
+RAWCLIENT = os.path.join(ROOT, "target", "release", "rawclient")
+PGBENCH = os.path.join(harness.PG_BIN, "pgbench")
+
+# a sample shorter than this is repeated (same count on both sides)
+MIN_SAMPLE_S = 0.25
+MAX_ITERS = 500
+
+LOOKUP_BASE = 1_000_000  # numeric lookup keys: 1000000 .. 1000000+L-1
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def parse_size(s):
+    s = s.strip().lower().replace("_", "")
+    mult = 1
+    if s.endswith("k"):
+        mult, s = 1000, s[:-1]
+    elif s.endswith("m"):
+        mult, s = 1_000_000, s[:-1]
+    return int(float(s) * mult)
+
+
+def fmt_n(n):
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def fmt_time(s):
+    if s is None:
+        return "-"
+    if s >= 10:
+        return f"{s:.1f} s"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 0.01:
+        return f"{s * 1000:.1f} ms"
+    return f"{s * 1000:.3f} ms"
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------
+# the two sides
+# --------------------------------------------------------------------------
+
+
+class Raw:
+    """Runs the rawclient program; every call returns its JSON output."""
+
+    def __init__(self, endpoint, fetch_size, batch_size):
+        self.endpoint = endpoint
+        self.fetch_size = fetch_size
+        self.batch_size = batch_size
+
+    def fetch_args(self):
+        """No --fetch-size: the same adaptive paging as the FDW's default."""
+        return [] if self.fetch_size is None else ["--fetch-size", self.fetch_size]
+
+    def run(self, cmd, *args, timeout=3600):
+        argv = [RAWCLIENT, cmd, "--endpoint", self.endpoint, *[str(a) for a in args]]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise BenchError(f"rawclient {cmd} failed ({p.returncode}): {p.stderr.strip()}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    def load(self, prefix, count, value_size=100, layout="scan", base=0):
+        return self.run(
+            "load", "--prefix", prefix, "--count", count, "--value-size", value_size,
+            "--layout", layout, "--base", base, "--batch", self.batch_size,
+        )
+
+    def scan(self, prefix, repeat=1, desc=False, limit=None, keys_only=False):
+        args = ["--prefix", prefix, "--repeat", repeat, *self.fetch_args()]
+        if desc:
+            args.append("--desc")
+        if limit is not None:
+            args += ["--limit", limit]
+        if keys_only:
+            args.append("--keys-only")
+        return self.run("scan", *args)
+
+
+class Fdw:
+    """One PostgreSQL session that stays open; times statements around execute."""
+
+    def __init__(self, cluster, dbname):
+        self.cluster = cluster
+        self.dbname = dbname
+        self.conn = cluster.connect(dbname)
+        self.conn.execute("SET statement_timeout = 0")
+
+    def timed(self, sql, params=None, iters=1):
+        """(seconds for `iters` executions, rows of the last, rowcount)."""
+        cur = self.conn.cursor()
+        rows = None
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            cur.execute(sql, params)
+            rows = cur.fetchall() if cur.description is not None else None
+        el = time.perf_counter() - t0
+        return el, rows, cur.rowcount
+
+    def scalar(self, sql, params=None):
+        r = self.conn.execute(sql, params).fetchone()
+        return None if r is None else r[0]
+
+
+# --------------------------------------------------------------------------
+# measuring
+# --------------------------------------------------------------------------
+
+
+class Results:
+    def __init__(self):
+        self.rows = []  # table rows (dicts)
+        self.samples = {}  # name -> details
+        self.notes = []
+
+    def add(self, **row):
+        self.rows.append(row)
+        return row
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def alternate(name, fdw_run, raw_run, reps, budget, check=None):
+    """Alternate fdw_run(iters) / raw_run(iters) `reps` times each.
+
+    Each returns (seconds per operation, answer).  A first FDW run calibrates:
+    a short operation is repeated `iters` times per sample (the same on both
+    sides) so that one sample lasts >= MIN_SAMPLE_S; a long one (a full scan
+    of 1M keys) is kept as the first FDW sample and the repetitions are cut
+    to fit `budget` seconds (never below 2 each).
+    """
+    t1, ans1 = fdw_run(1)
+    fdw, raw = [], []
+    iters = 1
+    if t1 < MIN_SAMPLE_S:
+        iters = max(1, min(MAX_ITERS, math.ceil(MIN_SAMPLE_S / max(t1, 1e-6))))
+    elif 2 * reps * t1 > budget:
+        reps = max(2, min(reps, int(budget // (2 * t1))))
+        fdw.append(t1)  # too expensive to throw away
+        log(f"  {name}: {t1:.1f} s per FDW run, {reps} repetitions each side")
+    answers = {"fdw": ans1}
+    while len(fdw) < reps or len(raw) < reps:
+        if len(fdw) <= len(raw) and len(fdw) < reps:
+            t, a = fdw_run(iters)
+            fdw.append(t)
+            answers["fdw"] = a
+        else:
+            t, a = raw_run(iters)
+            raw.append(t)
+            answers["raw"] = a
+    if check is not None:
+        check(answers["fdw"], answers["raw"])
+    return {
+        "fdw": fdw, "raw": raw, "iters": iters, "reps": reps,
+        "fdw_median": median(fdw), "raw_median": median(raw),
+    }
+
+
+def expect_equal(what, fdw, raw):
+    if fdw != raw:
+        raise BenchError(f"{what}: FDW answered {fdw!r}, raw client {raw!r}")
+
+
+# --------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.res = Results()
+        self.tmp = os.path.join(args.out, "tmp")
+        os.makedirs(self.tmp, exist_ok=True)
+        self.started = time.monotonic()
+        self.scan_points = {}  # N -> (fdw median s, raw median s)
+        self.pg = None
+        self.fdw = None
+        self.etcd = None
+
+    # -- environment ---------------------------------------------------------
+    def start(self):
+        a = self.a
+        log(f"starting etcd {a.etcd_version} and PostgreSQL 15")
+        self.etcd = harness.EtcdServer(a.etcd_version)
+        self.etcd.start()
+        self.pg = harness.PgCluster()
+        self.pg.start()
+        admin = self.pg.connect("postgres")
+        admin.execute("CREATE DATABASE bench")
+        admin.close()
+        self.fdw = Fdw(self.pg, "bench")
+        c = self.fdw.conn
+        c.execute("CREATE EXTENSION etcd_fdw")
+        c.execute(
+            "CREATE FOREIGN DATA WRAPPER etcd_fdw "
+            "HANDLER etcd_fdw_handler VALIDATOR etcd_fdw_validator"
+        )
+        c.execute(
+            "CREATE SERVER s FOREIGN DATA WRAPPER etcd_fdw OPTIONS "
+            f"(connstr '{self.etcd.endpoint}', "
+            + (f"fetch_size '{a.fetch_size}', " if a.fetch_size is not None else "")
+            + f"batch_size '{a.batch_size}')"
+        )
+        self.raw = Raw(self.etcd.endpoint, a.fetch_size, a.batch_size)
+
+    def table(self, name, **opts):
+        o = {"rowid_column": "key", **opts}
+        self.fdw.conn.execute(
+            f"CREATE FOREIGN TABLE {name} (key text, value text) SERVER s"
+            + harness.options_clause(o)
+        )
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+    def machine(self):
+        def cpu_model():
+            try:
+                with open("/proc/cpuinfo") as f:
+                    for line in f:
+                        if line.startswith("model name"):
+                            return line.split(":", 1)[1].strip()
+            except OSError:
+                pass
+            return platform.processor() or "?"
+
+        def mem_total():
+            try:
+                with open("/proc/meminfo") as f:
+                    for line in f:
+                        if line.startswith("MemTotal:"):
+                            return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+            except OSError:
+                pass
+            return "?"
+
+        try:
+            ev = subprocess.run([self.etcd.etcd_bin, "--version"], capture_output=True,
+                                text=True, timeout=10).stdout.splitlines()[0]
+        except Exception:  # noqa: BLE001
+            ev = f"etcd {self.a.etcd_version}"
+        pgv = self.fdw.scalar("SELECT version()")
+        ext = self.fdw.scalar("SELECT extversion FROM pg_extension WHERE extname = 'etcd_fdw'")
+        libdir = subprocess.run(
+            [os.path.join(harness.PG_BIN, "pg_config"), "--pkglibdir"],
+            capture_output=True, text=True,
+        ).stdout.strip() or "/usr/lib/postgresql/15/lib"
+        so = os.path.join(libdir, "etcd_fdw.so")
+        build = "?"
+        try:
+            size = os.path.getsize(so)
+            secs = subprocess.run(["readelf", "-S", "-W", so], capture_output=True,
+                                  text=True, timeout=30).stdout
+            dbg = ".debug_info" in secs
+            if dbg:
+                self.res.notes.append(
+                    "The installed etcd_fdw.so has debug info, so it is most likely a debug "
+                    "build: FDW numbers are not representative (bash scripts/bench.sh installs "
+                    "a release build first)."
+                )
+            build = (f"{so}, {size / 1e6:.1f} MB, "
+                     + ("has debug info (likely a debug build)" if dbg
+                        else "no debug info (release build)"))
+        except Exception:  # noqa: BLE001
+            pass
+        return {
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "nproc": os.cpu_count(),
+            "cpu": cpu_model(),
+            "ram": mem_total(),
+            "kernel": platform.release(),
+            "etcd": ev.replace("etcd Version: ", "etcd "),
+            "postgres": pgv,
+            "etcd_fdw": f"{ext}; {build}",
+        }
+
+    # -- workloads -----------------------------------------------------------
+    def load_scan_sets(self):
+        for n in self.a.sizes:
+            log(f"loading {fmt_n(n)} keys (100-byte values) under s{n}/")
+            r = self.raw.load(f"s{n}/", n, value_size=100, layout="scan")
+            log(f"  loaded in {r['elapsed']:.1f} s")
+            self.table(f"scan_{n}", prefix=f"s{n}/")
+
+    def scans(self):
+        a = self.a
+        for n in a.sizes:
+            t = f"scan_{n}"
+            # warm-up: connect this session to etcd, plan once
+            self.fdw.timed(f"SELECT key FROM {t} WHERE key = 's{n}/k/1'")
+            # what is pushed down to etcd
+            self.check_plan(f"SELECT sum(length(value)) FROM {t}", [f"etcd Range: prefix 's{n}/'"])
+            self.check_plan(f"SELECT sum(length(value)) FROM {t} WHERE key LIKE 's{n}/p/%'",
+                            [f"etcd Range: prefix 's{n}/p/'"])
+            self.check_plan(f"SELECT key FROM {t} ORDER BY key DESC LIMIT 10",
+                            ["etcd Sort: key DESC", "etcd Limit: 10", "etcd Keys Only: true"])
+
+            # full scan
+            def fdw_full(it, t=t):
+                el, rows, _ = self.fdw.timed(f"SELECT sum(length(value)) FROM {t}", iters=it)
+                return el / it, int(rows[0][0] or 0)
+
+            def raw_full(it, n=n):
+                r = self.raw.scan(f"s{n}/", repeat=it)
+                return r["per_op"], r["bytes"]
+
+            log(f"full scan, N={fmt_n(n)}")
+            m = alternate(f"full scan {fmt_n(n)}", fdw_full, raw_full, a.reps, a.budget,
+                          check=lambda f, r, n=n: (expect_equal("full scan bytes", f, r),
+                                                   expect_equal("full scan bytes", f, 100 * n)))
+            self.record("full scan (sum of value lengths)", n, m, target=1.3, kind="time")
+            self.scan_points[n] = (m["fdw_median"], m["raw_median"])
+
+            # 1% prefix
+            def fdw_pfx(it, t=t, n=n):
+                el, rows, _ = self.fdw.timed(
+                    f"SELECT sum(length(value)) FROM {t} WHERE key LIKE 's{n}/p/%'", iters=it)
+                return el / it, int(rows[0][0] or 0)
+
+            def raw_pfx(it, n=n):
+                r = self.raw.scan(f"s{n}/p/", repeat=it)
+                return r["per_op"], r["bytes"]
+
+            log(f"prefix scan (1%), N={fmt_n(n)}")
+            m = alternate(f"prefix {fmt_n(n)}", fdw_pfx, raw_pfx, a.reps, a.budget,
+                          check=lambda f, r: expect_equal("prefix scan bytes", f, r))
+            self.record("prefix scan, 1% of keys (LIKE 'p/%')", n, m, target=None, kind="time")
+
+            # top 10 by key descending
+            def fdw_top(it, t=t):
+                el, rows, _ = self.fdw.timed(
+                    f"SELECT key FROM {t} ORDER BY key DESC LIMIT 10", iters=it)
+                return el / it, (len(rows), rows[0][0], rows[-1][0])
+
+            def raw_top(it, n=n):
+                r = self.raw.scan(f"s{n}/", repeat=it, desc=True, limit=10, keys_only=True)
+                return r["per_op"], (r["rows"], r["first_key"], r["last_key"])
+
+            log(f"ORDER BY key DESC LIMIT 10, N={fmt_n(n)}")
+            m = alternate(f"top10 {fmt_n(n)}", fdw_top, raw_top, a.reps, a.budget,
+                          check=lambda f, r: expect_equal("top-10 keys", f, r))
+            self.record("ORDER BY key DESC LIMIT 10", n, m, target=None, kind="time")
+
+        # linearity of the full scan: per-key time growth between sizes
+        ns = sorted(self.scan_points)
+        etcd_bound = False
+        for lo, hi in zip(ns, ns[1:]):
+            f_lo, r_lo = self.scan_points[lo]
+            f_hi, r_hi = self.scan_points[hi]
+            fg = (f_hi / hi) / (f_lo / lo)
+            rg = (r_hi / hi) / (r_lo / lo)
+            self.res.add(
+                workload="full scan: growth of time per key", n=f"{fmt_n(lo)}→{fmt_n(hi)}",
+                fdw=f"{fg:.2f}x", raw=f"{rg:.2f}x", ratio=f"{fg / rg:.2f}",
+                target="≤ 1.5x (≈ linear)", result="pass" if fg <= 1.5 else "FAIL",
+                reps="", fdw_value=fg, raw_value=rg,
+            )
+            etcd_bound = etcd_bound or rg > 1.5
+        if etcd_bound:
+            self.res.notes.append(
+                "Full-scan time grows faster than N for the raw client too: etcd counts every "
+                "key from a page's start to the range end on each range request (mvcc "
+                "treeIndex.Revisions returns the total count), so paging N keys with "
+                f"fetch_size {a.fetch_label} costs O(N²/page size) on the server whoever the "
+                "client is.  Larger pages trade per-page memory for fewer such walks; the default "
+                "adaptive paging doubles pages up to 4 MiB for that reason."
+            )
+
+    def check_plan(self, sql, expected):
+        """EXPLAIN sql; keep the plan; add a note when a pushdown is missing."""
+        plan = [r[0] for r in self.fdw.conn.execute("EXPLAIN " + sql).fetchall()]
+        self.res.samples.setdefault("plans", {})[sql] = plan
+        missing = [e for e in expected if not any(e in line for line in plan)]
+        if missing:
+            self.res.notes.append(
+                f"`{sql}`: expected {missing} in EXPLAIN, got: " + " / ".join(
+                    line.strip() for line in plan)
+            )
+
+    def record(self, workload, n, m, target, kind):
+        f, r = m["fdw_median"], m["raw_median"]
+        ratio = f / r if r else None
+        if target is None:
+            tgt, res = "(none)", "info"
+        else:
+            tgt, res = f"≤ {target}x", ("pass" if ratio is not None and ratio <= target else "FAIL")
+        self.res.add(
+            workload=workload, n=fmt_n(n) if isinstance(n, int) else n,
+            fdw=fmt_time(f), raw=fmt_time(r), ratio=f"{ratio:.2f}" if ratio else "-",
+            target=tgt, result=res, reps=f"{m['reps']}×{m['iters']}",
+            fdw_value=f, raw_value=r,
+        )
+        self.res.samples[f"{workload} | {n}"] = m
+
+    # -- point lookups ----------------------------------------------------------
+    def lookups(self):
+        a = self.a
+        L = a.lookup_keys
+        log(f"loading {fmt_n(L)} numeric keys for point lookups")
+        self.raw.load("", L, value_size=100, layout="plain", base=LOOKUP_BASE)
+        self.table("lk", key=str(LOOKUP_BASE), range_end=str(LOOKUP_BASE * 2))
+        # sanity: a prepared lookup pushes the key down and finds the row
+        self.check_plan("SELECT value FROM lk WHERE key = '1000001'",
+                        ["etcd Conditions: key = '1000001'"])
+        # pgbench -M prepared ends up with the generic plan: key = $1
+        c = self.fdw.conn
+        c.execute("PREPARE lk_q(text) AS SELECT value FROM lk WHERE key = $1")
+        c.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            self.check_plan("EXECUTE lk_q('1000001')", ["etcd Conditions: key = $1"])
+        finally:
+            c.execute("RESET plan_cache_mode")
+            c.execute("DEALLOCATE lk_q")
+        v = self.fdw.scalar("SELECT value FROM lk WHERE key = %s", (str(LOOKUP_BASE + L - 1),))
+        if v is None or len(v) != 100:
+            raise BenchError(f"lookup of the last key returned {v!r}")
+
+        # the PostgreSQL floor: the same pgbench set-up without the FDW
+        floor = os.path.join(self.tmp, "select1.sql")
+        with open(floor, "w") as f:
+            f.write("SELECT 1;\n")
+        os.chmod(floor, 0o644)
+        floors = []
+        for conc in (1, 4):
+            out = self.pgbench(floor, conc, max(a.lookup_count, 20_000) // conc)
+            floors.append(f"{out:,.0f} tps with {conc} client{'s' if conc > 1 else ''}")
+        self.res.notes.append(
+            "PostgreSQL floor for the point-lookup rows (pgbench -M prepared, `SELECT 1`, no "
+            "FDW, same machine): " + ", ".join(floors) + "."
+        )
+
+        script = os.path.join(self.tmp, "lookup.sql")
+        with open(script, "w") as f:
+            f.write(f"\\set k random({LOOKUP_BASE}, {LOOKUP_BASE + L - 1})\n")
+            f.write("SELECT value FROM lk WHERE key = :k;\n")
+        os.chmod(script, 0o644)
+        rng = random.Random(42)
+        total = a.lookup_count
+        for conc in (1, 4):
+            per_client = max(1, total // conc)
+            count = per_client * conc
+            keys_file = os.path.join(self.tmp, f"lookup_keys_{conc}.txt")
+            with open(keys_file, "w") as f:
+                for _ in range(count):
+                    f.write(f"{rng.randint(LOOKUP_BASE, LOOKUP_BASE + L - 1)}\n")
+
+            def fdw_run(_it, conc=conc, per_client=per_client):
+                return 1.0 / self.pgbench(script, conc, per_client), None
+
+            def raw_run(_it, keys_file=keys_file, count=count, conc=conc):
+                r = self.raw.run("lookups", "--keys-file", keys_file, "--count", count,
+                                 "--concurrency", conc)
+                if r["found"] != r["ops"]:
+                    raise BenchError(f"raw lookups: {r['ops'] - r['found']} keys not found")
+                return 1.0 / r["ops_per_sec"], None
+
+            log(f"point lookups, {count} per run, {conc} client(s)")
+            # warm-up: a short pgbench run (and the raw client's first run)
+            self.pgbench(script, conc, 50)
+            fdw_s, raw_s = [], []
+            for _ in range(a.reps):
+                fdw_s.append(fdw_run(1)[0])
+                raw_s.append(raw_run(1)[0])
+            m = {"fdw": fdw_s, "raw": raw_s, "iters": 1, "reps": a.reps,
+                 "fdw_median": median(fdw_s), "raw_median": median(raw_s), "count": count}
+            f_tps = 1.0 / m["fdw_median"]
+            r_tps = 1.0 / m["raw_median"]
+            ratio = r_tps / f_tps
+            self.res.add(
+                workload=f"point lookups, {conc} client{'s' if conc > 1 else ''} "
+                         f"(pgbench -M prepared vs {conc} task{'s' if conc > 1 else ''})",
+                n=fmt_n(L), fdw=f"{f_tps:,.0f} ops/s", raw=f"{r_tps:,.0f} ops/s",
+                ratio=f"{ratio:.2f}", target="≤ 1.3x (raw/FDW ops/s)",
+                result="pass" if ratio <= 1.3 else "FAIL", reps=f"{a.reps}×{count}",
+                fdw_value=f_tps, raw_value=r_tps,
+            )
+            self.res.samples[f"point lookups c={conc}"] = m
+
+    def pgbench(self, script, conc, per_client):
+        """Run pgbench -M prepared; its tps without initial connection time."""
+        jobs = min(conc, os.cpu_count() or 1)
+        cmd = [PGBENCH, "-n", "-M", "prepared", "-f", script, "-c", str(conc),
+               "-j", str(jobs), "-t", str(per_client), "-h", self.pg.sockdir,
+               "-p", str(self.pg.port), "-U", "postgres", "bench"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
+                           env={**os.environ, "PGOPTIONS": "-c statement_timeout=0"})
+        if p.returncode != 0:
+            raise BenchError(f"pgbench failed: {p.stderr.strip()}\n{p.stdout}")
+        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", p.stdout)
+        fm = re.search(r"number of failed transactions: (\d+)", p.stdout)
+        if not m or (fm and int(fm.group(1)) != 0):
+            raise BenchError(f"pgbench output not understood:\n{p.stdout}")
+        return float(m.group(1))
+
+    # -- bulk writes --------------------------------------------------------------
+    def writes(self):
+        a = self.a
+        n = a.write_rows
+        self.table("w", prefix="w/")
+        # warm-up of the modify paths
+        self.fdw.conn.execute("INSERT INTO w SELECT 'w/warm/' || i, 'x' FROM generate_series(1, 10) i")
+        self.fdw.conn.execute("UPDATE w SET value = value || 'x' WHERE key LIKE 'w/warm/%'")
+        self.fdw.conn.execute("DELETE FROM w WHERE key LIKE 'w/warm/%'")
+        samples = {k: {"fdw": [], "raw": []} for k in ("insert", "update", "delete")}
+        log(f"bulk writes: INSERT/UPDATE/DELETE of {n} rows, {a.reps} repetitions")
+
+        def fdw_exec(kind, sql):
+            el, _, rc = self.fdw.timed(sql)
+            if rc != n:
+                raise BenchError(f"FDW {kind}: {rc} rows, expected {n}")
+            samples[kind]["fdw"].append(el)
+
+        def raw_exec(kind, *args):
+            r = self.raw.run(kind, *args)
+            if r["rows"] != n:
+                raise BenchError(f"raw {kind}: {r['rows']} rows, expected {n}")
+            samples[kind]["raw"].append(r["elapsed"])
+            return r
+
+        bs = ["--batch", a.batch_size]
+        for rep in range(a.reps):
+            fp, rp = f"w/f{rep}/", f"w/r{rep}/"
+            fdw_exec("insert", f"INSERT INTO w SELECT '{fp}' || i, repeat('v', 100) "
+                               f"FROM generate_series(1, {n}) i")
+            raw_exec("insert", "--prefix", rp, "--count", n, "--value-size", 100, *bs)
+            fdw_exec("update", f"UPDATE w SET value = value || 'x' WHERE key LIKE '{fp}%'")
+            ru = raw_exec("update", "--prefix", rp, "--suffix", "x",
+                          *self.raw.fetch_args(), *bs)
+            if rep == 0:
+                got = self.fdw.conn.execute(
+                    f"SELECT count(*), sum(length(value)) FROM w WHERE key LIKE '{fp}%'"
+                ).fetchone()
+                expect_equal("rows/bytes after UPDATE", (int(got[0]), int(got[1])),
+                             (ru["rows"], ru["bytes"]))
+                expect_equal("bytes after UPDATE", ru["bytes"], n * 101)
+            fdw_exec("delete", f"DELETE FROM w WHERE key LIKE '{fp}%'")
+            raw_exec("delete", "--prefix", rp, *self.raw.fetch_args(), *bs)
+            if rep == 0:
+                left = self.raw.scan("w/", keys_only=True)["rows"]
+                expect_equal("keys left after DELETE", left, 0)
+        labels = {
+            "insert": "bulk INSERT ... SELECT (txns of 128, create_revision = 0)",
+            "update": "bulk UPDATE SET value = value || 'x' (mod_revision guard)",
+            "delete": "bulk DELETE (mod_revision guard)",
+        }
+        for kind, s in samples.items():
+            m = {"fdw": s["fdw"], "raw": s["raw"], "iters": 1, "reps": a.reps,
+                 "fdw_median": median(s["fdw"]), "raw_median": median(s["raw"])}
+            self.record(labels[kind], n, m, target=1.5, kind="time")
+
+    # -- memory -------------------------------------------------------------------
+    def memory(self):
+        a = self.a
+        n, size = a.mem_keys, a.mem_value_size
+        mb = n * size / 1e6
+        log(f"loading {fmt_n(n)} keys with {size}-byte values ({mb:.0f} MB) under m/")
+        self.raw.load("m/", n, value_size=size, layout="plain")
+        self.table("mem", prefix="m/")
+
+        def hwm_kb(pid):
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+            raise BenchError("no VmHWM")
+
+        growth_f, growth_r, time_f, time_r, before_f = [], [], [], [], []
+        reps = a.mem_reps
+        log(f"memory: scanning {mb:.0f} MB, {reps} repetitions (fresh backend each)")
+        for _ in range(reps):
+            conn = self.pg.connect("bench")
+            try:
+                conn.execute("SET statement_timeout = 0")
+                pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                conn.execute("SELECT value FROM mem WHERE key = 'm/0'").fetchall()  # warm-up
+                h0 = hwm_kb(pid)
+                t0 = time.perf_counter()
+                total = conn.execute("SELECT sum(length(value)) FROM mem").fetchone()[0]
+                time_f.append(time.perf_counter() - t0)
+                h1 = hwm_kb(pid)
+            finally:
+                conn.close()
+            expect_equal("bytes of the 1 KiB scan", int(total), n * size)
+            growth_f.append((h1 - h0) / 1024)
+            before_f.append(h0 / 1024)
+            r = self.raw.scan("m/")
+            expect_equal("bytes of the 1 KiB scan (raw)", r["bytes"], n * size)
+            growth_r.append((r["vmhwm_after_kb"] - r["vmhwm_before_kb"]) / 1024)
+            time_r.append(r["per_op"])
+        gf, gr = median(growth_f), median(growth_r)
+        self.res.add(
+            workload=f"backend peak memory growth (VmHWM), scan of {mb:.0f} MB",
+            n=fmt_n(n), fdw=f"{gf:.1f} MB", raw=f"{gr:.1f} MB",
+            ratio=f"{gf / gr:.2f}" if gr > 0 else "-", target="< 64 MB (FDW)",
+            result="pass" if gf < 64 else "FAIL", reps=f"{reps}×1", fdw_value=gf, raw_value=gr,
+        )
+        self.res.samples["memory"] = {"fdw_growth_mb": growth_f, "raw_growth_mb": growth_r,
+                                      "fdw_vmhwm_before_mb": before_f}
+        m = {"fdw": time_f, "raw": time_r, "iters": 1, "reps": reps,
+             "fdw_median": median(time_f), "raw_median": median(time_r)}
+        self.record(f"full scan, {size}-byte values", n, m, target=None, kind="time")
+
+    # -- output -------------------------------------------------------------------
+    def table_md(self):
+        head = ("| workload | N | FDW median | raw median | ratio FDW/raw | target | result "
+                "| reps×iters |\n|---|---|---:|---:|---:|---|---|---|\n")
+        def cell(v):
+            return str(v).replace("|", "\\|")
+
+        lines = [
+            "| " + " | ".join(cell(r[k]) for k in
+                              ("workload", "n", "fdw", "raw", "ratio", "target", "result", "reps"))
+            + " |"
+            for r in self.res.rows
+        ]
+        return head + "\n".join(lines) + "\n"
+
+    def workload_text(self):
+        a = self.a
+        return [
+            "**full scan**: N keys `s<N>/k/<i>` and `s<N>/p/<i>` (i % 100 == 0) with 100-byte "
+            "values; FDW `SELECT sum(length(value)) FROM scan_<N>` (table option prefix "
+            f"'s<N>/'); raw: range requests over the prefix paged by the same Pager "
+            f"(etcd_fdw_core::scan), page size {a.fetch_label}, pinned to the first page's revision, "
+            "summing value lengths.",
+            "**prefix scan 1%**: FDW `... WHERE key LIKE 's<N>/p/%'` (pushed down as a prefix "
+            "range); raw: the same paged scan over prefix `s<N>/p/`.",
+            "**ORDER BY key DESC LIMIT 10**: FDW `SELECT key FROM scan_<N> ORDER BY key DESC "
+            "LIMIT 10` (sort, limit and keys-only pushed down); raw: one range request with sort "
+            "descend by key, limit 10, keys only.  etcd ignores the limit when it has to sort, "
+            "so both read the whole range.",
+            f"**point lookups**: {fmt_n(a.lookup_keys)} keys `1000000`..; pgbench -M prepared, "
+            "script `\\set k random(...)` + `SELECT value FROM lk WHERE key = :k`, -c 1 / -c 4, "
+            f"{fmt_n(a.lookup_count)} transactions per run in total (tps without initial "
+            "connection time); raw: the same number of gets of uniformly random keys, 1 task, or "
+            "4 OS threads each with its own connection and current-thread runtime.",
+            f"**bulk writes**: {fmt_n(a.write_rows)} rows into a fresh prefix per repetition.  "
+            "FDW `INSERT INTO w SELECT 'w/f<r>/' || i, repeat('v', 100) FROM generate_series(1, "
+            "n) i`, `UPDATE w SET value = value || 'x' WHERE key LIKE 'w/f<r>/%'`, `DELETE FROM w "
+            f"WHERE key LIKE 'w/f<r>/%'` (batch_size {a.batch_size}); raw: txns of "
+            f"{a.batch_size} ops, INSERT = compare create_revision = 0 + put; UPDATE/DELETE = "
+            f"read the prefix in pages of {a.fetch_label} at one revision, then per key compare "
+            "mod_revision = the revision read + put (keeping the lease) / delete.",
+            f"**memory**: {fmt_n(a.mem_keys)} keys with {a.mem_value_size}-byte values; in a "
+            "fresh backend, after a warm-up lookup, VmHWM from /proc/<backend pid>/status before "
+            "and after `SELECT sum(length(value)) FROM mem`; raw: VmHWM of the raw client before "
+            "and after the same paged scan.",
+        ]
+
+    def write_outputs(self, machine, error=None):
+        a = self.a
+        os.makedirs(a.out, exist_ok=True)
+        md = ["# etcd_fdw benchmark results", ""]
+        if error:
+            md += [f"**The run did not complete:** `{error}`", ""]
+        md += [
+            f"Command: `python3 bench/run.py {' '.join(a.argv)}`".rstrip() + "  ",
+            f"Sizes: {', '.join(fmt_n(n) for n in a.sizes)}; repetitions: {a.reps} per side "
+            f"(alternating FDW, raw, FDW, raw, ...; fewer for runs longer than the "
+            f"{a.budget:.0f} s budget); fetch_size {a.fetch_label}; batch_size {a.batch_size}; "
+            f"total time {self.elapsed() / 60:.1f} min.",
+            "",
+            "## Results",
+            "",
+            self.table_md(),
+            "Times are medians per operation (a short query is run `iters` times per sample, the "
+            "same number on both sides).  FDW times are measured around the statement in one "
+            "open session (client round trip included, connection set-up excluded); raw times "
+            "are measured inside the raw client after it connected and sent one warm-up request.  "
+            "For point lookups the columns are throughputs and the ratio is raw/FDW ops/s "
+            "(a time ratio).  The memory row compares VmHWM growth of the backend with that of "
+            "the raw client process.",
+            "",
+        ]
+        md += ["## Workloads", ""] + [f"* {w}" for w in self.workload_text()] + [""]
+        if self.res.notes:
+            md += ["## Notes", ""] + [f"* {n}" for n in self.res.notes] + [""]
+        md += ["## Machine", ""]
+        for k in ("date", "nproc", "cpu", "ram", "kernel", "etcd", "postgres", "etcd_fdw"):
+            md.append(f"* {k}: {machine.get(k, '?')}")
+        md += ["", "![full scan time vs N](scan.svg)", ""]
+        with open(os.path.join(a.out, "RESULTS.md"), "w") as f:
+            f.write("\n".join(md))
+        with open(os.path.join(a.out, "results.json"), "w") as f:
+            json.dump({"machine": machine, "args": a.argv, "rows": self.res.rows,
+                       "samples": self.res.samples, "notes": self.res.notes,
+                       "error": error}, f, indent=1, default=str)
+        if self.scan_points:
+            with open(os.path.join(a.out, "scan.svg"), "w") as f:
+                f.write(scan_svg(self.scan_points, a.fetch_label))
+
+    def run(self):
+        a = self.a
+        machine = {}
+        error = None
+        try:
+            self.start()
+            machine = self.machine()
+            steps = [("scans", self.load_scan_sets), ("scans", self.scans),
+                     ("lookups", self.lookups), ("writes", self.writes),
+                     ("memory", self.memory)]
+            for name, fn in steps:
+                if name in a.skip:
+                    continue
+                fn()
+        except KeyboardInterrupt:
+            error = "interrupted"
+            raise
+        except Exception as e:  # noqa: BLE001
+            error = f"{type(e).__name__}: {e}"
+            log(f"ERROR: {error}")
+            if self.pg is not None and self.pg.started:
+                log("PostgreSQL log tail:\n" + self.pg.log_tail(3000))
+        finally:
+            if not machine and self.fdw is not None:
+                try:
+                    machine = self.machine()
+                except Exception:  # noqa: BLE001
+                    pass
+            self.write_outputs(machine, error)
+            print()
+            print(self.table_md())
+            for n in self.res.notes:
+                print("note:", n)
+            print(f"results: {os.path.join(a.out, 'RESULTS.md')} (total {self.elapsed() / 60:.1f} min)")
+        return 1 if error else 0
+
+
+# --------------------------------------------------------------------------
+# SVG chart, written by hand
+# --------------------------------------------------------------------------
+
+
+def scan_svg(points, fetch_size):
+    """Log-log line chart of full-scan time vs N: FDW, raw client, and a
+    linear reference through the raw client's smallest-N point."""
+    ns = sorted(points)
+    W, H = 720, 470
+    L, R, T, B = 80, 30, 50, 90
+    pw, ph = W - L - R, H - T - B
+    ys = [v for n in ns for v in points[n] if v]
+    lin = [(n, points[ns[0]][1] * n / ns[0]) for n in ns] if points[ns[0]][1] else []
+    ys += [v for _, v in lin]
+    xmin, xmax = math.log10(ns[0]), math.log10(ns[-1])
+    if xmax - xmin < 1e-9:
+        xmin, xmax = xmin - 0.5, xmax + 0.5
+    xpad = (xmax - xmin) * 0.08
+    xmin, xmax = xmin - xpad, xmax + xpad
+    ymin, ymax = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+    if ymax == ymin:
+        ymax += 1
+
+    def X(n):
+        return L + (math.log10(n) - xmin) / (xmax - xmin) * pw
+
+    def Y(s):
+        return T + ph - (math.log10(s) - ymin) / (ymax - ymin) * ph
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
+        f'<rect x="0" y="0" width="{W}" height="{H}" fill="white"/>',
+        f'<text x="{L + pw / 2}" y="24" text-anchor="middle" font-size="15">'
+        f"Full scan time vs N (median; 100-byte values; fetch_size {fetch_size})</text>",
+    ]
+    for e in range(ymin, ymax + 1):  # y grid: decades
+        y = Y(10.0 ** e)
+        lab = fmt_time(10.0 ** e).replace(".000 ms", " ms").replace(".0 ms", " ms")
+        lab = lab.replace(".00 s", " s").replace(".0 s", " s")
+        out.append(f'<line x1="{L}" y1="{y:.1f}" x2="{L + pw}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{L - 8}" y="{y + 4:.1f}" text-anchor="end">{lab}</text>')
+    for n in ns:  # x ticks at the measured sizes
+        x = X(n)
+        out.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{T + ph}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{T + ph + 18}" text-anchor="middle">{fmt_n(n)}</text>')
+    out.append(f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
+    out.append(f'<text x="{L + pw / 2}" y="{T + ph + 38}" text-anchor="middle">'
+               "N (keys, log scale)</text>")
+    out.append(f'<text x="18" y="{T + ph / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 18 {T + ph / 2})">time (log scale)</text>')
+    series = [
+        ("etcd_fdw", "#1f77b4", [(n, points[n][0]) for n in ns], ""),
+        ("raw etcd client", "#ff7f0e", [(n, points[n][1]) for n in ns], ""),
+        ("linear in N (from raw, smallest N)", "#999", lin, ' stroke-dasharray="5,4"'),
+    ]
+    legend_x = [L, L + 120, L + 290]  # one row under the x axis title
+    for i, (label, color, pts, dash) in enumerate(series):
+        pts = [(n, v) for n, v in pts if v]
+        if not pts:
+            continue
+        d = " ".join(f"{X(n):.1f},{Y(v):.1f}" for n, v in pts)
+        out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        if not dash:
+            for n, v in pts:
+                out.append(f'<circle cx="{X(n):.1f}" cy="{Y(v):.1f}" r="4" fill="{color}">'
+                           f"<title>{fmt_n(n)}: {fmt_time(v)}</title></circle>")
+        lx, ly = legend_x[i], H - 16
+        out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 24}" y2="{ly}" stroke="{color}" '
+                   f'stroke-width="2"{dash}/>')
+        out.append(f'<text x="{lx + 30}" y="{ly + 4}">{label}</text>')
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="sizes 10k,100k and fewer lookups (a few minutes)")
+    p.add_argument("--sizes", help="full-scan sizes, e.g. 10k,100k,1M (default; --quick: 10k,100k)")
+    p.add_argument("--reps", type=int, default=5, help="repetitions per side (default 5)")
+    p.add_argument("--budget", type=float, default=450,
+                   help="seconds per scan workload and size; longer runs get fewer "
+                        "repetitions, at least 2 per side (default 450)")
+    p.add_argument("--etcd-version", default="3.5.1", choices=sorted(harness.ETCD_VERSION_IDS))
+    p.add_argument("--fetch-size", type=int, default=None,
+                   help="fixed keys per request (default: the adaptive paging both sides share)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lookup-keys", type=parse_size, default=100_000,
+                   help="keys in the point-lookup table (default 100k)")
+    p.add_argument("--lookup-count", type=parse_size,
+                   help="lookups per run (default 20k; --quick: 5k)")
+    p.add_argument("--write-rows", type=parse_size, default=20_000)
+    p.add_argument("--mem-keys", type=parse_size, default=150_000)
+    p.add_argument("--mem-value-size", type=int, default=1024)
+    p.add_argument("--mem-reps", type=int, default=3)
+    p.add_argument("--skip", default="", help="comma list of: scans,lookups,writes,memory")
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    a = p.parse_args(argv)
+    a.argv = argv
+    a.fetch_label = (str(a.fetch_size) if a.fetch_size is not None
+                     else "auto (1000, doubling up to 4 MiB per request)")
+    if a.sizes:
+        a.sizes = sorted({parse_size(s) for s in a.sizes.split(",") if s.strip()})
+    else:
+        a.sizes = [10_000, 100_000] if a.quick else [10_000, 100_000, 1_000_000]
+    if a.lookup_count is None:
+        a.lookup_count = 5_000 if a.quick else 20_000
+    a.skip = {s.strip() for s in a.skip.split(",") if s.strip()}
+    a.reps = max(1, a.reps)
+    if a.lookup_keys > LOOKUP_BASE:
+        p.error(f"--lookup-keys: at most {LOOKUP_BASE}")
+    for path, what in ((RAWCLIENT, "cargo build --release -p etcd_rawclient"),
+                       (PGBENCH, "PostgreSQL 15 pgbench")):
+        if not os.path.exists(path):
+            p.error(f"{path} not found ({what})")
+    # SIGTERM: exit normally so that harness' atexit hook stops etcd/PostgreSQL
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return Bench(a).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
