@@ -8,13 +8,10 @@
 //! fails over to a live member).
 
 use std::cell::RefCell;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{Client, KvClient};
-use etcd_fdw_core::options::ServerOptions;
 use pgrx::pg_sys;
 
 use crate::catalog::ServerInfo;
@@ -35,12 +32,6 @@ thread_local! {
     static CACHE: RefCell<HashMap<Key, Entry>> = RefCell::new(HashMap::new());
 }
 
-fn fingerprint(o: &ServerOptions) -> u64 {
-    let mut h = DefaultHasher::new();
-    format!("{o:?}").hash(&mut h);
-    h.finish()
-}
-
 fn key(info: &ServerInfo) -> Key {
     (u32::from(info.server_oid), u32::from(info.user_oid))
 }
@@ -52,7 +43,7 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// A KV client for `info`, connecting (or reconnecting) when needed.
 pub fn kv_client(info: &ServerInfo) -> KvClient {
     let k = key(info);
-    let fp = fingerprint(&info.options);
+    let fp = info.fingerprint;
     let cached = CACHE.with(|c| {
         c.borrow().get(&k).filter(|e| e.fingerprint == fp).map(|e| {
             e.client

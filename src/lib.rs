@@ -16,6 +16,12 @@ use pgrx::prelude::*;
 
 pg_module_magic!(name, version);
 
+#[allow(non_snake_case)]
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    catalog::register_invalidation_callbacks();
+}
+
 mod catalog;
 mod columns;
 mod connection;

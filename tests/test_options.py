@@ -554,3 +554,28 @@ def test_valid_options_accepted(db, etcd, kp):
     db.create_table("t2", "s", key=kp + "k", range_end=kp + "l", consistency="l")
     assert db.rows("SELECT key, value FROM t") == [(kp + "k", "v")]
     assert db.rows("SELECT key, value FROM t2") == [(kp + "k", "v")]
+
+
+def test_cached_options_follow_alter(db, etcd, kp):
+    """Parsed options are cached per backend; every ALTER is seen by the next
+    query of the same session (and a user mapping change reconnects)."""
+    etcd.put(kp + "a/1", "x")
+    etcd.put(kp + "b/1", "y")
+    make_table(db, etcd, prefix=kp + "a/")
+    assert db.rows("SELECT key FROM t") == [(kp + "a/1",)]
+    db.execute(f"ALTER FOREIGN TABLE t OPTIONS (SET prefix '{kp}b/')")
+    assert db.rows("SELECT key FROM t") == [(kp + "b/1",)]
+    db.execute("ALTER FOREIGN TABLE t ADD COLUMN version bigint")
+    assert db.rows("SELECT key, version FROM t") == [(kp + "b/1", 1)]
+    db.execute("ALTER FOREIGN TABLE t OPTIONS (ADD keys_only 'true')")
+    assert db.rows("SELECT key, value FROM t") == [(kp + "b/1", None)]
+    assert connections(db)[0][3] == 1
+    db.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER s")
+    assert db.rows("SELECT key FROM t") == [(kp + "b/1",)]
+    db.execute("ALTER USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (ADD username 'nobody')")
+    # the mapping changed, so the backend reconnects with the new user; this
+    # etcd has authentication off and refuses to authenticate anyone
+    e = expect_error(db.conn, "SELECT key FROM t", sqlstate="28P01")
+    assert "nobody" in str(e)
+    db.execute("DROP USER MAPPING FOR CURRENT_USER SERVER s")
+    assert db.rows("SELECT key FROM t") == [(kp + "b/1",)]

@@ -2,12 +2,11 @@
 
 mod explain;
 mod modify;
-mod plan;
+pub(crate) mod plan;
 mod pushdown;
 mod scan;
 mod validator;
 
-pub use plan::table_info;
 pub use validator::check_table_ddl;
 
 use pgrx::pg_sys;

@@ -37,8 +37,13 @@ pub struct RelState {
     pub adaptive_fetch: bool,
 }
 
-/// Table metadata: options and column mapping.
-pub fn table_info(relid: pg_sys::Oid) -> (TableOptions, pg_sys::Oid, TableColumns) {
+/// Table metadata: options and column mapping (cached per backend).
+pub fn table_info(relid: pg_sys::Oid) -> catalog::TableInfo {
+    catalog::table_info_cached(relid, || read_table_info(relid))
+}
+
+/// Table metadata read from the catalogs and checked.
+pub fn read_table_info(relid: pg_sys::Oid) -> catalog::TableInfo {
     let (table, server_oid) = catalog::table_options(relid);
     let name = catalog::rel_name(relid);
     // SAFETY: the planner holds a lock on the relation; NoLock is enough.

@@ -43,7 +43,7 @@ pub struct ScanExec {
     pub current_mod_revision: i64,
     pub pages: u64,
     pub keys_fetched: u64,
-    relname: String,
+    relid: pg_sys::Oid,
 }
 
 impl ScanExec {
@@ -98,7 +98,7 @@ impl ScanExec {
             current_mod_revision: 0,
             pages: 0,
             keys_fetched: 0,
-            relname: catalog::rel_name(relid),
+            relid,
         }
     }
 
@@ -148,7 +148,7 @@ impl ScanExec {
         let what = || {
             format!(
                 "reading foreign table \"{}\" from etcd server \"{}\" ({})",
-                self.relname,
+                catalog::rel_name(self.relid),
                 self.server.server_name,
                 self.server.options.endpoints_display()
             )

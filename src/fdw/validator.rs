@@ -66,6 +66,7 @@ pub fn check_table_ddl(relid: pg_sys::Oid) {
             return;
         }
     }
-    // Raises the error if anything is wrong.
-    super::table_info(relid);
+    // Raises the error if anything is wrong (never from the cache: the
+    // definition just changed).
+    super::plan::read_table_info(relid);
 }
