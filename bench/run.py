@@ -416,7 +416,7 @@ class Bench:
                 "treeIndex.Revisions returns the total count), so paging N keys with "
                 f"fetch_size {a.fetch_label} costs O(N²/page size) on the server whoever the "
                 "client is.  Larger pages trade per-page memory for fewer such walks; the default "
-                "adaptive paging doubles pages up to 4 MiB for that reason."
+                "adaptive paging grows pages fourfold up to 16 MiB for that reason."
             )
 
     def check_plan(self, sql, expected):
@@ -886,7 +886,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     a.argv = argv
     a.fetch_label = (str(a.fetch_size) if a.fetch_size is not None
-                     else "auto (1000, doubling up to 4 MiB per request)")
+                     else "auto (1000, growing fourfold up to 16 MiB per request)")
     if a.sizes:
         a.sizes = sorted({parse_size(s) for s in a.sizes.split(",") if s.strip()})
     else:

@@ -69,7 +69,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         text(
             "etcd Fetch Size",
             &format!(
-                "auto (first {}, then doubling up to {} MiB per request)",
+                "auto (first {}, then growing up to {} MiB per request)",
                 plan.fetch_size,
                 etcd_fdw_core::scan::PAGE_BYTES >> 20
             ),

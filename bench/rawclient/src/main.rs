@@ -285,7 +285,7 @@ struct ScanResult {
 }
 
 /// `--fetch-size N` pages by exactly N keys; without it, the FDW's default
-/// adaptive paging (first 1000 keys, then doubling up to 4 MiB).
+/// adaptive paging (first 1000 keys, then growing up to `PAGE_BYTES`).
 fn fetch_policy(a: &Args) -> Res<(u32, bool)> {
     Ok(match a.vals.get("fetch-size") {
         Some(_) => (a.num("fetch-size", None)? as u32, false),
