@@ -740,7 +740,7 @@ class Bench:
                        "error": error}, f, indent=1, default=str)
         if self.scan_points:
             with open(os.path.join(a.out, "scan.svg"), "w") as f:
-                f.write(scan_svg(self.scan_points, a.fetch_label))
+                f.write(scan_svg(self.scan_points, a.fetch_size or "auto"))
 
     def run(self):
         a = self.a

@@ -116,6 +116,10 @@ pub fn tls_config(opts: &ServerOptions) -> Result<Option<TlsOptions>, EtcdError>
     Ok(Some(tls))
 }
 
+/// HTTP/2 flow-control window per stream (a scan page is at most
+/// `scan::PAGE_BYTES` of data plus framing).
+const STREAM_WINDOW: u32 = 32 * 1024 * 1024;
+
 /// Open a connection: try each endpoint in turn, keep the first that
 /// completes TCP, TLS and HTTP/2 set-up within `connect_timeout`, then
 /// authenticate if a user is configured.  A dead member is skipped; when
@@ -133,6 +137,10 @@ pub async fn connect(opts: &ServerOptions) -> Result<Client, EtcdError> {
             })?
             .connect_timeout(opts.connect_timeout)
             .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB flow-control window would make etcd
+            // wait for a window update every 64 KiB of a scan's page.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(2 * STREAM_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         if let Some(tls) = &tls {
