@@ -103,7 +103,7 @@ where
     let kv = kv_client(info);
     match block_on(f(kv)) {
         Ok(v) => v,
-        Err(e) if e.retryable() => {
+        Err(e) if e.retryable(info.options.endpoints.len()) => {
             note_error(info, &e);
             let kv = kv_client(info);
             match block_on(f(kv)) {

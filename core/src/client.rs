@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use tonic::transport::Endpoint;
 
 use crate::options::ServerOptions;
@@ -49,13 +49,19 @@ impl EtcdError {
         }
     }
 
-    /// Whether an idempotent request may be retried once on a new connection.
-    pub fn retryable(&self) -> bool {
+    /// Whether an idempotent request may be retried once on a new
+    /// connection: the member went away (the connection broke or it is
+    /// unavailable), the auth token expired, or, when there are other
+    /// members to try (`endpoints > 1`), it stopped answering.
+    pub fn retryable(&self, endpoints: usize) -> bool {
         match self {
             EtcdError::Status { code, message } => {
-                *code == tonic::Code::Unavailable || message.contains("invalid auth token")
+                *code == tonic::Code::Unavailable
+                    || (*code == tonic::Code::Unknown && message.contains("transport error"))
+                    || message.contains("invalid auth token")
             }
             EtcdError::Other(_) => true,
+            EtcdError::Timeout(_) => endpoints > 1,
             _ => false,
         }
     }
@@ -120,83 +126,113 @@ pub fn tls_config(opts: &ServerOptions) -> Result<Option<TlsOptions>, EtcdError>
 /// `scan::PAGE_BYTES` of data plus framing).
 const STREAM_WINDOW: u32 = 32 * 1024 * 1024;
 
-/// Open a connection: try each endpoint in turn, keep the first that
-/// completes TCP, TLS and HTTP/2 set-up within `connect_timeout`, then
-/// authenticate if a user is configured.  A dead member is skipped; when
-/// every member fails, the error lists each one's reason.
+/// Why one endpoint could not be used.
+enum EndpointFailure {
+    /// Unreachable, hung, or broken: try the next member.
+    Dead(String),
+    /// The member answered and refused us (wrong password, TLS settings
+    /// that cannot work): the same everywhere, so stop.
+    Fatal(EtcdError),
+}
+
+/// Open a connection: try each endpoint in turn and keep the first that
+/// completes TCP, TLS and HTTP/2 set-up *and answers* (authentication, or a
+/// cheap serializable read) within `connect_timeout`.  A member that
+/// accepts TCP but does not answer (paused, overloaded) is skipped like a
+/// dead one; when every member fails, the error lists each one's reason.
 pub async fn connect(opts: &ServerOptions) -> Result<Client, EtcdError> {
     let tls = tls_config(opts)?;
     let mut failures = Vec::new();
-    let mut channel = None;
     for ep in &opts.endpoints {
-        let url = ep.url(tls.is_some());
-        let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| EtcdError::Connect {
-                endpoints: ep.to_string(),
-                detail: error_chain(&e),
-            })?
-            .connect_timeout(opts.connect_timeout)
-            .tcp_nodelay(true)
-            // HTTP/2's default 64 KiB flow-control window would make etcd
-            // wait for a window update every 64 KiB of a scan's page.
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(2 * STREAM_WINDOW)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
-        if let Some(tls) = &tls {
-            if url.starts_with("https://") {
-                endpoint = endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| EtcdError::Connect {
-                        endpoints: ep.to_string(),
-                        detail: error_chain(&e),
-                    })?;
-            }
-        }
-        match tokio::time::timeout(opts.connect_timeout, endpoint.connect()).await {
-            Ok(Ok(ch)) => {
-                channel = Some(ch);
-                break;
-            }
-            Ok(Err(e)) => failures.push(format!("{ep}: {}", error_chain(&e))),
-            Err(_) => failures.push(format!(
-                "{ep}: timed out after {:?} (connect_timeout)",
-                opts.connect_timeout
-            )),
+        match connect_endpoint(opts, ep, tls.as_ref()).await {
+            Ok(client) => return Ok(client),
+            Err(EndpointFailure::Dead(why)) => failures.push(format!("{ep}: {why}")),
+            Err(EndpointFailure::Fatal(e)) => return Err(e),
         }
     }
-    let Some(channel) = channel else {
-        return Err(EtcdError::Connect {
-            endpoints: opts.endpoints_display(),
-            detail: failures.join("; "),
-        });
+    Err(EtcdError::Connect {
+        endpoints: opts.endpoints_display(),
+        detail: failures.join("; "),
+    })
+}
+
+async fn connect_endpoint(
+    opts: &ServerOptions,
+    ep: &crate::options::EtcdEndpoint,
+    tls: Option<&TlsOptions>,
+) -> Result<Client, EndpointFailure> {
+    let timed_out = |what: &str| {
+        EndpointFailure::Dead(format!(
+            "{what} timed out after {:?} (connect_timeout)",
+            opts.connect_timeout
+        ))
+    };
+    let url = ep.url(tls.is_some());
+    let bad_endpoint = |e: &(dyn std::error::Error + 'static)| {
+        EndpointFailure::Fatal(EtcdError::Connect {
+            endpoints: ep.to_string(),
+            detail: error_chain(e),
+        })
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| bad_endpoint(&e))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        // HTTP/2's default 64 KiB flow-control window would make etcd
+        // wait for a window update every 64 KiB of a scan's page.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(2 * STREAM_WINDOW)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if let (Some(tls), true) = (tls, url.starts_with("https://")) {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| bad_endpoint(&e))?;
+    }
+    let channel = match tokio::time::timeout(opts.connect_timeout, endpoint.connect()).await {
+        Ok(Ok(ch)) => ch,
+        Ok(Err(e)) => return Err(EndpointFailure::Dead(error_chain(&e))),
+        Err(_) => return Err(timed_out("connecting")),
     };
     let mut copts = ConnectOptions::new();
     if let Some(user) = &opts.username {
         copts = copts.with_user(user.clone(), opts.password.clone().unwrap_or_default());
     }
+    // With a user, authenticating is the member's first answer.
     let connecting = Client::from_channel(etcd_client::Channel::Tonic(channel), Some(copts));
-    match tokio::time::timeout(opts.connect_timeout, connecting).await {
-        Ok(Ok(c)) => Ok(c),
+    let client = match tokio::time::timeout(opts.connect_timeout, connecting).await {
+        Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            let e = EtcdError::from(e);
-            match (&opts.username, e) {
-                (Some(user), EtcdError::Status { message, .. }) => Err(EtcdError::Auth {
-                    user: user.clone(),
-                    endpoints: opts.endpoints_display(),
-                    detail: message,
-                }),
-                (_, e) => Err(e),
-            }
+            return Err(match (EtcdError::from(e), &opts.username) {
+                (EtcdError::Status { code, message }, Some(user))
+                    if code != tonic::Code::Unavailable =>
+                {
+                    EndpointFailure::Fatal(EtcdError::Auth {
+                        user: user.clone(),
+                        endpoints: opts.endpoints_display(),
+                        detail: message,
+                    })
+                }
+                (e, _) => EndpointFailure::Dead(e.to_string()),
+            })
         }
-        Err(_) => Err(EtcdError::Connect {
-            endpoints: opts.endpoints_display(),
-            detail: format!(
-                "authentication timed out after {:?} (connect_timeout)",
-                opts.connect_timeout
-            ),
-        }),
+        Err(_) => return Err(timed_out("authentication")),
+    };
+    if opts.username.is_none() {
+        // Any gRPC answer (even "permission denied") proves the member is
+        // alive; a serializable count of one key costs it next to nothing.
+        let mut kv = client.kv_client();
+        let probe = GetOptions::new()
+            .with_count_only()
+            .with_serializable()
+            .with_limit(1);
+        match tokio::time::timeout(opts.connect_timeout, kv.get(vec![0u8], Some(probe))).await {
+            Ok(Ok(_)) | Ok(Err(etcd_client::Error::GRpcStatus(_))) => {}
+            Ok(Err(e)) => return Err(EndpointFailure::Dead(error_chain(&e))),
+            Err(_) => return Err(timed_out("waiting for an answer")),
+        }
     }
+    Ok(client)
 }
 
 /// Run one request future under `request_timeout`.

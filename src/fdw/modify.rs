@@ -520,7 +520,7 @@ unsafe fn datum_copy(d: pg_sys::Datum, byval: bool, len: i16) -> pg_sys::Datum {
 
 /// `slot_getattr()`: attribute `attno` (1-based) of a slot.
 unsafe fn slot_attr(slot: *mut pg_sys::TupleTableSlot, attno: i16) -> (pg_sys::Datum, bool) {
-    if ((*slot).tts_nvalid as i16) < attno {
+    if (*slot).tts_nvalid < attno {
         pg_sys::slot_getsomeattrs_int(slot, attno as i32);
     }
     let i = attno as usize - 1;
@@ -667,8 +667,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
         let applied = st.insert_skipping_existing(ops);
         // Inserted rows first: PostgreSQL counts the first *num_slots.
         let mut inserted = 0;
-        for i in 0..n {
-            if applied[i] {
+        for (i, ok) in applied.into_iter().enumerate() {
+            if ok {
                 slots_arr.swap(inserted, i);
                 inserted += 1;
             }

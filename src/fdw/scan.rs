@@ -38,9 +38,6 @@ pub struct ScanExec {
     io_inputs: Vec<IoInput>,
     pager: Option<Pager>,
     page: std::vec::IntoIter<KeyValue>,
-    /// The current row's key, for the modify path (rowid).
-    pub current_key: Vec<u8>,
-    pub current_mod_revision: i64,
     pub pages: u64,
     pub keys_fetched: u64,
     relid: pg_sys::Oid,
@@ -94,8 +91,6 @@ impl ScanExec {
             io_inputs,
             pager: None,
             page: Vec::new().into_iter(),
-            current_key: Vec::new(),
-            current_mod_revision: 0,
             pages: 0,
             keys_fetched: 0,
             relid,
@@ -223,9 +218,6 @@ impl ScanExec {
             values[c.index] = d;
             nulls[c.index] = false;
         }
-        self.current_key.clear();
-        self.current_key.extend_from_slice(key);
-        self.current_mod_revision = kv.mod_revision();
         pg_sys::ExecStoreVirtualTuple(slot);
         // The ctid carries the mod_revision to UPDATE/DELETE (see modify.rs).
         if let Some((block, offset)) = revision_to_tid(kv.mod_revision()) {
