@@ -4,7 +4,7 @@
 //! a [`Pager`] turns it into a sequence of range requests, each reading at
 //! the revision the first one saw, so the whole scan is one snapshot.
 
-use etcd_client::{GetOptions, SortOrder, SortTarget};
+use etcd_client::{GetOptions, GetResponse, KeyValue, SortOrder, SortTarget};
 
 use crate::keyrange::{successor, KeyRange, KeySet};
 
@@ -195,6 +195,23 @@ impl Pager {
             keys_only: self.spec.keys_only,
             serializable: self.spec.serializable,
         })
+    }
+
+    /// Take the key-value pairs of the response to [`Self::next_request`]
+    /// and advance past them.
+    pub fn accept(&mut self, mut resp: GetResponse) -> Vec<KeyValue> {
+        let header_revision = resp.header().map_or(0, |h| h.revision());
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+        self.advance(
+            kvs.len(),
+            bytes,
+            kvs.last().map(|kv| kv.key()),
+            more,
+            header_revision,
+        );
+        kvs
     }
 
     /// Keys the next request asks for (before any LIMIT).

@@ -148,27 +148,17 @@ impl ScanExec {
                 self.server.options.endpoints_display()
             )
         };
-        let mut resp = connection::with_retry(&self.server, &what, |mut kv| {
+        let resp = connection::with_retry(&self.server, &what, |mut kv| {
             let req = req.clone();
             async move {
                 let opts = req.get_options();
                 client::with_timeout(timeout, kv.get(req.key, Some(opts))).await
             }
         });
-        let header_rev = resp.header().map_or(0, |h| h.revision());
-        let more = resp.more();
-        let kvs = resp.take_kvs();
         let Some(pager) = self.pager.as_mut() else {
             return false;
         };
-        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
-        pager.advance(
-            kvs.len(),
-            bytes,
-            kvs.last().map(|kv| kv.key()),
-            more,
-            header_rev,
-        );
+        let kvs = pager.accept(resp);
         self.pages += 1;
         self.keys_fetched += kvs.len() as u64;
         self.page = kvs.into_iter();

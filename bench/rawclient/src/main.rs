@@ -305,12 +305,10 @@ async fn run_scan(kv: &mut KvClient, spec: ScanSpec, timeout: Duration) -> Res<S
     };
     while let Some(req) = pager.next_request() {
         let opts = req.get_options();
-        let mut resp = client::with_timeout(timeout, kv.get(req.key, Some(opts)))
+        let resp = client::with_timeout(timeout, kv.get(req.key, Some(opts)))
             .await
             .map_err(err)?;
-        let header_rev = resp.header().map_or(0, |h| h.revision());
-        let more = resp.more();
-        let kvs: Vec<KeyValue> = resp.take_kvs();
+        let kvs: Vec<KeyValue> = pager.accept(resp);
         for kv in &kvs {
             if r.rows == 0 {
                 r.first_key = kv.key().to_vec();
@@ -321,14 +319,6 @@ async fn run_scan(kv: &mut KvClient, spec: ScanSpec, timeout: Duration) -> Res<S
         if let Some(l) = kvs.last() {
             r.last_key = l.key().to_vec();
         }
-        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
-        pager.advance(
-            kvs.len(),
-            bytes,
-            kvs.last().map(|kv| kv.key()),
-            more,
-            header_rev,
-        );
         r.pages += 1;
     }
     Ok(r)
@@ -596,20 +586,10 @@ async fn cmd_rewrite(a: &Args, opts: &ServerOptions, update: bool) -> Res<()> {
     });
     while let Some(req) = pager.next_request() {
         let o = req.get_options();
-        let mut resp = client::with_timeout(opts.request_timeout, kv.get(req.key, Some(o)))
+        let resp = client::with_timeout(opts.request_timeout, kv.get(req.key, Some(o)))
             .await
             .map_err(err)?;
-        let header_rev = resp.header().map_or(0, |h| h.revision());
-        let more = resp.more();
-        let kvs = resp.take_kvs();
-        let page_bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
-        pager.advance(
-            kvs.len(),
-            page_bytes,
-            kvs.last().map(|kv| kv.key()),
-            more,
-            header_rev,
-        );
+        let kvs = pager.accept(resp);
         for item in kvs {
             let key = item.key().to_vec();
             let cmp = Compare::mod_revision(key.clone(), CompareOp::Equal, item.mod_revision());
