@@ -211,6 +211,26 @@ pub fn db_text_is_utf8_bytes() -> bool {
     e == pg_sys::pg_enc::PG_UTF8 || e == pg_sys::pg_enc::PG_SQL_ASCII
 }
 
+/// A message or EXPLAIN text as the server expects it.  Rust strings are
+/// UTF-8; in a database of another encoding, non-ASCII characters are
+/// written as `\u{XXXX}` escapes so nothing is misread (or unconvertible).
+pub fn for_server(s: &str) -> std::borrow::Cow<'_, str> {
+    if db_text_is_utf8_bytes() || s.is_ascii() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    format!("\\u{{{:04x}}}", c as u32)
+                }
+            })
+            .collect(),
+    )
+}
+
 #[cold]
 fn bad_text(field: Field, key: &[u8], why: &str) -> ! {
     let what = match field {

@@ -22,12 +22,13 @@ pub fn raise_with(
     detail: Option<String>,
     hint: Option<String>,
 ) -> ! {
-    let mut r = ErrorReport::new(code, message, "etcd_fdw");
+    let conv = |t: String| crate::columns::for_server(&t).into_owned();
+    let mut r = ErrorReport::new(code, conv(message), "etcd_fdw");
     if let Some(d) = detail {
-        r = r.set_detail(d);
+        r = r.set_detail(conv(d));
     }
     if let Some(h) = hint {
-        r = r.set_hint(h);
+        r = r.set_hint(conv(h));
     }
     r.report(PgLogLevel::ERROR);
     unreachable!("ERROR level report returned")
