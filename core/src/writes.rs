@@ -265,8 +265,9 @@ impl WriteBatch {
 /// Why a guarded transaction did not apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Conflict {
-    /// An inserted or renamed-to key exists.
-    KeyExists(Vec<u8>),
+    /// Inserted or renamed-to keys exist (every one the transaction
+    /// tried, in op order; at least one).
+    KeyExists(Vec<Vec<u8>>),
     /// A key changed or vanished since the scan read it.
     Changed(Vec<u8>),
 }
@@ -302,18 +303,24 @@ fn first_kv(resp: Option<&TxnOpResponse>) -> Option<KeyValue> {
     }
 }
 
-/// Explain a failed transaction from its `else`-branch reads.
+/// Explain a failed transaction from its `else`-branch reads: the first
+/// key that changed since it was read, or else every key that exists
+/// although it was to be created.
 pub fn diagnose(batch: &WriteBatch, resp: &TxnResponse) -> Conflict {
     let reads = resp.op_responses();
     let mut i = 0;
+    let mut existing = Vec::new();
     for op in &batch.ops {
         let n = op.keys().len();
         let got: Vec<Option<KeyValue>> = (0..n).map(|j| first_kv(reads.get(i + j))).collect();
         i += n;
+        let changed = |key: &Vec<u8>, rev: &i64, kv: &Option<KeyValue>| {
+            (kv.as_ref().map(|kv| kv.mod_revision()) != Some(*rev)).then(|| key.clone())
+        };
         match op {
             WriteOp::Insert { key, .. } => {
                 if got[0].is_some() {
-                    return Conflict::KeyExists(key.clone());
+                    existing.push(key.clone());
                 }
             }
             WriteOp::Update {
@@ -322,19 +329,22 @@ pub fn diagnose(batch: &WriteBatch, resp: &TxnResponse) -> Conflict {
                 mod_revision,
                 ..
             } => {
-                if got[0].as_ref().map(|kv| kv.mod_revision()) != Some(*mod_revision) {
-                    return Conflict::Changed(old_key.clone());
+                if let Some(k) = changed(old_key, mod_revision, &got[0]) {
+                    return Conflict::Changed(k);
                 }
                 if old_key != new_key && got.get(1).is_some_and(|g| g.is_some()) {
-                    return Conflict::KeyExists(new_key.clone());
+                    existing.push(new_key.clone());
                 }
             }
             WriteOp::Delete { key, mod_revision } => {
-                if got[0].as_ref().map(|kv| kv.mod_revision()) != Some(*mod_revision) {
-                    return Conflict::Changed(key.clone());
+                if let Some(k) = changed(key, mod_revision, &got[0]) {
+                    return Conflict::Changed(k);
                 }
             }
         }
+    }
+    if !existing.is_empty() {
+        return Conflict::KeyExists(existing);
     }
     // Every guard holds now: someone changed things between the
     // transaction and the reads.  Report the first key as changed.

@@ -343,14 +343,14 @@ impl ModifyExec {
 
     fn conflict_error(&self, c: &Conflict) -> ! {
         match c {
-            Conflict::KeyExists(k) => raise_with(
+            Conflict::KeyExists(keys) => raise_with(
                 PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
                 format!(
                     "duplicate key value: key \"{}\" already exists in etcd (foreign table \"{}\")",
-                    display_key(k),
+                    display_key(keys.first().map_or(&[][..], |k| k.as_slice())),
                     self.relname
                 ),
-                None,
+                (keys.len() > 1).then(|| format!("{} keys of the batch exist.", keys.len())),
                 Some("Use INSERT ... ON CONFLICT DO NOTHING to skip existing keys.".into()),
             ),
             Conflict::Changed(k) => raise_with(
@@ -396,7 +396,7 @@ impl ModifyExec {
     /// Send ops in guarded transactions, raising on the first conflict.
     fn send_all(&self, ops: Vec<WriteOp>) {
         if let Some(k) = writes::duplicate_insert(&ops) {
-            self.conflict_error(&Conflict::KeyExists(k.to_vec()));
+            self.conflict_error(&Conflict::KeyExists(vec![k.to_vec()]));
         }
         for batch in pack(ops, self.limits()) {
             if let Err(c) = self.send(&batch) {
@@ -417,7 +417,7 @@ impl ModifyExec {
         let mut applied = vec![false; ops.len()];
         let mut idx: Vec<usize> = (0..ops.len()).collect();
         let mut ops = ops;
-        // Each round either succeeds or removes at least one existing key.
+        // Each round either succeeds or removes every key that existed.
         while !ops.is_empty() {
             let mut next_ops = Vec::new();
             let mut next_idx = Vec::new();
@@ -430,9 +430,10 @@ impl ModifyExec {
                             applied[idx[i]] = true;
                         }
                     }
-                    Err(Conflict::KeyExists(k)) => {
+                    Err(Conflict::KeyExists(existing)) => {
+                        // Drop every existing key at once; retry the rest.
                         for i in start..start + n {
-                            if ops[i].keys()[0] != k.as_slice() {
+                            if !existing.iter().any(|k| k.as_slice() == ops[i].keys()[0]) {
                                 next_ops.push(ops[i].clone());
                                 next_idx.push(idx[i]);
                             }
