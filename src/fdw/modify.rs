@@ -411,10 +411,10 @@ impl ModifyExec {
         self.send_all(ops);
     }
 
-    /// Insert a batch with ON CONFLICT DO NOTHING: returns which ops were
-    /// applied.
-    fn insert_skipping_existing(&self, ops: Vec<WriteOp>) -> Vec<bool> {
-        let mut applied = vec![false; ops.len()];
+    /// Insert a batch with ON CONFLICT DO NOTHING: for each op, the row
+    /// it created, or `None` when its key existed.
+    fn insert_skipping_existing(&self, ops: Vec<WriteOp>) -> Vec<Option<RowAfter>> {
+        let mut applied = vec![None; ops.len()];
         let mut idx: Vec<usize> = (0..ops.len()).collect();
         let mut ops = ops;
         // Each round either succeeds or removes every key that existed.
@@ -425,9 +425,9 @@ impl ModifyExec {
             for batch in pack(ops.clone(), self.limits()) {
                 let n = batch.ops.len();
                 match self.send(&batch) {
-                    Ok(_) => {
-                        for i in start..start + n {
-                            applied[idx[i]] = true;
+                    Ok(rows) => {
+                        for (i, row) in (start..start + n).zip(rows) {
+                            applied[idx[i]] = Some(row);
                         }
                     }
                     Err(Conflict::KeyExists(existing)) => {
@@ -619,31 +619,16 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     let (key, value, lease) = st.new_row(slot);
     let op = WriteOp::Insert { key, value, lease };
     if st.do_nothing {
-        if !st.insert_skipping_existing(vec![op.clone()])[0] {
+        let Some(Some(row)) = st.insert_skipping_existing(vec![op]).pop() else {
             return std::ptr::null_mut();
-        }
+        };
         if st.returning {
-            // Metadata of a fresh key: read it back.
-            let row = fetch_row(st, &op);
             st.fill_slot(slot, &row, false);
         }
         return slot;
     }
     st.apply(op, slot, false);
     slot
-}
-
-/// Metadata of an inserted key (ON CONFLICT DO NOTHING ... RETURNING).
-fn fetch_row(st: &ModifyExec, op: &WriteOp) -> RowAfter {
-    let key = op.keys()[0].to_vec();
-    let timeout = st.server.options.request_timeout;
-    let what = || format!("reading back key \"{}\"", display_key(&key));
-    let k2 = key.clone();
-    let resp = connection::with_retry(&st.server, &what, move |mut kv| {
-        let k = k2.clone();
-        async move { client::with_timeout(timeout, kv.get(k, None)).await }
-    });
-    resp.kvs().first().map(RowAfter::from).unwrap_or_default()
 }
 
 #[pgrx::pg_guard]
@@ -668,8 +653,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
         let applied = st.insert_skipping_existing(ops);
         // Inserted rows first: PostgreSQL counts the first *num_slots.
         let mut inserted = 0;
-        for (i, ok) in applied.into_iter().enumerate() {
-            if ok {
+        for (i, row) in applied.into_iter().enumerate() {
+            if row.is_some() {
                 slots_arr.swap(inserted, i);
                 inserted += 1;
             }
