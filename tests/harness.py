@@ -1017,10 +1017,11 @@ class Blackhole:
         self.listener.close()
 
 
-def wait_backend_active(observer_conn, pid, timeout=10.0, min_active=0.3):
-    """Wait until backend `pid` has been running a statement for >= min_active s."""
+def wait_backend_active(observer_conn, pid, timeout=10.0, min_active=0.3, alive=lambda: True):
+    """Wait until backend `pid` has been running a statement for >= min_active s
+    (giving up early once `alive()` is false, e.g. the client thread ended)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and alive():
         row = observer_conn.execute(
             "SELECT state, extract(epoch FROM clock_timestamp() - query_start)::float8 "
             "FROM pg_stat_activity WHERE pid = %s",
@@ -1030,3 +1031,20 @@ def wait_backend_active(observer_conn, pid, timeout=10.0, min_active=0.3):
             return True
         time.sleep(0.05)
     return False
+
+
+def run_spec_setup(conn, endpoint):
+    """The specification's set-up statements, verbatim (table `test`)."""
+    conn.execute("create extension etcd_fdw;")
+    conn.execute(
+        "CREATE foreign data wrapper etcd_fdw handler etcd_fdw_handler "
+        "validator etcd_fdw_validator;"
+    )
+    conn.execute(
+        "CREATE SERVER my_etcd_server foreign data wrapper etcd_fdw "
+        f"options (connstr '{endpoint}');"
+    )
+    conn.execute(
+        "CREATE foreign table test (key text, value text) server my_etcd_server "
+        "options(rowid_column 'key');"
+    )

@@ -11,6 +11,7 @@ from harness import (
     err_text,
     expect_error,
     finish_or_rescue,
+    run_spec_setup,
     wait_backend_active,
 )
 
@@ -24,19 +25,7 @@ def test_spec_example(bare_db, etcd_fresh):
     etcd_fresh.ctl("put", "bar", "baz")
     etcd_fresh.ctl("put", "foo", "bar")
     c = bare_db.conn
-    c.execute("create extension etcd_fdw;")
-    c.execute(
-        "CREATE foreign data wrapper etcd_fdw handler etcd_fdw_handler "
-        "validator etcd_fdw_validator;"
-    )
-    c.execute(
-        "CREATE SERVER my_etcd_server foreign data wrapper etcd_fdw "
-        f"options (connstr '{etcd_fresh.endpoint}');"
-    )
-    c.execute(
-        "CREATE foreign table test (key text, value text) server my_etcd_server "
-        "options(rowid_column 'key');"
-    )
+    run_spec_setup(c, etcd_fresh.endpoint)
     rows = c.execute("SELECT * FROM test;").fetchall()
     assert sorted(rows) == [("bar", "baz"), ("foo", "bar")]
     # etcd returns keys in byte order, so plain SELECT * is already ordered

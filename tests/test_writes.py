@@ -45,6 +45,8 @@ from harness import (
     assert_session_usable,
     err_text,
     expect_error,
+    run_spec_setup,
+    wait_backend_active,
 )
 
 META = (
@@ -109,17 +111,7 @@ def wait_until_blocked_on_advisory_lock(observer, thread, pid, timeout=15.0):
 
 def wait_active_for(observer, thread, pid, min_active, timeout=10.0):
     """Wait until backend pid has been running its statement >= min_active s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and thread.is_alive():
-        row = observer.execute(
-            "SELECT state, extract(epoch FROM clock_timestamp() - query_start)::float8 "
-            "FROM pg_stat_activity WHERE pid = %s",
-            (pid,),
-        ).fetchone()
-        if row and row[0] == "active" and row[1] is not None and row[1] >= min_active:
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_backend_active(observer, pid, timeout, min_active, alive=thread.is_alive)
 
 
 def join_thread(t, limit=60):
@@ -577,19 +569,7 @@ def test_spec_workflow(bare_db, etcd_fresh):
     etcd_fresh.ctl("put", "bar", "baz")
     etcd_fresh.ctl("put", "foo", "bar")
     c = bare_db.conn
-    c.execute("create extension etcd_fdw;")
-    c.execute(
-        "CREATE foreign data wrapper etcd_fdw handler etcd_fdw_handler "
-        "validator etcd_fdw_validator;"
-    )
-    c.execute(
-        "CREATE SERVER my_etcd_server foreign data wrapper etcd_fdw "
-        f"options (connstr '{etcd_fresh.endpoint}');"
-    )
-    c.execute(
-        "CREATE foreign table test (key text, value text) server my_etcd_server "
-        "options(rowid_column 'key');"
-    )
+    run_spec_setup(c, etcd_fresh.endpoint)
     cur = c.execute("INSERT INTO test (key,value) SELECT key || '_new', value FROM test;")
     assert cur.rowcount == 2
     cur = c.execute("DELETE FROM test WHERE NOT key LIKE '%_new';")
