@@ -468,19 +468,31 @@ class Bench:
         if v is None or len(v) != 100:
             raise BenchError(f"lookup of the last key returned {v!r}")
 
-        # the PostgreSQL floor: the same pgbench set-up without the FDW
-        floor = os.path.join(self.tmp, "select1.sql")
-        with open(floor, "w") as f:
-            f.write("SELECT 1;\n")
-        os.chmod(floor, 0o644)
-        floors = []
-        for conc in (1, 4):
-            out = self.pgbench(floor, conc, max(a.lookup_count, 20_000) // conc)
-            floors.append(f"{out:,.0f} tps with {conc} client{'s' if conc > 1 else ''}")
+        # The PostgreSQL floor: the same pgbench set-up without etcd, once
+        # without the FDW (SELECT 1) and once as a foreign scan whose
+        # conditions contradict each other, so it sends no request.
+        floors = {}
+        for name, sql in (("select1", "SELECT 1;\n"),
+                          ("noreq", f"\\set k random({LOOKUP_BASE}, {LOOKUP_BASE + L - 1})\n"
+                                    f"SELECT value FROM lk WHERE key = :k AND key < '{LOOKUP_BASE}';\n")):
+            path = os.path.join(self.tmp, f"{name}.sql")
+            with open(path, "w") as f:
+                f.write(sql)
+            os.chmod(path, 0o644)
+            for conc in (1, 4):
+                floors[name, conc] = self.pgbench(path, conc, max(a.lookup_count, 20_000) // conc)
         self.res.notes.append(
-            "PostgreSQL floor for the point-lookup rows (pgbench -M prepared, `SELECT 1`, no "
-            "FDW, same machine): " + ", ".join(floors) + "."
+            "PostgreSQL floor for the point-lookup rows (pgbench -M prepared, same machine, no "
+            "etcd request): `SELECT 1` "
+            + ", ".join(f"{floors['select1', c]:,.0f} tps with {c} client{'s' if c > 1 else ''}"
+                        for c in (1, 4))
+            + "; a lookup on the foreign table whose conditions contradict each other (planned "
+            "and executed like a lookup, no request sent) "
+            + ", ".join(f"{floors['noreq', c]:,.0f} tps with {c} client{'s' if c > 1 else ''}"
+                        for c in (1, 4))
+            + "."
         )
+        self.lookup_floor = floors
 
         script = os.path.join(self.tmp, "lookup.sql")
         with open(script, "w") as f:
@@ -528,6 +540,99 @@ class Bench:
                 fdw_value=f_tps, raw_value=r_tps,
             )
             self.res.samples[f"point lookups c={conc}"] = m
+
+        one = self.res.samples["point lookups c=1"]
+        noreq = 1.0 / self.lookup_floor["noreq", 1]
+        bound = (noreq + one["raw_median"]) / one["raw_median"]
+        self.res.notes.append(
+            f"Lower bound for the 1-client pgbench row: a lookup through PostgreSQL takes at "
+            f"least a statement that sends no request ({noreq * 1e6:.0f} µs here) plus one get "
+            f"({one['raw_median'] * 1e6:.0f} µs for the raw client), a ratio of {bound:.2f} "
+            "before the extension spends anything on the request itself."
+        )
+        self.lookups_in_backend(script_keys=(LOOKUP_BASE, L))
+
+    def lookups_in_backend(self, script_keys):
+        """Point lookups issued from inside the backend: a PL/pgSQL loop runs
+        the prepared lookup n times per call, so the client round trip and
+        pgbench are out of the picture and what remains is the FDW's own
+        cost per lookup (executor, request, tuple)."""
+        a = self.a
+        base, span = script_keys
+        self.fdw.conn.execute(
+            "CREATE OR REPLACE FUNCTION lk_loop(n int, lo int, span int) RETURNS bigint "
+            "LANGUAGE plpgsql AS $$\n"
+            "DECLARE k text; v text; t bigint := 0;\n"
+            "BEGIN\n"
+            "  FOR i IN 1..n LOOP\n"
+            "    k := (lo + floor(random() * span)::int)::text;\n"
+            "    SELECT value INTO v FROM lk WHERE key = k;\n"
+            "    t := t + length(v);\n"
+            "  END LOOP;\n"
+            "  RETURN t;\n"
+            "END $$"
+        )
+        total = a.lookup_count
+        for conc in (1, 4):
+            per = max(1, total // conc)
+            count = per * conc
+            conns = [self.pg.connect("bench") for _ in range(conc)]
+            try:
+                for cn in conns:  # connect to etcd, cache the plan
+                    cn.execute("SELECT lk_loop(50, %s, %s)", (base, span))
+
+                def fdw_run(_it, conns=conns, per=per, count=count):
+                    import threading
+                    barrier = threading.Barrier(len(conns) + 1)
+                    errors = []
+
+                    def work(cn):
+                        barrier.wait()
+                        try:
+                            got = cn.execute("SELECT lk_loop(%s, %s, %s)",
+                                             (per, base, span)).fetchone()[0]
+                            if got != 100 * per:
+                                errors.append(f"lk_loop read {got} bytes, expected {100 * per}")
+                        except Exception as e:  # noqa: BLE001
+                            errors.append(str(e))
+                    ts = [threading.Thread(target=work, args=(cn,)) for cn in conns]
+                    for t in ts:
+                        t.start()
+                    barrier.wait()
+                    t0 = time.perf_counter()
+                    for t in ts:
+                        t.join()
+                    el = time.perf_counter() - t0
+                    if errors:
+                        raise BenchError("in-backend lookups: " + "; ".join(errors))
+                    return el / count, None
+
+                keys_file = os.path.join(self.tmp, f"lookup_keys_{conc}.txt")
+
+                def raw_run(_it, keys_file=keys_file, count=count, conc=conc):
+                    r = self.raw.run("lookups", "--keys-file", keys_file, "--count", count,
+                                     "--concurrency", conc)
+                    return 1.0 / r["ops_per_sec"], None
+
+                log(f"in-backend point lookups, {count} per run, {conc} session(s)")
+                fdw_s, raw_s = [], []
+                for _ in range(a.reps):
+                    fdw_s.append(fdw_run(1)[0])
+                    raw_s.append(raw_run(1)[0])
+            finally:
+                for cn in conns:
+                    cn.close()
+            m = {"fdw": fdw_s, "raw": raw_s, "iters": 1, "reps": a.reps,
+                 "fdw_median": median(fdw_s), "raw_median": median(raw_s), "count": count}
+            f_tps, r_tps = 1.0 / m["fdw_median"], 1.0 / m["raw_median"]
+            self.res.add(
+                workload=f"point lookups in the backend, {conc} session{'s' if conc > 1 else ''} "
+                         f"(PL/pgSQL loop vs {conc} task{'s' if conc > 1 else ''})",
+                n=fmt_n(span), fdw=f"{f_tps:,.0f} ops/s", raw=f"{r_tps:,.0f} ops/s",
+                ratio=f"{r_tps / f_tps:.2f}", target="(none)", result="info",
+                reps=f"{a.reps}×{count}", fdw_value=f_tps, raw_value=r_tps,
+            )
+            self.res.samples[f"in-backend lookups c={conc}"] = m
 
     def pgbench(self, script, conc, per_client):
         """Run pgbench -M prepared; its tps without initial connection time."""
@@ -687,6 +792,12 @@ class Bench:
             f"{fmt_n(a.lookup_count)} transactions per run in total (tps without initial "
             "connection time); raw: the same number of gets of uniformly random keys, 1 task, or "
             "4 OS threads each with its own connection and current-thread runtime.",
+            "**point lookups in the backend**: the same lookups from a PL/pgSQL loop "
+            "(`k := <random key>; SELECT value INTO v FROM lk WHERE key = k`, a cached generic "
+            "plan with the key pushed down as a parameter), one call per session doing its share "
+            "of the lookups, 1 or 4 sessions at once; raw: as above.  This leaves out pgbench and "
+            "the client round trip per statement, so it shows the extension's own cost per "
+            "lookup.",
             f"**bulk writes**: {fmt_n(a.write_rows)} rows into a fresh prefix per repetition.  "
             "FDW `INSERT INTO w SELECT 'w/f<r>/' || i, repeat('v', 100) FROM generate_series(1, "
             "n) i`, `UPDATE w SET value = value || 'x' WHERE key LIKE 'w/f<r>/%'`, `DELETE FROM w "
