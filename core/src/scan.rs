@@ -78,6 +78,29 @@ pub const PAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Growth factor of adaptive pages.
 const PAGE_GROWTH: u64 = 4;
 
+/// Range requests a scan of `rows` keys of about `row_bytes` bytes each
+/// makes (at least one): pages of `fetch_size` keys, or, when `adaptive`,
+/// pages starting at `fetch_size` and growing like [`Pager`]'s.  For the
+/// planner's cost estimates.
+pub fn requests_for(rows: f64, fetch_size: u32, adaptive: bool, row_bytes: f64) -> f64 {
+    let first = f64::from(fetch_size.max(1));
+    if !adaptive {
+        return (rows / first).ceil().max(1.0);
+    }
+    let cap = (PAGE_BYTES as f64 / row_bytes.max(1.0)).floor().max(1.0);
+    let (mut page, mut read, mut requests) = (first.min(cap), 0.0, 1.0);
+    while read + page < rows {
+        read += page;
+        page = (page * PAGE_GROWTH as f64).min(cap);
+        requests += 1.0;
+        if page >= cap {
+            // Whole pages of the cap from here on.
+            return requests + ((rows - read - page) / page).ceil().max(0.0);
+        }
+    }
+    requests
+}
+
 impl ScanSpec {
     fn descending(&self) -> bool {
         matches!(self.sort, Some((_, true)))
@@ -270,6 +293,44 @@ impl Pager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_estimates_follow_the_pager() {
+        assert_eq!(requests_for(0.0, 1000, false, 100.0), 1.0);
+        assert_eq!(requests_for(2500.0, 1000, false, 100.0), 3.0);
+        // adaptive: 1000, 4000, 16000, 64000, ... keys per request
+        assert_eq!(requests_for(1000.0, 1000, true, 100.0), 1.0);
+        assert_eq!(requests_for(1001.0, 1000, true, 100.0), 2.0);
+        assert_eq!(requests_for(21_000.0, 1000, true, 100.0), 3.0);
+        assert_eq!(requests_for(100_000.0, 1000, true, 100.0), 5.0);
+        // 1 KiB rows: pages stop growing at 16 MiB = 16384 rows
+        assert_eq!(requests_for(150_000.0, 1000, true, 1024.0), 3.0 + 8.0);
+        // simulate the pager to cross-check
+        for &(rows, bytes) in &[
+            (10_000u64, 100usize),
+            (1_000_000, 100),
+            (150_000, 1024),
+            (77_777, 3000),
+        ] {
+            let mut s = spec(KeySet::all());
+            s.fetch_size = 1000;
+            s.adaptive = true;
+            let mut p = Pager::new(s);
+            let mut left = rows;
+            let mut n = 0;
+            while let Some(req) = p.next_request() {
+                let got = (req.limit as u64).min(left);
+                left -= got;
+                n += 1;
+                p.advance(got as usize, got as usize * bytes, Some(b"k"), left > 0, 1);
+            }
+            assert_eq!(
+                requests_for(rows as f64, 1000, true, bytes as f64),
+                n as f64,
+                "{rows} rows of {bytes} bytes"
+            );
+        }
+    }
 
     fn spec(keys: KeySet) -> ScanSpec {
         ScanSpec {

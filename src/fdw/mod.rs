@@ -1,5 +1,6 @@
 //! The foreign data wrapper: handler, validator and FdwRoutine callbacks.
 
+mod analyze;
 mod explain;
 mod modify;
 pub(crate) mod plan;
@@ -55,6 +56,7 @@ pub unsafe extern "C-unwind" fn etcd_fdw_handler(
     (*r).EndForeignInsert = Some(modify::end_foreign_modify);
     (*r).ExplainForeignModify = Some(modify::explain_foreign_modify);
     (*r).ExecForeignTruncate = Some(modify::exec_foreign_truncate);
+    (*r).AnalyzeForeignTable = Some(analyze::analyze_foreign_table);
     pg_sys::Datum::from(r)
 }
 

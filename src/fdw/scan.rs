@@ -50,19 +50,35 @@ impl ScanExec {
         let fsplan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let estate = (*node).ss.ps.state;
         let plan = decode_plan((*fsplan).fdw_private);
-        let rel = (*node).ss.ss_currentRelation;
-        let relid = (*rel).rd_id;
+        let relid = (*(*node).ss.ss_currentRelation).rd_id;
         let rte = pg_sys::exec_rt_fetch((*fsplan).scan.scanrelid, estate);
         let userid = connection::effective_user((*rte).checkAsUser);
-        let (_table, server_oid, cols) = table_info(relid);
-        let server = catalog::server_info(server_oid, userid);
-        let key_repr = cols.find(Field::Key).map_or(Repr::Text, |c| c.repr);
-        let param_exprs = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
+        let mut exec = ScanExec::for_relation(relid, userid, plan, (*estate).es_query_cxt);
+        exec.param_exprs = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
             (*fsplan).fdw_exprs,
             node as *mut pg_sys::PlanState,
         ))
         .iter_ptr()
         .collect();
+        exec.econtext = (*node).ss.ps.ps_ExprContext;
+        exec
+    }
+
+    /// A scan of `relid` as `userid` that `plan` describes, without
+    /// run-time parameters (ANALYZE uses it directly).  Function lookups
+    /// for I/O columns live in `cxt`.
+    ///
+    /// # Safety
+    /// The caller holds a lock on the relation; `cxt` outlives the scan.
+    pub unsafe fn for_relation(
+        relid: pg_sys::Oid,
+        userid: pg_sys::Oid,
+        plan: ScanPlan,
+        cxt: pg_sys::MemoryContext,
+    ) -> ScanExec {
+        let (_table, server_oid, cols) = table_info(relid);
+        let server = catalog::server_info(server_oid, userid);
+        let key_repr = cols.find(Field::Key).map_or(Repr::Text, |c| c.repr);
         let io_inputs = cols
             .columns
             .iter()
@@ -72,7 +88,7 @@ impl ScanExec {
                 let mut typioparam = pg_sys::InvalidOid;
                 pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut typioparam);
                 let mut flinfo = pg_sys::FmgrInfo::default();
-                pg_sys::fmgr_info_cxt(func, &mut flinfo, (*estate).es_query_cxt);
+                pg_sys::fmgr_info_cxt(func, &mut flinfo, cxt);
                 IoInput {
                     index: c.index,
                     flinfo,
@@ -86,8 +102,8 @@ impl ScanExec {
             server,
             columns: cols.columns,
             key_repr,
-            param_exprs,
-            econtext: (*node).ss.ps.ps_ExprContext,
+            param_exprs: Vec::new(),
+            econtext: std::ptr::null_mut(),
             io_inputs,
             pager: None,
             page: Vec::new().into_iter(),
@@ -165,31 +181,52 @@ impl ScanExec {
         true
     }
 
+    /// The next key-value pair of the scan, fetching pages as needed.
+    pub fn next_kv(&mut self) -> Option<KeyValue> {
+        if self.pager.is_none() {
+            self.start();
+        }
+        loop {
+            if let Some(kv) = self.page.next() {
+                return Some(kv);
+            }
+            if !self.fetch_page() {
+                return None;
+            }
+        }
+    }
+
     /// Store the next row into `slot`; false at the end.
     ///
     /// # Safety
     /// `slot` must be the scan's virtual tuple slot; runs in the per-tuple
     /// memory context.
     pub unsafe fn next_into(&mut self, slot: *mut pg_sys::TupleTableSlot) -> bool {
-        if self.pager.is_none() {
-            self.start();
-        }
-        loop {
-            if let Some(kv) = self.page.next() {
-                self.store(&kv, slot);
-                return true;
-            }
-            if !self.fetch_page() {
-                return false;
-            }
-        }
-    }
-
-    unsafe fn store(&mut self, kv: &KeyValue, slot: *mut pg_sys::TupleTableSlot) {
+        let Some(kv) = self.next_kv() else {
+            return false;
+        };
         pg_sys::ExecClearTuple(slot);
         let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
         let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
         let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+        self.fill(&kv, values, nulls);
+        pg_sys::ExecStoreVirtualTuple(slot);
+        // The ctid carries the mod_revision to UPDATE/DELETE (see modify.rs).
+        if let Some((block, offset)) = revision_to_tid(kv.mod_revision()) {
+            let tid = &mut (*slot).tts_tid;
+            tid.ip_blkid.bi_hi = (block >> 16) as u16;
+            tid.ip_blkid.bi_lo = (block & 0xffff) as u16;
+            tid.ip_posid = offset;
+        }
+        true
+    }
+
+    /// Convert `kv` into the relation's columns (`values`/`nulls` have one
+    /// entry per attribute; unmapped ones are NULL).
+    ///
+    /// # Safety
+    /// Datums are allocated in the current memory context.
+    pub unsafe fn fill(&mut self, kv: &KeyValue, values: &mut [pg_sys::Datum], nulls: &mut [bool]) {
         nulls.fill(true);
         let key = kv.key();
         for c in &self.columns {
@@ -207,14 +244,6 @@ impl ScanExec {
             };
             values[c.index] = d;
             nulls[c.index] = false;
-        }
-        pg_sys::ExecStoreVirtualTuple(slot);
-        // The ctid carries the mod_revision to UPDATE/DELETE (see modify.rs).
-        if let Some((block, offset)) = revision_to_tid(kv.mod_revision()) {
-            let tid = &mut (*slot).tts_tid;
-            tid.ip_blkid.bi_hi = (block >> 16) as u16;
-            tid.ip_blkid.bi_lo = (block & 0xffff) as u16;
-            tid.ip_posid = offset;
         }
     }
 
