@@ -2,6 +2,7 @@
 sample for pg_statistic, and the planner's use of both."""
 
 import re
+import time
 
 import pytest
 
@@ -45,6 +46,8 @@ def analyze_verbose(db, table):
 
 
 @pytest.fixture
+
+
 def loaded(db, etcd, kp):
     """2000 keys kp/k0000..k1999 with 50-byte values, and keys outside kp."""
     items = {f"{kp}k{i:04d}": f"{i:04d}".ljust(50, "v") for i in range(2000)}
@@ -157,3 +160,16 @@ def test_analyze_errors(db, etcd, kp, dead_endpoint):
     assert dead_endpoint in err_text(e), err_text(e)
     assert_session_usable(db.conn)
     assert reltuples(db, "td") == -1
+
+
+def test_analyze_honours_statement_timeout(db, blackhole):
+    """A hanging etcd does not hang ANALYZE: statement_timeout cancels it."""
+    db.create_server("hang", blackhole.endpoint, connect_timeout="30")
+    db.create_table("th", "hang")
+    db.execute("SET statement_timeout = '500ms'")
+    t0 = time.monotonic()
+    expect_error(db.conn, "ANALYZE th", sqlstate="57014")
+    assert time.monotonic() - t0 < 5
+    db.execute("RESET statement_timeout")
+    assert_session_usable(db.conn)
+    assert reltuples(db, "th") == -1
