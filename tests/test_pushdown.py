@@ -1236,6 +1236,24 @@ def test_invalid_bytes_in_value(db, etcd, kp):
     assert db.scalar("SELECT count(*) FROM t") == 3
 
 
+def test_unused_columns_are_not_converted(db, etcd, kp):
+    """Only the columns a query reads are converted: a bad key or value
+    fails the queries that read it, not the ones that count rows or read
+    metadata."""
+    bad = kp.encode() + b"k\xff"
+    etcd.put_many([(kp + "a", b"\xfe"), (bad, b"v")])
+    db.create_server("s", etcd.endpoint)
+    db.create_table("t", "s", columns="key text, value text, version bigint", prefix=kp)
+    assert db.scalar("SELECT count(*) FROM t") == 2
+    assert db.rows("SELECT version FROM t") == [(1,), (1,)]
+    assert db.scalar(f"SELECT count(*) FROM t WHERE key = '{kp}a'") == 1
+    expect_error(db.conn, "SELECT key FROM t", sqlstate="22021")
+    expect_error(db.conn, f"SELECT value FROM t WHERE key = '{kp}a'", sqlstate="22021")
+    expect_error(db.conn, "SELECT t FROM t", sqlstate="22021")  # whole row
+    expect_error(db.conn, "SELECT version FROM t WHERE value <> ''", sqlstate="22021")
+    assert_session_usable(db.conn)
+
+
 # --------------------------------------------------------------------------
 # 7. column checks
 # --------------------------------------------------------------------------

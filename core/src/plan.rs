@@ -121,6 +121,9 @@ pub struct ScanPlan {
     pub adaptive_fetch: bool,
     /// Human-readable pushed conditions, for EXPLAIN.
     pub pushed: Vec<String>,
+    /// Attributes (0-based) the query never reads: left NULL instead of
+    /// being converted.
+    pub unused: Vec<u16>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -173,6 +176,10 @@ impl ScanPlan {
             self.fetch_size,
             self.adaptive_fetch as u8
         ));
+        if !self.unused.is_empty() {
+            let cols: Vec<String> = self.unused.iter().map(u16::to_string).collect();
+            out.push_str(&format!("unused {}\n", cols.join(" ")));
+        }
         for p in &self.pushed {
             out.push_str(&format!("pushed {}\n", p.replace('\n', " ")));
         }
@@ -192,6 +199,7 @@ impl ScanPlan {
             fetch_size: 1,
             adaptive_fetch: false,
             pushed: Vec::new(),
+            unused: Vec::new(),
         };
         for line in s.lines() {
             let (tag, rest) = line.split_once(' ')?;
@@ -220,6 +228,11 @@ impl ScanPlan {
                     plan.serializable = it.next()? == "1";
                     plan.fetch_size = it.next()?.parse().ok()?;
                     plan.adaptive_fetch = it.next()? == "1";
+                }
+                "unused" => {
+                    for c in it {
+                        plan.unused.push(c.parse().ok()?);
+                    }
                 }
                 "pushed" => plan.pushed.push(rest.to_string()),
                 _ => return None,
@@ -313,8 +326,14 @@ mod tests {
             fetch_size: 100,
             adaptive_fetch: true,
             pushed: vec!["key = 'a'".into()],
+            unused: vec![0, 3],
         };
-        assert_eq!(ScanPlan::decode(&plan.encode()), Some(plan));
+        assert_eq!(ScanPlan::decode(&plan.encode()), Some(plan.clone()));
+        let all_used = ScanPlan {
+            unused: Vec::new(),
+            ..plan
+        };
+        assert_eq!(ScanPlan::decode(&all_used.encode()), Some(all_used));
         assert_eq!(ScanPlan::decode("bogus 1"), None);
     }
 

@@ -103,6 +103,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         fetch_size,
         adaptive_fetch,
         pushed: Vec::new(),
+        unused: Vec::new(),
     };
     // The sample lives in ANALYZE's context (current on entry); each
     // row's datums are built in a scratch context reset after every row.

@@ -437,15 +437,14 @@ unsafe fn add_parameterized_paths(
     }
 }
 
-/// Whether the query needs the value column of this relation.
-unsafe fn needs_value(
+/// The attributes (0-based) of this relation the query reads: those in
+/// its target list and in the clauses evaluated locally (`None`: all, for
+/// a whole-row reference, which UPDATE of a foreign table always adds).
+unsafe fn used_columns(
     baserel: *mut pg_sys::RelOptInfo,
     st: &RelState,
     local: *mut pg_sys::List,
-) -> bool {
-    let Some(vc) = st.columns.find(Field::Value) else {
-        return false;
-    };
+) -> Option<Vec<usize>> {
     let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
     pg_sys::pull_varattnos(
         (*(*baserel).reltarget).exprs as *mut pg_sys::Node,
@@ -454,9 +453,17 @@ unsafe fn needs_value(
     );
     pg_sys::pull_varattnos(local as *mut pg_sys::Node, (*baserel).relid, &mut attrs);
     let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
-    // A whole-row reference (attno 0) needs every column.
-    pg_sys::bms_is_member(vc.index as i32 + 1 - offset, attrs)
-        || pg_sys::bms_is_member(-offset, attrs)
+    if pg_sys::bms_is_member(-offset, attrs) {
+        return None;
+    }
+    Some(
+        st.columns
+            .columns
+            .iter()
+            .map(|c| c.index)
+            .filter(|&i| pg_sys::bms_is_member(i as i32 + 1 - offset, attrs))
+            .collect(),
+    )
 }
 
 #[pgrx::pg_guard]
@@ -522,7 +529,20 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             "etcd_fdw planned a sort that needs a LIMIT it cannot push down",
         );
     }
-    let keys_only = st.table.keys_only || !needs_value(baserel, st, local.as_ptr());
+    let used = used_columns(baserel, st, local.as_ptr());
+    let unused: Vec<u16> = match &used {
+        None => Vec::new(),
+        Some(used) => (st.columns.columns.iter())
+            .map(|c| c.index)
+            .filter(|i| !used.contains(i))
+            .map(|i| i as u16)
+            .collect(),
+    };
+    let needs_value = st
+        .columns
+        .find(Field::Value)
+        .is_some_and(|vc| !unused.contains(&(vc.index as u16)));
+    let keys_only = st.table.keys_only || !needs_value;
     let plan = ScanPlan {
         keys,
         params,
@@ -534,6 +554,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         fetch_size: st.fetch_size,
         adaptive_fetch: st.adaptive_fetch,
         pushed: pushed_desc,
+        unused,
     };
     let encoded = std::ffi::CString::new(plan.encode()).unwrap_or_default();
     let mut private = PgList::<pg_sys::Node>::new();

@@ -97,10 +97,14 @@ impl ScanExec {
                 }
             })
             .collect();
+        // Columns the query never reads stay NULL.
+        let columns = (cols.columns.into_iter())
+            .filter(|c| !plan.unused.contains(&(c.index as u16)))
+            .collect();
         ScanExec {
             plan,
             server,
-            columns: cols.columns,
+            columns,
             key_repr,
             param_exprs: Vec::new(),
             econtext: std::ptr::null_mut(),
