@@ -56,6 +56,9 @@ impl Reservoir {
     unsafe fn next_slot(&mut self) -> Option<(usize, bool)> {
         let seen_before = self.seen;
         self.seen += 1.0;
+        if self.target <= 0 {
+            return None;
+        }
         if self.filled < self.target {
             self.filled += 1;
             return Some(((self.filled - 1) as usize, false));
