@@ -58,7 +58,7 @@ def loaded(db, etcd, kp):
     return items
 
 
-def test_analyze_counts_keys_and_fills_pg_stats(db, loaded, kp):
+def test_analyze_counts_keys_and_fills_pg_stats(db, etcd, loaded, kp):
     assert reltuples(db, "t") == -1  # never analyzed
     msgs = analyze_verbose(db, "t")
     assert any("etcd holds 2000 keys in the table's range, 2000 rows in sample" in m
@@ -74,9 +74,12 @@ def test_analyze_counts_keys_and_fills_pg_stats(db, loaded, kp):
     null_frac, width, ndistinct, _ = stats["value"]
     assert null_frac == 0 and width == 51, stats["value"]  # 50 bytes + varlena header
     # a plain ANALYZE of the database skips foreign tables (like PostgreSQL
-    # does for every FDW): nothing changes and etcd is not needed
+    # does for every FDW); naming the table counts the new keys
+    etcd.put_many({f"{kp}new{i}": "n" for i in range(5)})
     db.execute("ANALYZE")
     assert reltuples(db, "t") == 2000
+    db.execute("ANALYZE t")
+    assert reltuples(db, "t") == 2005
 
 
 def test_analyze_samples_large_tables(db, loaded, kp):
