@@ -146,13 +146,15 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
             std::ptr::null_mut(),
         )
     };
-    // reltuples is -1 until the table is analyzed.  After ANALYZE it
+    // reltuples is -1 (before PostgreSQL 14: 0, with relpages 0) until the
+    // table is analyzed; our ANALYZE sets relpages to 1.  After ANALYZE it
     // counts the keys in the table's range, and PostgreSQL's statistics
     // of the key column estimate the pushed conditions as well as the
     // local ones; a list of keys still bounds the result.
+    let analyzed = (*baserel).tuples >= 0.0 && (*baserel).pages > 0;
     let rows = if base_keys.is_empty() {
         0.0
-    } else if (*baserel).tuples >= 0.0 {
+    } else if analyzed {
         let rows = (*baserel).tuples * selectivity((*baserel).baserestrictinfo);
         base_keys.point_count().map_or(rows, |n| rows.min(n as f64))
     } else {
