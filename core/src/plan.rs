@@ -4,6 +4,7 @@
 //! tree's `fdw_private` (plans are copied and cached by PostgreSQL).
 
 use crate::keyrange::{KeyRange, KeySet};
+use crate::options::{Consistency, TableOptions};
 use crate::scan::SortField;
 
 /// A pushed-down comparison of the key with a value known at run time.
@@ -145,6 +146,24 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 impl ScanPlan {
+    /// Every key of `table`, every column, in key order: the plan that
+    /// conditions, sorts, limits and projections then narrow.
+    pub fn whole_table(table: &TableOptions, fetch_size: u32, adaptive_fetch: bool) -> ScanPlan {
+        ScanPlan {
+            keys: table.key_set(),
+            params: Vec::new(),
+            sort: None,
+            limit: None,
+            keys_only: table.keys_only,
+            revision: table.revision,
+            serializable: table.consistency == Consistency::Serializable,
+            fetch_size,
+            adaptive_fetch,
+            pushed: Vec::new(),
+            unused: Vec::new(),
+        }
+    }
+
     /// One `name value` pair per line; bytes in hex, free text last.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -335,6 +354,34 @@ mod tests {
         };
         assert_eq!(ScanPlan::decode(&all_used.encode()), Some(all_used));
         assert_eq!(ScanPlan::decode("bogus 1"), None);
+    }
+
+    #[test]
+    fn whole_table_plan_follows_the_table_options() {
+        let opts = |pairs: &[(&str, &str)]| {
+            let v: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            crate::options::parse_table(&v).unwrap()
+        };
+        let t = opts(&[
+            ("rowid_column", "key"),
+            ("prefix", "a/"),
+            ("keys_only", "true"),
+            ("revision", "7"),
+            ("consistency", "s"),
+        ]);
+        let p = ScanPlan::whole_table(&t, 1000, true);
+        assert_eq!(p.keys, KeySet::from_range(KeyRange::prefix(b"a/")));
+        assert!(p.keys_only && p.serializable && p.adaptive_fetch);
+        assert_eq!(
+            (p.revision, p.fetch_size, p.limit, p.sort),
+            (7, 1000, None, None)
+        );
+        assert!(p.params.is_empty() && p.unused.is_empty());
+        let p = ScanPlan::whole_table(&opts(&[("rowid_column", "key")]), 50, false);
+        assert!(p.keys.is_all() && !p.keys_only && !p.serializable && !p.adaptive_fetch);
     }
 
     #[test]

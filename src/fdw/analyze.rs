@@ -6,7 +6,7 @@
 //! revision like any scan; only the sampled rows are converted into tuples,
 //! so memory stays at one page plus the sample.
 
-use etcd_fdw_core::options::{effective_fetch_size, Consistency};
+use etcd_fdw_core::options::effective_fetch_size;
 use etcd_fdw_core::plan::ScanPlan;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -95,19 +95,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
     let (table, server_oid, _cols) = table_info(relid);
     let server = catalog::server_info(server_oid, owner);
     let (fetch_size, adaptive_fetch) = effective_fetch_size(&server.options, &table);
-    let plan = ScanPlan {
-        keys: table.key_set(),
-        params: Vec::new(),
-        sort: None,
-        limit: None,
-        keys_only: table.keys_only,
-        revision: table.revision,
-        serializable: table.consistency == Consistency::Serializable,
-        fetch_size,
-        adaptive_fetch,
-        pushed: Vec::new(),
-        unused: Vec::new(),
-    };
+    let plan = ScanPlan::whole_table(&table, fetch_size, adaptive_fetch);
     // The sample lives in ANALYZE's context (current on entry); each
     // row's datums are built in a scratch context reset after every row.
     let sample_cxt = pg_sys::CurrentMemoryContext;

@@ -439,14 +439,15 @@ unsafe fn add_parameterized_paths(
     }
 }
 
-/// The attributes (0-based) of this relation the query reads: those in
-/// its target list and in the clauses evaluated locally (`None`: all, for
-/// a whole-row reference, which UPDATE of a foreign table always adds).
-unsafe fn used_columns(
+/// The attributes (0-based) of this relation the query never reads:
+/// neither in its target list nor in a clause evaluated locally.  Empty
+/// when there is a whole-row reference (which UPDATE of a foreign table
+/// always adds).
+unsafe fn unused_columns(
     baserel: *mut pg_sys::RelOptInfo,
     st: &RelState,
     local: *mut pg_sys::List,
-) -> Option<Vec<usize>> {
+) -> Vec<u16> {
     let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
     pg_sys::pull_varattnos(
         (*(*baserel).reltarget).exprs as *mut pg_sys::Node,
@@ -456,16 +457,13 @@ unsafe fn used_columns(
     pg_sys::pull_varattnos(local as *mut pg_sys::Node, (*baserel).relid, &mut attrs);
     let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
     if pg_sys::bms_is_member(-offset, attrs) {
-        return None;
+        return Vec::new();
     }
-    Some(
-        st.columns
-            .columns
-            .iter()
-            .map(|c| c.index)
-            .filter(|&i| pg_sys::bms_is_member(i as i32 + 1 - offset, attrs))
-            .collect(),
-    )
+    (st.columns.columns.iter())
+        .map(|c| c.index)
+        .filter(|&i| !pg_sys::bms_is_member(i as i32 + 1 - offset, attrs))
+        .map(|i| i as u16)
+        .collect()
 }
 
 #[pgrx::pg_guard]
@@ -531,32 +529,20 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             "etcd_fdw planned a sort that needs a LIMIT it cannot push down",
         );
     }
-    let used = used_columns(baserel, st, local.as_ptr());
-    let unused: Vec<u16> = match &used {
-        None => Vec::new(),
-        Some(used) => (st.columns.columns.iter())
-            .map(|c| c.index)
-            .filter(|i| !used.contains(i))
-            .map(|i| i as u16)
-            .collect(),
-    };
+    let unused = unused_columns(baserel, st, local.as_ptr());
     let needs_value = st
         .columns
         .find(Field::Value)
         .is_some_and(|vc| !unused.contains(&(vc.index as u16)));
-    let keys_only = st.table.keys_only || !needs_value;
     let plan = ScanPlan {
         keys,
         params,
         sort: path_sort,
         limit,
-        keys_only,
-        revision: st.table.revision,
-        serializable: st.table.consistency == etcd_fdw_core::options::Consistency::Serializable,
-        fetch_size: st.fetch_size,
-        adaptive_fetch: st.adaptive_fetch,
+        keys_only: st.table.keys_only || !needs_value,
         pushed: pushed_desc,
         unused,
+        ..ScanPlan::whole_table(&st.table, st.fetch_size, st.adaptive_fetch)
     };
     let encoded = std::ffi::CString::new(plan.encode()).unwrap_or_default();
     let mut private = PgList::<pg_sys::Node>::new();
