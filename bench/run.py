@@ -30,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -492,7 +493,6 @@ class Bench:
                         for c in (1, 4))
             + "."
         )
-        self.lookup_floor = floors
 
         script = os.path.join(self.tmp, "lookup.sql")
         with open(script, "w") as f:
@@ -512,37 +512,16 @@ class Bench:
             def fdw_run(_it, conc=conc, per_client=per_client):
                 return 1.0 / self.pgbench(script, conc, per_client), None
 
-            def raw_run(_it, keys_file=keys_file, count=count, conc=conc):
-                r = self.raw.run("lookups", "--keys-file", keys_file, "--count", count,
-                                 "--concurrency", conc)
-                if r["found"] != r["ops"]:
-                    raise BenchError(f"raw lookups: {r['ops'] - r['found']} keys not found")
-                return 1.0 / r["ops_per_sec"], None
-
             log(f"point lookups, {count} per run, {conc} client(s)")
             # warm-up: a short pgbench run (and the raw client's first run)
             self.pgbench(script, conc, 50)
-            fdw_s, raw_s = [], []
-            for _ in range(a.reps):
-                fdw_s.append(fdw_run(1)[0])
-                raw_s.append(raw_run(1)[0])
-            m = {"fdw": fdw_s, "raw": raw_s, "iters": 1, "reps": a.reps,
-                 "fdw_median": median(fdw_s), "raw_median": median(raw_s), "count": count}
-            f_tps = 1.0 / m["fdw_median"]
-            r_tps = 1.0 / m["raw_median"]
-            ratio = r_tps / f_tps
-            self.res.add(
-                workload=f"point lookups, {conc} client{'s' if conc > 1 else ''} "
-                         f"(pgbench -M prepared vs {conc} task{'s' if conc > 1 else ''})",
-                n=fmt_n(L), fdw=f"{f_tps:,.0f} ops/s", raw=f"{r_tps:,.0f} ops/s",
-                ratio=f"{ratio:.2f}", target="≤ 1.3x (raw/FDW ops/s)",
-                result="pass" if ratio <= 1.3 else "FAIL", reps=f"{a.reps}×{count}",
-                fdw_value=f_tps, raw_value=r_tps,
-            )
-            self.res.samples[f"point lookups c={conc}"] = m
+            self.lookup_row(
+                f"point lookups, {conc} client{'s' if conc > 1 else ''} "
+                f"(pgbench -M prepared vs {conc} task{'s' if conc > 1 else ''})",
+                f"point lookups c={conc}", L, conc, count, fdw_run, keys_file, target=1.3)
 
         one = self.res.samples["point lookups c=1"]
-        noreq = 1.0 / self.lookup_floor["noreq", 1]
+        noreq = 1.0 / floors["noreq", 1]
         bound = (noreq + one["raw_median"]) / one["raw_median"]
         self.res.notes.append(
             f"Lower bound for the 1-client pgbench row: a lookup through PostgreSQL takes at "
@@ -582,7 +561,6 @@ class Bench:
                     cn.execute("SELECT lk_loop(50, %s, %s)", (base, span))
 
                 def fdw_run(_it, conns=conns, per=per, count=count):
-                    import threading
                     barrier = threading.Barrier(len(conns) + 1)
                     errors = []
 
@@ -607,32 +585,41 @@ class Bench:
                         raise BenchError("in-backend lookups: " + "; ".join(errors))
                     return el / count, None
 
-                keys_file = os.path.join(self.tmp, f"lookup_keys_{conc}.txt")
-
-                def raw_run(_it, keys_file=keys_file, count=count, conc=conc):
-                    r = self.raw.run("lookups", "--keys-file", keys_file, "--count", count,
-                                     "--concurrency", conc)
-                    return 1.0 / r["ops_per_sec"], None
-
                 log(f"in-backend point lookups, {count} per run, {conc} session(s)")
-                fdw_s, raw_s = [], []
-                for _ in range(a.reps):
-                    fdw_s.append(fdw_run(1)[0])
-                    raw_s.append(raw_run(1)[0])
+                self.lookup_row(
+                    f"point lookups in the backend, {conc} session{'s' if conc > 1 else ''} "
+                    f"(PL/pgSQL loop vs {conc} task{'s' if conc > 1 else ''})",
+                    f"in-backend lookups c={conc}", span, conc, count, fdw_run,
+                    os.path.join(self.tmp, f"lookup_keys_{conc}.txt"), target=None)
             finally:
                 for cn in conns:
                     cn.close()
-            m = {"fdw": fdw_s, "raw": raw_s, "iters": 1, "reps": a.reps,
-                 "fdw_median": median(fdw_s), "raw_median": median(raw_s), "count": count}
-            f_tps, r_tps = 1.0 / m["fdw_median"], 1.0 / m["raw_median"]
-            self.res.add(
-                workload=f"point lookups in the backend, {conc} session{'s' if conc > 1 else ''} "
-                         f"(PL/pgSQL loop vs {conc} task{'s' if conc > 1 else ''})",
-                n=fmt_n(span), fdw=f"{f_tps:,.0f} ops/s", raw=f"{r_tps:,.0f} ops/s",
-                ratio=f"{r_tps / f_tps:.2f}", target="(none)", result="info",
-                reps=f"{a.reps}×{count}", fdw_value=f_tps, raw_value=r_tps,
-            )
-            self.res.samples[f"in-backend lookups c={conc}"] = m
+
+    def lookup_row(self, workload, sample_name, n, conc, count, fdw_run, keys_file, target):
+        """Alternate fdw_run with `count` raw-client gets of the keys in
+        keys_file (conc tasks) a.reps times; record throughputs and the
+        raw/FDW ratio (checked against `target` unless None)."""
+        a = self.a
+        fdw_s, raw_s = [], []
+        for _ in range(a.reps):
+            fdw_s.append(fdw_run(1)[0])
+            r = self.raw.run("lookups", "--keys-file", keys_file, "--count", count,
+                             "--concurrency", conc)
+            if r["found"] != r["ops"]:
+                raise BenchError(f"raw lookups: {r['ops'] - r['found']} keys not found")
+            raw_s.append(1.0 / r["ops_per_sec"])
+        m = {"fdw": fdw_s, "raw": raw_s, "iters": 1, "reps": a.reps,
+             "fdw_median": median(fdw_s), "raw_median": median(raw_s), "count": count}
+        f_tps, r_tps = 1.0 / m["fdw_median"], 1.0 / m["raw_median"]
+        ratio = r_tps / f_tps
+        self.res.add(
+            workload=workload, n=fmt_n(n), fdw=f"{f_tps:,.0f} ops/s", raw=f"{r_tps:,.0f} ops/s",
+            ratio=f"{ratio:.2f}",
+            target="(none)" if target is None else f"≤ {target}x (raw/FDW ops/s)",
+            result="info" if target is None else ("pass" if ratio <= target else "FAIL"),
+            reps=f"{a.reps}×{count}", fdw_value=f_tps, raw_value=r_tps,
+        )
+        self.res.samples[sample_name] = m
 
     def pgbench(self, script, conc, per_client):
         """Run pgbench -M prepared; its tps without initial connection time."""
