@@ -10,13 +10,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::hash::{Hash, Hasher};
 
 use etcd_fdw_core::options::{self, ServerOptions, TableOptions};
 use pgrx::pg_sys;
 use pgrx::PgList;
 
+use crate::encoding;
 use crate::error::option_error;
 
 /// A `List` of `DefElem` as name/value pairs.
@@ -27,12 +27,10 @@ pub unsafe fn deflist_to_pairs(list: *mut pg_sys::List) -> Vec<(String, String)>
     let list = PgList::<pg_sys::DefElem>::from_pg(list);
     list.iter_ptr()
         .map(|def| {
-            let name = CStr::from_ptr((*def).defname)
-                .to_string_lossy()
-                .into_owned();
-            let value = CStr::from_ptr(pg_sys::defGetString(def))
-                .to_string_lossy()
-                .into_owned();
+            // Option values are in the database encoding; etcd speaks
+            // UTF-8 (a prefix must select the bytes etcd stores).
+            let name = encoding::server_cstr((*def).defname);
+            let value = encoding::server_cstr(pg_sys::defGetString(def));
             (name, value)
         })
         .collect()
@@ -178,9 +176,7 @@ fn read_server_info(server_oid: pg_sys::Oid, userid: pg_sys::Oid) -> ServerInfo 
     // returned struct lives in the current memory context.
     unsafe {
         let server = pg_sys::GetForeignServer(server_oid);
-        let server_name = CStr::from_ptr((*server).servername)
-            .to_string_lossy()
-            .into_owned();
+        let server_name = encoding::server_cstr((*server).servername);
         let pairs = deflist_to_pairs((*server).options);
         let mapping = user_mapping_options(userid, server_oid);
         let options = options::parse_server(&pairs, &mapping).unwrap_or_else(|e| option_error(&e));
@@ -215,7 +211,7 @@ pub fn rel_name(relid: pg_sys::Oid) -> String {
         if p.is_null() {
             format!("relation {}", u32::from(relid))
         } else {
-            CStr::from_ptr(p).to_string_lossy().into_owned()
+            encoding::server_cstr(p)
         }
     }
 }

@@ -8,11 +8,10 @@
 //! bigint.  Text columns hold etcd bytes converted from UTF-8 to the
 //! database encoding; invalid bytes raise an ERROR naming the key.
 
-use std::ffi::CStr;
-
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
+use crate::encoding;
 use crate::error::raise;
 
 /// The part of an etcd key-value pair a column shows.
@@ -122,9 +121,7 @@ pub unsafe fn attr(tupdesc: pg_sys::TupleDesc, i: usize) -> &'static pg_sys::For
 /// # Safety
 /// As [`attr`].
 pub unsafe fn attr_name(tupdesc: pg_sys::TupleDesc, i: usize) -> String {
-    CStr::from_ptr(attr(tupdesc, i).attname.data.as_ptr())
-        .to_string_lossy()
-        .into_owned()
+    encoding::server_cstr(attr(tupdesc, i).attname.data.as_ptr())
 }
 
 /// Map the columns of `tupdesc`.  Unknown column names and unsupported
@@ -196,41 +193,6 @@ pub fn display_key(bytes: &[u8]) -> String {
     out
 }
 
-/// The database's encoding, cached per backend.
-fn db_encoding() -> i32 {
-    thread_local! {
-        static ENC: i32 = unsafe { pg_sys::GetDatabaseEncoding() };
-    }
-    ENC.with(|e| *e)
-}
-
-/// Whether text in this database is stored as UTF-8 bytes (or unchecked
-/// bytes), so that byte order on etcd equals byte order in PostgreSQL.
-pub fn db_text_is_utf8_bytes() -> bool {
-    let e = db_encoding() as u32;
-    e == pg_sys::pg_enc::PG_UTF8 || e == pg_sys::pg_enc::PG_SQL_ASCII
-}
-
-/// A message or EXPLAIN text as the server expects it.  Rust strings are
-/// UTF-8; in a database of another encoding, non-ASCII characters are
-/// written as `\u{XXXX}` escapes so nothing is misread (or unconvertible).
-pub fn for_server(s: &str) -> std::borrow::Cow<'_, str> {
-    if db_text_is_utf8_bytes() || s.is_ascii() {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    std::borrow::Cow::Owned(
-        s.chars()
-            .map(|c| {
-                if c.is_ascii() {
-                    c.to_string()
-                } else {
-                    format!("\\u{{{:04x}}}", c as u32)
-                }
-            })
-            .collect(),
-    )
-}
-
 #[cold]
 fn bad_text(field: Field, key: &[u8], why: &str) -> ! {
     let what = match field {
@@ -245,7 +207,7 @@ fn bad_text(field: Field, key: &[u8], why: &str) -> ! {
     )
 }
 
-/// A text datum of `bytes` (UTF-8 from etcd).
+/// A text datum of `bytes` (UTF-8 from etcd), in the server encoding.
 ///
 /// # Safety
 /// Must run in a memory context suitable for the datum's lifetime.
@@ -253,24 +215,31 @@ pub unsafe fn text_datum(bytes: &[u8], field: Field, key: &[u8]) -> pg_sys::Datu
     if bytes.contains(&0) {
         bad_text(field, key, "contains a zero byte, which text cannot hold");
     }
-    let enc = db_encoding() as u32;
-    if enc == pg_sys::pg_enc::PG_SQL_ASCII {
-        // No validation in a SQL_ASCII database, as PostgreSQL does.
-    } else if std::str::from_utf8(bytes).is_err() {
+    // No validation in a SQL_ASCII database, as PostgreSQL does.
+    if encoding::db_encoding() != pg_sys::pg_enc::PG_SQL_ASCII
+        && std::str::from_utf8(bytes).is_err()
+    {
         bad_text(field, key, "is not valid UTF-8");
-    } else if enc != pg_sys::pg_enc::PG_UTF8 {
-        let conv = pg_sys::pg_any_to_server(
-            bytes.as_ptr() as *const _,
-            bytes.len() as i32,
-            pg_sys::pg_enc::PG_UTF8 as i32,
-        );
-        let len = CStr::from_ptr(conv).to_bytes().len();
-        return pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(conv, len as i32));
     }
-    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-        bytes.as_ptr() as *const _,
-        bytes.len() as i32,
-    ))
+    let text = encoding::utf8_to_server(bytes);
+    text_from_bytes(&text)
+}
+
+/// A text datum holding exactly `bytes` (already in the server encoding).
+///
+/// # Safety
+/// As [`text_datum`].
+unsafe fn text_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
+    let total = bytes.len() + pg_sys::VARHDRSZ;
+    let p = pg_sys::palloc(total) as *mut pg_sys::varlena;
+    pgrx::set_varsize_4b(p, total as i32);
+    // SAFETY: p has room for the header plus bytes.len() bytes.
+    std::ptr::copy_nonoverlapping(
+        bytes.as_ptr(),
+        (p as *mut u8).add(pg_sys::VARHDRSZ),
+        bytes.len(),
+    );
+    pg_sys::Datum::from(p)
 }
 
 /// A bytea datum of `bytes`.
@@ -278,15 +247,8 @@ pub unsafe fn text_datum(bytes: &[u8], field: Field, key: &[u8]) -> pg_sys::Datu
 /// # Safety
 /// As [`text_datum`].
 pub unsafe fn bytea_datum(bytes: &[u8]) -> pg_sys::Datum {
-    let total = bytes.len() + pg_sys::VARHDRSZ;
-    let p = pg_sys::palloc(total) as *mut pg_sys::varlena;
-    pgrx::set_varsize_4b(p, total as i32);
-    std::ptr::copy_nonoverlapping(
-        bytes.as_ptr(),
-        (p as *mut u8).add(pg_sys::VARHDRSZ),
-        bytes.len(),
-    );
-    pg_sys::Datum::from(p)
+    // text and bytea share the varlena layout.
+    text_from_bytes(bytes)
 }
 
 /// The bytes of a text or bytea datum; text is converted to UTF-8.
@@ -297,13 +259,8 @@ pub unsafe fn varlena_bytes<'a>(d: pg_sys::Datum, repr: Repr) -> std::borrow::Co
     let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
     let len = pgrx::varsize_any_exhdr(v);
     let data = std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, len);
-    if repr == Repr::Text && !db_text_is_utf8_bytes() {
-        let conv = pg_sys::pg_server_to_any(
-            data.as_ptr() as *const _,
-            len as i32,
-            pg_sys::pg_enc::PG_UTF8 as i32,
-        );
-        return std::borrow::Cow::Owned(CStr::from_ptr(conv).to_bytes().to_vec());
+    if repr == Repr::Text {
+        return encoding::server_to_utf8(data);
     }
     std::borrow::Cow::Borrowed(data)
 }

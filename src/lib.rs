@@ -7,6 +7,7 @@
 //! * [`runtime`]: the per-backend tokio runtime and interruptible waits;
 //! * [`connection`]: the per-backend connection cache;
 //! * [`catalog`]: reading server, user mapping and table options;
+//! * [`encoding`]: the database encoding and text conversions to/from UTF-8;
 //! * [`columns`]: column mapping and etcd bytes <-> datums;
 //! * [`fdw`]: the `FdwRoutine` callbacks (planning, scanning, modifying,
 //!   EXPLAIN) and the validator;
@@ -25,6 +26,7 @@ pub extern "C-unwind" fn _PG_init() {
 mod catalog;
 mod columns;
 mod connection;
+mod encoding;
 mod error;
 mod fdw;
 mod runtime;

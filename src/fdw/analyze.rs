@@ -127,7 +127,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
     *totaldeadrows = 0.0;
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
-        crate::columns::for_server(&format!(
+        crate::encoding::for_server(&format!(
             "\"{}\": etcd holds {} keys in the table's range, {} rows in sample ({} requests)",
             catalog::rel_name(relid),
             reservoir.seen,

@@ -11,7 +11,7 @@ use super::scan::ScanExec;
 
 unsafe fn text(label: &str, value: &str, es: *mut pg_sys::ExplainState) {
     let l = CString::new(label).unwrap_or_default();
-    let v = CString::new(crate::columns::for_server(value).replace('\0', "")).unwrap_or_default();
+    let v = CString::new(crate::encoding::for_server(value).replace('\0', "")).unwrap_or_default();
     pg_sys::ExplainPropertyText(l.as_ptr(), v.as_ptr(), es);
 }
 

@@ -131,7 +131,7 @@ fn deterministic(collid: pg_sys::Oid) -> bool {
 /// range comparisons) decided by etcd.
 pub fn orders_like_bytes(repr: Repr, collid: pg_sys::Oid) -> bool {
     match repr {
-        Repr::Text => collation_is_c(collid) && columns::db_text_is_utf8_bytes(),
+        Repr::Text => collation_is_c(collid) && crate::encoding::db_text_is_utf8_bytes(),
         Repr::Bytea | Repr::Int8 => true,
         Repr::Io => false,
     }
@@ -211,9 +211,7 @@ unsafe fn describe_value(root: *mut pg_sys::PlannerInfo, e: *mut pg_sys::Node) -
         let v = e as *mut pg_sys::Var;
         let rte = *(*root).simple_rte_array.add((*v).varno as usize);
         let alias = if !(*rte).eref.is_null() {
-            CStr::from_ptr((*(*rte).eref).aliasname)
-                .to_string_lossy()
-                .into_owned()
+            crate::encoding::server_cstr((*(*rte).eref).aliasname)
         } else {
             String::from("?")
         };
@@ -222,7 +220,7 @@ unsafe fn describe_value(root: *mut pg_sys::PlannerInfo, e: *mut pg_sys::Node) -
             if p.is_null() {
                 format!("#{}", (*v).varattno)
             } else {
-                CStr::from_ptr(p).to_string_lossy().into_owned()
+                crate::encoding::server_cstr(p)
             }
         } else {
             format!("#{}", (*v).varattno)
