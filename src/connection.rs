@@ -36,9 +36,7 @@ fn key(info: &ServerInfo) -> Key {
     (u32::from(info.server_oid), u32::from(info.user_oid))
 }
 
-/// Largest gRPC response accepted (tonic's default is 4 MiB; a page of
-/// large values can exceed it).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
 
 /// A KV client for `info`, connecting (or reconnecting) when needed.
 pub fn kv_client(info: &ServerInfo) -> KvClient {
@@ -100,25 +98,27 @@ where
     F: Fn(KvClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
-    let kv = kv_client(info);
-    match block_on(f(kv)) {
-        Ok(v) => v,
+    try_with_retry(info, f).unwrap_or_else(|e| etcd_error(&e, &what()))
+}
+
+/// [`with_retry`], handing the final error to the caller.
+pub fn try_with_retry<T, F, Fut>(info: &ServerInfo, f: F) -> Result<T, EtcdError>
+where
+    F: Fn(KvClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
+    let first = block_on(f(kv_client(info)));
+    let result = match first {
         Err(e) if e.retryable(info.options.endpoints.len()) => {
             note_error(info, &e);
-            let kv = kv_client(info);
-            match block_on(f(kv)) {
-                Ok(v) => v,
-                Err(e) => {
-                    note_error(info, &e);
-                    etcd_error(&e, &what())
-                }
-            }
+            block_on(f(kv_client(info)))
         }
-        Err(e) => {
-            note_error(info, &e);
-            etcd_error(&e, &what())
-        }
+        other => other,
+    };
+    if let Err(e) = &result {
+        note_error(info, e);
     }
+    result
 }
 
 /// Run a non-idempotent request (a write) once.

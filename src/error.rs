@@ -22,7 +22,7 @@ pub fn raise_with(
     detail: Option<String>,
     hint: Option<String>,
 ) -> ! {
-    let conv = |t: String| crate::columns::for_server(&t).into_owned();
+    let conv = |t: String| crate::encoding::for_server(&t).into_owned();
     let mut r = ErrorReport::new(code, conv(message), "etcd_fdw");
     if let Some(d) = detail {
         r = r.set_detail(conv(d));
@@ -32,6 +32,14 @@ pub fn raise_with(
     }
     r.report(PgLogLevel::ERROR);
     unreachable!("ERROR level report returned")
+}
+
+/// Emit a WARNING with a hint; execution continues.
+pub fn warning_with_hint(code: PgSqlErrorCode, message: String, hint: String) {
+    let conv = |t: String| crate::encoding::for_server(&t).into_owned();
+    ErrorReport::new(code, conv(message), "etcd_fdw")
+        .set_hint(conv(hint))
+        .report(PgLogLevel::WARNING);
 }
 
 /// Raise an option validation error.
@@ -66,6 +74,9 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
             {
                 PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
             }
+            Code::OutOfRange if e.response_too_large().is_some() => {
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
+            }
             Code::OutOfRange => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Code::Unavailable => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
             _ => PgSqlErrorCode::ERRCODE_FDW_ERROR,
@@ -91,6 +102,10 @@ pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
         EtcdError::Status { message, .. } if message.contains("too many operations") => Some(
             "Lower the option \"batch_size\" to at most the etcd cluster's --max-txn-ops (128 by default).".to_string(),
         ),
+        _ if e.response_too_large().is_some() => Some(format!(
+            "etcd_fdw accepts answers of up to {} MiB from etcd.",
+            etcd_fdw_core::client::MAX_RESPONSE_BYTES >> 20
+        )),
         EtcdError::Status { message, .. } if message.contains("larger than max") => Some(
             "etcd refuses gRPC messages larger than its limit (2 MiB by default).".to_string(),
         ),

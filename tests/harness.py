@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import json
 import os
 import pwd
@@ -495,6 +496,19 @@ def selected_etcd_versions():
     return out
 
 
+@contextlib.contextmanager
+def private_etcd(extra_args=None):
+    """A started etcd of one version (3.5.1 when selected) for tests that
+    load a lot of data or need special server flags; destroyed afterwards."""
+    vs = selected_etcd_versions()
+    srv = EtcdServer("3.5.1" if "3.5.1" in vs else vs[-1], extra_args=extra_args)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.destroy()
+
+
 class EtcdctlError(RuntimeError):
     pass
 
@@ -939,6 +953,15 @@ def expect_error(conn, sql, params=None, sqlstate=None, sqlstate_class=None, con
             assert s in text, f"{s!r} not in error text: {text}"
         return e
     raise AssertionError(f"statement unexpectedly succeeded: {sql}")
+
+
+def vm_hwm_kb(pid):
+    """Peak resident set size (VmHWM) of process pid, in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
 def assert_session_usable(conn):

@@ -49,6 +49,24 @@ impl EtcdError {
         }
     }
 
+    /// `Some(size)` when the answer was larger than the client accepts
+    /// (tonic refuses to decode it; `size` is what etcd sent, when the
+    /// message says): the request must ask for less.
+    pub fn response_too_large(&self) -> Option<Option<u64>> {
+        let EtcdError::Status { code, message } = self else {
+            return None;
+        };
+        if *code != tonic::Code::OutOfRange || !message.contains("message length too large") {
+            return None;
+        }
+        let found = message
+            .split("found ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok());
+        Some(found)
+    }
+
     /// Whether an idempotent request may be retried once on a new
     /// connection: the member went away (the connection broke or it is
     /// unavailable), the auth token expired, or, when there are other
@@ -121,6 +139,12 @@ pub fn tls_config(opts: &ServerOptions) -> Result<Option<TlsOptions>, EtcdError>
     }
     Ok(Some(tls))
 }
+
+/// Largest gRPC response the client accepts (tonic's default is 4 MiB; a
+/// page of large values can exceed it).  This is also the hard byte bound
+/// of a scan's page: a larger answer is refused by the client and the scan
+/// asks again for fewer keys (adaptive pages aim at a quarter of it).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// HTTP/2 flow-control window per stream (a scan page is at most
 /// `scan::PAGE_BYTES` of data plus framing).
@@ -243,5 +267,36 @@ where
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r.map_err(EtcdError::from),
         Err(_) => Err(EtcdError::Timeout(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_large_answers_are_recognised() {
+        let e = |code, m: &str| EtcdError::Status {
+            code,
+            message: m.to_string(),
+        };
+        let tonic_msg = "Error, decoded message length too large: found 83886300 bytes, the limit is: 67108864 bytes";
+        assert_eq!(
+            e(tonic::Code::OutOfRange, tonic_msg).response_too_large(),
+            Some(Some(83_886_300))
+        );
+        assert_eq!(
+            e(tonic::Code::OutOfRange, "decoded message length too large").response_too_large(),
+            Some(None)
+        );
+        assert_eq!(
+            e(
+                tonic::Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted"
+            )
+            .response_too_large(),
+            None,
+            "a compacted revision is not a size problem"
+        );
     }
 }

@@ -40,6 +40,17 @@ impl SortField {
         })
     }
 
+    /// The value of this field in `kv`, comparable the way etcd sorts.
+    fn sort_key(self, kv: &KeyValue) -> SortKey<'_> {
+        match self {
+            SortField::Key => SortKey::Bytes(kv.key()),
+            SortField::Value => SortKey::Bytes(kv.value()),
+            SortField::CreateRevision => SortKey::Int(kv.create_revision()),
+            SortField::ModRevision => SortKey::Int(kv.mod_revision()),
+            SortField::Version => SortKey::Int(kv.version()),
+        }
+    }
+
     fn target(self) -> SortTarget {
         match self {
             SortField::Key => SortTarget::Key,
@@ -49,6 +60,33 @@ impl SortField {
             SortField::Version => SortTarget::Version,
         }
     }
+}
+
+/// A sort field's value: raw bytes (etcd's order) or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SortKey<'a> {
+    Int(i64),
+    Bytes(&'a [u8]),
+}
+
+/// Merge `more` into `top`, the best `limit` items so far in the order of
+/// `key` (descending when `desc`).  Both inputs are whole answers of
+/// ranges, so the result holds the best `limit` items of their union.
+/// Stable: among equal keys, earlier items stay first.
+pub fn merge_top<T>(
+    top: &mut Vec<T>,
+    more: Vec<T>,
+    limit: usize,
+    desc: bool,
+    key: impl for<'a> Fn(&'a T) -> SortKey<'a>,
+) {
+    top.extend(more);
+    if desc {
+        top.sort_by(|a, b| key(b).cmp(&key(a)));
+    } else {
+        top.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
+    top.truncate(limit);
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,9 +145,16 @@ impl ScanSpec {
     }
 
     /// Non-key sorts cannot be paged by key; they are only pushed down with
-    /// a limit and read in one request.
+    /// a limit and read in one request per range.
     fn single_request(&self) -> bool {
         matches!(self.sort, Some((f, _)) if f != SortField::Key)
+    }
+
+    /// A non-key sort over several ranges: etcd sorts each range on its
+    /// own, so each range is asked for the whole limit and the answers are
+    /// merged, keeping the best `limit` rows (never concatenated).
+    fn merges_ranges(&self) -> bool {
+        self.single_request() && self.keys.ranges().len() > 1
     }
 }
 
@@ -163,6 +208,21 @@ pub struct Pager {
     pages: u64,
     /// Keys to ask for in the next request.
     page_limit: u64,
+    /// With [`ScanSpec::merges_ranges`]: the best rows of the ranges read
+    /// so far, handed out once the last range is read.
+    merged: Option<Vec<KeyValue>>,
+}
+
+/// What to do after etcd refused to send a page because the response
+/// would exceed the client's message limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Oversized {
+    /// Ask again for fewer keys (the pager has shrunk its page).
+    Retry,
+    /// The next key alone is too large: give up.
+    SingleKey,
+    /// A non-key sort is one request per range and cannot be split.
+    Sorted,
 }
 
 impl Pager {
@@ -173,7 +233,9 @@ impl Pager {
             pending.reverse();
         }
         let done = pending.is_empty() || spec.limit == Some(0);
+        let merged = spec.merges_ranges().then(Vec::new);
         Pager {
+            merged,
             revision: spec.revision,
             page_limit: spec.fetch_size.max(1) as u64,
             spec,
@@ -203,8 +265,11 @@ impl Pager {
         }
         let range = self.pending.last()?;
         let (key, range_end) = range.to_etcd();
-        let remaining = self.spec.limit.map(|l| l - self.returned);
-        let limit = if self.spec.single_request() {
+        let remaining = self.spec.limit.map(|l| l.saturating_sub(self.returned));
+        let limit = if self.merged.is_some() {
+            // Every range may hold the best rows.
+            self.spec.limit.unwrap_or(0)
+        } else if self.spec.single_request() {
             remaining.unwrap_or(0)
         } else {
             remaining.map_or(self.page_limit, |r| r.min(self.page_limit))
@@ -215,13 +280,17 @@ impl Pager {
             limit: limit as i64,
             sort: self.spec.sort.filter(|s| *s != (SortField::Key, false)),
             revision: self.revision,
-            keys_only: self.spec.keys_only,
+            // Merging by value needs the values even when the query does not.
+            keys_only: self.spec.keys_only
+                && !(self.merged.is_some()
+                    && matches!(self.spec.sort, Some((SortField::Value, _)))),
             serializable: self.spec.serializable,
         })
     }
 
     /// Take the key-value pairs of the response to [`Self::next_request`]
-    /// and advance past them.
+    /// and advance past them.  When several ranges' sorted answers are
+    /// merged, nothing is returned until the last range is read.
     pub fn accept(&mut self, mut resp: GetResponse) -> Vec<KeyValue> {
         let header_revision = resp.header().map_or(0, |h| h.revision());
         let more = resp.more();
@@ -234,7 +303,49 @@ impl Pager {
             more,
             header_revision,
         );
-        kvs
+        match (self.merged.as_mut(), self.spec.sort) {
+            (Some(top), Some((field, desc))) => {
+                let limit = self.spec.limit.map_or(usize::MAX, |l| l as usize);
+                merge_top(top, kvs, limit, desc, |kv| field.sort_key(kv));
+                if self.done {
+                    std::mem::take(top)
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => kvs,
+        }
+    }
+
+    /// etcd could not send the answer to [`Self::next_request`] within the
+    /// client's response limit (`limit_bytes`; `found_bytes` when etcd's
+    /// error said how large it was): shrink the page so the next request
+    /// fits, keeping the revision and position.  Pages are bounded by
+    /// bytes this way even when a run of small keys made them grow before
+    /// large values came.
+    pub fn shrink(&mut self, found_bytes: Option<u64>, limit_bytes: u64) -> Oversized {
+        let asked = match self.next_request() {
+            Some(r) if r.limit > 0 => r.limit as u64,
+            // A whole-range request (non-key sort without limit) or none.
+            _ => u64::MAX,
+        };
+        if self.spec.single_request() {
+            return Oversized::Sorted;
+        }
+        if asked <= 1 {
+            return Oversized::SingleKey;
+        }
+        // Aim at an adaptive page (at most half the limit), assuming the
+        // keys are alike in size.
+        let aim = (PAGE_BYTES as u64).min(limit_bytes / 2);
+        let fit = match found_bytes {
+            Some(found) if found > 0 && asked != u64::MAX => {
+                ((asked as u128 * aim as u128) / found as u128) as u64
+            }
+            _ => asked / 4,
+        };
+        self.page_limit = fit.clamp(1, asked - 1);
+        Oversized::Retry
     }
 
     /// Keys the next request asks for (before any LIMIT).
@@ -263,7 +374,8 @@ impl Pager {
             self.revision = header_revision;
         }
         self.returned += count as u64;
-        if self.spec.limit.is_some_and(|l| self.returned >= l) {
+        let merging = self.merged.is_some();
+        if !merging && self.spec.limit.is_some_and(|l| self.returned >= l) {
             self.done = true;
             return;
         }
@@ -450,5 +562,107 @@ mod tests {
         assert_eq!(r.limit, 10);
         p.advance(2, 20, Some(b"x"), true, 1);
         assert_eq!(p.next_request(), None);
+    }
+
+    #[test]
+    fn merge_keeps_the_best_rows_of_every_range() {
+        fn key<'a>(t: &'a (i64, &'static str)) -> SortKey<'a> {
+            SortKey::Int(t.0)
+        }
+        // Range a: mod_revisions 9, 8, 1; range b: 7, 6, 5 (each sorted
+        // descending by etcd).  The best three overall: 9, 8, 7.
+        let mut top = Vec::new();
+        merge_top(
+            &mut top,
+            vec![(7, "b/3"), (6, "b/2"), (5, "b/1")],
+            3,
+            true,
+            key,
+        );
+        merge_top(
+            &mut top,
+            vec![(9, "a/2"), (8, "a/1"), (1, "a/3")],
+            3,
+            true,
+            key,
+        );
+        assert_eq!(top, vec![(9, "a/2"), (8, "a/1"), (7, "b/3")]);
+        let mut top = Vec::new();
+        merge_top(&mut top, vec![(2, "x"), (4, "y")], 1, false, key);
+        merge_top(&mut top, vec![(1, "z")], 1, false, key);
+        assert_eq!(top, vec![(1, "z")]);
+        fn bytes<'a>(t: &'a &'static [u8]) -> SortKey<'a> {
+            SortKey::Bytes(t)
+        }
+        let mut top: Vec<&[u8]> = vec![b"b"];
+        merge_top(&mut top, vec![&b"a\xff"[..], b"c"], 2, true, bytes);
+        assert_eq!(top, vec![&b"c"[..], b"b"], "bytes compare unsigned");
+    }
+
+    #[test]
+    fn non_key_sort_over_several_ranges_asks_each_for_the_whole_limit() {
+        let mut s = spec(KeySet::from_keys([&b"a/1"[..], b"b/3", b"b/2"]));
+        s.sort = Some((SortField::ModRevision, true));
+        s.limit = Some(1);
+        let mut p = Pager::new(s);
+        let mut asked = Vec::new();
+        while let Some(r) = p.next_request() {
+            asked.push((r.key.clone(), r.limit));
+            p.advance(1, 10, Some(&r.key), false, 7);
+        }
+        asked.sort();
+        assert_eq!(
+            asked,
+            vec![
+                (b"a/1".to_vec(), 1),
+                (b"b/2".to_vec(), 1),
+                (b"b/3".to_vec(), 1)
+            ],
+            "one request per range, none cut short by the first range's rows"
+        );
+        // Merging by value asks for the values, even for a keys-only query.
+        let mut s = spec(KeySet::from_keys([&b"a"[..], b"b"]));
+        s.sort = Some((SortField::Value, true));
+        s.limit = Some(1);
+        s.keys_only = true;
+        assert!(!Pager::new(s.clone()).next_request().unwrap().keys_only);
+        s.sort = Some((SortField::Version, true));
+        assert!(Pager::new(s).next_request().unwrap().keys_only);
+        // A single range is not merged: etcd's sort and limit are exact.
+        let mut s = spec(KeySet::from_range(KeyRange::prefix(b"a/")));
+        s.sort = Some((SortField::Value, false));
+        s.limit = Some(2);
+        assert!(Pager::new(s).merged.is_none());
+    }
+
+    #[test]
+    fn oversized_pages_shrink_until_one_key() {
+        let mut s = spec(KeySet::from_range(KeyRange::prefix(b"p/")));
+        s.fetch_size = 1000;
+        s.adaptive = true;
+        let mut p = Pager::new(s);
+        // Small keys first: the page grows to 4000 keys.
+        p.advance(1000, 1000 * 10, Some(b"p/0999"), true, 3);
+        assert_eq!(p.next_request().unwrap().limit, 4000);
+        // That page would be 1 GiB against a 64 MiB limit: aim at 16 MiB.
+        assert_eq!(p.shrink(Some(1 << 30), 64 << 20), Oversized::Retry);
+        assert_eq!(p.next_request().unwrap().limit, 62);
+        let r = p.next_request().unwrap();
+        assert_eq!(
+            (r.key.as_slice(), r.revision),
+            (&b"p/0999\0"[..], 3),
+            "same position, same revision"
+        );
+        // Without a size in the error: a quarter each time, then one key.
+        assert_eq!(p.shrink(None, 64 << 20), Oversized::Retry);
+        assert_eq!(p.next_request().unwrap().limit, 15);
+        while p.next_request().unwrap().limit > 1 {
+            assert_eq!(p.shrink(None, 64 << 20), Oversized::Retry);
+        }
+        assert_eq!(p.shrink(None, 64 << 20), Oversized::SingleKey);
+        let mut s = spec(KeySet::all());
+        s.sort = Some((SortField::Value, true));
+        s.limit = Some(5);
+        assert_eq!(Pager::new(s).shrink(None, 1), Oversized::Sorted);
     }
 }

@@ -6,13 +6,14 @@
 //! consistent snapshot of etcd.
 
 use etcd_fdw_core::client;
+use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
 use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::plan::{CondOp, ScanPlan};
-use etcd_fdw_core::scan::{Pager, ScanSpec};
+use etcd_fdw_core::scan::{Oversized, PageRequest, Pager, ScanSpec};
 use etcd_fdw_core::writes::revision_to_tid;
 use pgrx::pg_sys;
-use pgrx::{PgList, PgMemoryContexts};
+use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
 use super::plan::{decode_plan, table_info};
 use super::pushdown;
@@ -151,30 +152,46 @@ impl ScanExec {
         }));
     }
 
-    /// Fetch the next page; false when the scan is complete.
+    /// Fetch the next page; false when the scan is complete.  A page
+    /// etcd cannot send within the response limit is asked for again with
+    /// fewer keys, at the same revision.
     fn fetch_page(&mut self) -> bool {
-        let Some(pager) = self.pager.as_mut() else {
-            return false;
-        };
-        let Some(req) = pager.next_request() else {
-            return false;
-        };
         let timeout = self.server.options.request_timeout;
-        let what = || {
-            format!(
-                "reading foreign table \"{}\" from etcd server \"{}\" ({})",
-                catalog::rel_name(self.relid),
-                self.server.server_name,
-                self.server.options.endpoints_display()
-            )
-        };
-        let resp = connection::with_retry(&self.server, &what, |mut kv| {
-            let req = req.clone();
-            async move {
-                let opts = req.get_options();
-                client::with_timeout(timeout, kv.get(req.key, Some(opts))).await
+        let resp = loop {
+            let Some(req) = self.pager.as_ref().and_then(Pager::next_request) else {
+                return false;
+            };
+            let result = connection::try_with_retry(&self.server, |mut kv| {
+                let req = req.clone();
+                async move {
+                    let opts = req.get_options();
+                    client::with_timeout(timeout, kv.get(req.key, Some(opts))).await
+                }
+            });
+            let e = match result {
+                Ok(resp) => break resp,
+                Err(e) => e,
+            };
+            let (Some(found), Some(pager)) = (e.response_too_large(), self.pager.as_mut()) else {
+                crate::error::etcd_error(&e, &self.what())
+            };
+            match pager.shrink(found, MAX_RESPONSE_BYTES as u64) {
+                Oversized::Retry => continue,
+                Oversized::SingleKey => self.key_too_large(&req),
+                Oversized::Sorted => crate::error::raise_with(
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "the sorted answer of etcd for foreign table \"{}\" is larger than {} MiB",
+                        catalog::rel_name(self.relid),
+                        MAX_RESPONSE_BYTES >> 20
+                    ),
+                    Some(format!("{e}")),
+                    Some(
+                        "A sort etcd does for a LIMIT is one request; use a smaller LIMIT.".into(),
+                    ),
+                ),
             }
-        });
+        };
         let Some(pager) = self.pager.as_mut() else {
             return false;
         };
@@ -183,6 +200,48 @@ impl ScanExec {
         self.keys_fetched += kvs.len() as u64;
         self.page = kvs.into_iter();
         true
+    }
+
+    /// What the scan was doing, for error messages.
+    fn what(&self) -> String {
+        format!(
+            "reading foreign table \"{}\" from etcd server \"{}\" ({})",
+            catalog::rel_name(self.relid),
+            self.server.server_name,
+            self.server.options.endpoints_display()
+        )
+    }
+
+    /// Raise 54000 for the next key of `req`, which alone exceeds the
+    /// response limit, naming it (read again with keys_only, which fits).
+    fn key_too_large(&self, req: &PageRequest) -> ! {
+        let timeout = self.server.options.request_timeout;
+        let probe = PageRequest {
+            limit: 1,
+            keys_only: true,
+            ..req.clone()
+        };
+        let named = connection::try_with_retry(&self.server, |mut kv| {
+            let probe = probe.clone();
+            async move {
+                let opts = probe.get_options();
+                client::with_timeout(timeout, kv.get(probe.key, Some(opts))).await
+            }
+        })
+        .ok()
+        .and_then(|mut r| r.take_kvs().into_iter().next())
+        .map(|kv| format!(" \"{}\"", columns::display_key(kv.key())))
+        .unwrap_or_default();
+        crate::error::raise_with(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "etcd key{named} of foreign table \"{}\" is larger than the {} MiB etcd_fdw accepts in one answer",
+                catalog::rel_name(self.relid),
+                MAX_RESPONSE_BYTES >> 20
+            ),
+            Some(self.what()),
+            None,
+        )
     }
 
     /// The next key-value pair of the scan, fetching pages as needed.
