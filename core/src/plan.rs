@@ -127,6 +127,9 @@ pub struct ScanPlan {
     pub unused: Vec<u16>,
 }
 
+/// First line of an encoded plan: the format and its version.
+const PLAN_HEADER: &str = "etcd_fdw scan 1";
+
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -164,9 +167,10 @@ impl ScanPlan {
         }
     }
 
-    /// One `name value` pair per line; bytes in hex, free text last.
+    /// One `name value` pair per line after a version header; bytes in
+    /// hex, free text last.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        let mut out = format!("{PLAN_HEADER}\n");
         for r in self.keys.ranges() {
             out.push_str(&format!(
                 "range {} {}\n",
@@ -205,8 +209,15 @@ impl ScanPlan {
         out
     }
 
+    /// The plan [`Self::encode`] wrote; `None` for anything else (an
+    /// empty string included: no plan is never "no keys").
     pub fn decode(s: &str) -> Option<ScanPlan> {
+        let mut lines = s.lines();
+        if lines.next()? != PLAN_HEADER {
+            return None;
+        }
         let mut ranges = Vec::new();
+        let mut flags = false;
         let mut plan = ScanPlan {
             keys: KeySet::empty(),
             params: Vec::new(),
@@ -220,7 +231,7 @@ impl ScanPlan {
             pushed: Vec::new(),
             unused: Vec::new(),
         };
-        for line in s.lines() {
+        for line in lines {
             let (tag, rest) = line.split_once(' ')?;
             let mut it = rest.split(' ');
             match tag {
@@ -242,6 +253,7 @@ impl ScanPlan {
                 }
                 "limit" => plan.limit = Some(it.next()?.parse().ok()?),
                 "flags" => {
+                    flags = true;
                     plan.keys_only = it.next()? == "1";
                     plan.revision = it.next()?.parse().ok()?;
                     plan.serializable = it.next()? == "1";
@@ -257,8 +269,44 @@ impl ScanPlan {
                 _ => return None,
             }
         }
+        if !flags {
+            return None;
+        }
         plan.keys = KeySet::from_ranges(ranges);
         Some(plan)
+    }
+}
+
+/// What the planner tells the modify callbacks about a statement (things
+/// BeginForeignModify cannot see yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModifyFlags {
+    /// `INSERT ... ON CONFLICT DO NOTHING`.
+    pub do_nothing: bool,
+    /// The statement has a RETURNING list for this relation.
+    pub returning: bool,
+}
+
+impl ModifyFlags {
+    pub fn encode(&self) -> String {
+        format!(
+            "etcd_fdw modify 1 {} {}",
+            self.do_nothing as u8, self.returning as u8
+        )
+    }
+
+    pub fn decode(s: &str) -> Option<ModifyFlags> {
+        let rest = s.strip_prefix("etcd_fdw modify 1 ")?;
+        let mut it = rest.split(' ').map(|f| match f {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        });
+        let flags = ModifyFlags {
+            do_nothing: it.next()??,
+            returning: it.next()??,
+        };
+        it.next().is_none().then_some(flags)
     }
 }
 
@@ -352,8 +400,47 @@ mod tests {
             unused: Vec::new(),
             ..plan
         };
-        assert_eq!(ScanPlan::decode(&all_used.encode()), Some(all_used));
+        assert_eq!(ScanPlan::decode(&all_used.encode()), Some(all_used.clone()));
         assert_eq!(ScanPlan::decode("bogus 1"), None);
+        assert_eq!(ScanPlan::decode(""), None, "no plan is not an empty scan");
+        let no_keys = ScanPlan {
+            keys: KeySet::empty(),
+            ..all_used.clone()
+        };
+        assert_eq!(ScanPlan::decode(&no_keys.encode()), Some(no_keys.clone()));
+        let headless: String = no_keys
+            .encode()
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(ScanPlan::decode(&headless), None, "the header is required");
+        let flagless: String = no_keys
+            .encode()
+            .lines()
+            .filter(|l| !l.starts_with("flags"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            ScanPlan::decode(&flagless),
+            None,
+            "a truncated plan is refused"
+        );
+    }
+
+    #[test]
+    fn modify_flags_roundtrip() {
+        for (do_nothing, returning) in [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let f = ModifyFlags {
+                do_nothing,
+                returning,
+            };
+            assert_eq!(ModifyFlags::decode(&f.encode()), Some(f));
+        }
+        assert_eq!(ModifyFlags::decode(""), None);
+        assert_eq!(ModifyFlags::decode("etcd_fdw modify 1 1"), None);
+        assert_eq!(ModifyFlags::decode("etcd_fdw modify 1 1 0 1"), None);
     }
 
     #[test]

@@ -23,10 +23,12 @@ pub enum WriteOp {
         lease: Option<i64>,
     },
     /// Rewrite (and possibly rename) a key still at `mod_revision`.
+    /// `value`/`lease` `None`: the statement did not set them, keep the
+    /// old key's exactly (a rename copies them, see [`old_row_reads`]).
     Update {
         old_key: Vec<u8>,
         new_key: Vec<u8>,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         lease: Option<i64>,
         mod_revision: i64,
     },
@@ -73,7 +75,7 @@ impl WriteOp {
                 new_key,
                 value,
                 ..
-            } => 2 * old_key.len() + 2 * new_key.len() + value.len() + 32,
+            } => 2 * old_key.len() + 2 * new_key.len() + value.as_ref().map_or(0, Vec::len) + 32,
             WriteOp::Delete { key, .. } => 3 * key.len() + 16,
         }
     }
@@ -111,19 +113,36 @@ impl WriteOp {
         }
     }
 
+    /// A rename whose value or lease the statement did not set: the old
+    /// key's must be read first (etcd cannot copy them in a transaction).
+    pub fn needs_old_row(&self) -> bool {
+        matches!(self, WriteOp::Update { value, lease, .. }
+            if self.is_rename() && (value.is_none() || lease.is_none()))
+    }
+
     /// With `prev`, puts and deletes return the previous key-value (for
-    /// RETURNING); otherwise etcd is spared sending it.
+    /// RETURNING); otherwise etcd is spared sending it.  A value or lease
+    /// of `None` is etcd's `ignore_value`/`ignore_lease`: the key keeps
+    /// its own (and a put of a key that does not exist fails, so an
+    /// unresolved rename can never write an empty value).
     fn success_ops(&self, prev: bool) -> Vec<TxnOp> {
-        let put_opts = |lease: &Option<i64>| {
-            let o = if prev {
-                PutOptions::new().with_prev_key()
-            } else {
-                PutOptions::new()
-            };
-            match lease {
+        let put = |key: &Vec<u8>, value: &Option<Vec<u8>>, lease: &Option<i64>| {
+            let mut o = PutOptions::new();
+            if prev {
+                o = o.with_prev_key();
+            }
+            o = match lease {
                 Some(l) => o.with_lease(*l),
                 None => o.with_ignore_lease(),
-            }
+            };
+            let bytes = match value {
+                Some(v) => v.clone(),
+                None => {
+                    o = o.with_ignore_value();
+                    Vec::new()
+                }
+            };
+            TxnOp::put(key.clone(), bytes, Some(o))
         };
         match self {
             WriteOp::Insert { key, value, lease } => {
@@ -138,16 +157,10 @@ impl WriteOp {
                 ..
             } => {
                 if old_key == new_key {
-                    vec![TxnOp::put(
-                        new_key.clone(),
-                        value.clone(),
-                        Some(put_opts(lease)),
-                    )]
+                    vec![put(new_key, value, lease)]
                 } else {
-                    // A renamed key keeps its lease unless one is given.
-                    let o = PutOptions::new().with_lease(lease.unwrap_or(0));
                     vec![
-                        TxnOp::put(new_key.clone(), value.clone(), Some(o)),
+                        put(new_key, value, lease),
                         TxnOp::delete(old_key.clone(), None),
                     ]
                 }
@@ -162,6 +175,53 @@ impl WriteOp {
             }
         }
     }
+}
+
+/// Indexes of the ops in `ops` that must read their old row first (see
+/// [`WriteOp::needs_old_row`]).
+pub fn renames_to_resolve(ops: &[WriteOp]) -> Vec<usize> {
+    (0..ops.len()).filter(|&i| ops[i].needs_old_row()).collect()
+}
+
+/// A read-only transaction fetching the old rows of `ops[i]` for each `i`
+/// in `idx` (one get each, all at one revision).
+pub fn old_row_reads(ops: &[WriteOp], idx: &[usize]) -> Txn {
+    let gets = idx
+        .iter()
+        .map(|&i| TxnOp::get(ops[i].keys()[0].to_vec(), None))
+        .collect::<Vec<_>>();
+    Txn::new().and_then(gets)
+}
+
+/// Copy the old rows [`old_row_reads`] fetched into `ops[i]`, `i` in
+/// `idx`.  A key that is gone or changed since the scan read it is a
+/// conflict: the rename would fail its guard anyway.
+pub fn fill_old_rows(
+    ops: &mut [WriteOp],
+    idx: &[usize],
+    resp: &TxnResponse,
+) -> Result<(), Conflict> {
+    let reads = resp.op_responses();
+    for (n, &i) in idx.iter().enumerate() {
+        let kv = first_kv(reads.get(n));
+        if let WriteOp::Update {
+            old_key,
+            value,
+            lease,
+            mod_revision,
+            ..
+        } = &mut ops[i]
+        {
+            match kv {
+                Some(kv) if kv.mod_revision() == *mod_revision => {
+                    value.get_or_insert_with(|| kv.value().to_vec());
+                    lease.get_or_insert(kv.lease());
+                }
+                _ => return Err(Conflict::Changed(old_key.clone())),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Limits of one etcd transaction.
@@ -396,7 +456,7 @@ pub fn rows_after(batch: &WriteBatch, resp: &TxnResponse) -> Vec<RowAfter> {
                     i += 1;
                     out.push(RowAfter {
                         key: new_key.clone(),
-                        value: value.clone(),
+                        value: value.clone().unwrap_or(p.value),
                         create_revision: p.create_revision,
                         mod_revision: rev,
                         version: p.version + 1,
@@ -406,11 +466,11 @@ pub fn rows_after(batch: &WriteBatch, resp: &TxnResponse) -> Vec<RowAfter> {
                     i += 2;
                     out.push(RowAfter {
                         key: new_key.clone(),
-                        value: value.clone(),
+                        value: value.clone().unwrap_or_default(),
                         create_revision: rev,
                         mod_revision: rev,
                         version: 1,
-                        lease: lease.unwrap_or(0),
+                        lease: lease.unwrap_or(p.lease),
                     });
                 }
             }
@@ -469,7 +529,7 @@ mod tests {
             .map(|i| WriteOp::Update {
                 old_key: format!("a{i}").into_bytes(),
                 new_key: format!("b{i}").into_bytes(),
-                value: vec![],
+                value: Some(vec![]),
                 lease: None,
                 mod_revision: 1,
             })
@@ -510,6 +570,32 @@ mod tests {
             vec![2, 1],
             "a key never appears twice in one txn"
         );
+    }
+
+    #[test]
+    fn renames_read_what_the_statement_did_not_set() {
+        let upd = |old: &str, new: &str, value: Option<&str>, lease: Option<i64>| WriteOp::Update {
+            old_key: old.as_bytes().to_vec(),
+            new_key: new.as_bytes().to_vec(),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            lease,
+            mod_revision: 5,
+        };
+        assert!(upd("a", "b", Some("v"), None).needs_old_row(), "lease kept");
+        assert!(upd("a", "b", None, Some(0)).needs_old_row(), "value kept");
+        assert!(!upd("a", "b", Some("v"), Some(7)).needs_old_row());
+        assert!(
+            !upd("a", "a", None, None).needs_old_row(),
+            "same key: etcd's ignore_value/ignore_lease keep them"
+        );
+        let ops = vec![
+            ins("x"),
+            upd("a", "a", None, None),
+            upd("a2", "b", Some("v"), Some(1)),
+            upd("a3", "c", Some("v"), None),
+            upd("a4", "d", None, None),
+        ];
+        assert_eq!(renames_to_resolve(&ops), vec![3, 4]);
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod analyze;
 mod explain;
 mod modify;
 pub(crate) mod plan;
+mod private;
 mod pushdown;
 mod scan;
 mod validator;

@@ -10,11 +10,12 @@
 //! statement); with RETURNING each row is written at once so the returned
 //! metadata is real.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 
 use etcd_fdw_core::client;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::{effective_batch_size, TableOptions};
+use etcd_fdw_core::plan::ModifyFlags;
 use etcd_fdw_core::writes::{
     self, pack, tid_to_revision, Conflict, RowAfter, TxnLimits, WriteBatch, WriteOp,
 };
@@ -22,6 +23,7 @@ use pgrx::pg_sys;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
 use super::plan::table_info;
+use super::private;
 use crate::catalog::{self, ServerInfo};
 use crate::columns::{self, display_key, Column, Field, Repr, TableColumns};
 use crate::connection;
@@ -100,21 +102,14 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
     check_writable(&table, (*rte).relid);
     // BeginForeignModify runs before the executor sets up RETURNING, so
     // the plan records whether there is one.
-    let mut flags = Vec::new();
-    if (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING {
-        flags.push("do_nothing");
-    }
     let returning = PgList::<pg_sys::List>::from_pg((*plan).returningLists);
-    if returning
-        .get_ptr(subplan_index as usize)
-        .is_some_and(|l| !l.is_null())
-    {
-        flags.push("returning");
-    }
-    let flag = CString::new(flags.join(",")).unwrap_or_default();
-    let mut l = PgList::<pg_sys::Node>::new();
-    l.push(pg_sys::makeString(pg_sys::pstrdup(flag.as_ptr())) as *mut pg_sys::Node);
-    l.into_pg()
+    let flags = ModifyFlags {
+        do_nothing: (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING,
+        returning: returning
+            .get_ptr(subplan_index as usize)
+            .is_some_and(|l| !l.is_null()),
+    };
+    private::to_private(&flags.encode())
 }
 
 /// Per result relation state of a modifying statement.
@@ -126,8 +121,20 @@ pub struct ModifyExec {
     rowid_attno: i16,
     modrev_attno: i16,
     returning: bool,
+    /// Write each row before the callback returns it (RETURNING, or AFTER
+    /// triggers that may read etcd), instead of buffering.
+    write_each_row: bool,
+    /// Whether an UPDATE sets `value` / `lease` (otherwise the key keeps
+    /// its own bytes exactly, also when renamed).
+    sets_value: bool,
+    sets_lease: bool,
     do_nothing: bool,
     batch_size: u32,
+    /// Per-row scratch memory (detoasted datums, output function results,
+    /// converted text, RETURNING datums), reset at the start of each row
+    /// like postgres_fdw's temp_cxt: after the executor consumed the
+    /// previous row's slot.
+    row_cxt: pg_sys::MemoryContext,
     key_set: KeySet,
     /// Buffered ops, sent when `batch_size` is reached and at the end.
     pending: Vec<WriteOp>,
@@ -180,7 +187,26 @@ impl ModifyExec {
                 (c.index, fi)
             })
             .collect();
+        let row_cxt = pg_sys::AllocSetContextCreateExtended(
+            (*estate).es_query_cxt,
+            c"etcd_fdw modify row".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        let trig = (*rinfo).ri_TrigDesc;
+        let after_triggers = !trig.is_null()
+            && ((*trig).trig_insert_after_row
+                || (*trig).trig_update_after_row
+                || (*trig).trig_delete_after_row
+                || (*trig).trig_insert_after_statement
+                || (*trig).trig_update_after_statement
+                || (*trig).trig_delete_after_statement);
         ModifyExec {
+            write_each_row: after_triggers,
+            sets_value: true,
+            sets_lease: true,
+            row_cxt,
             batch_size: effective_batch_size(&server.options, &table),
             key_set: table.key_set(),
             server,
@@ -227,24 +253,21 @@ impl ModifyExec {
                         )
                     })
                     .1;
+                // SAFETY: output functions return a palloc'd C string.
                 let s = pg_sys::OutputFunctionCall(fi, d);
-                let len = CStr::from_ptr(s).to_bytes().len();
-                if columns::db_text_is_utf8_bytes() {
-                    CStr::from_ptr(s).to_bytes().to_vec()
-                } else {
-                    let c = pg_sys::pg_server_to_any(s, len as i32, pg_sys::pg_enc::PG_UTF8 as i32);
-                    CStr::from_ptr(c).to_bytes().to_vec()
-                }
+                crate::encoding::server_to_utf8(CStr::from_ptr(s).to_bytes()).into_owned()
             }
             Repr::Int8 => d.value().to_string().into_bytes(),
         })
     }
 
-    /// Key, value and lease of the new row in `slot`, checked.
+    /// Key, value (when `with_value`; empty without a value column) and
+    /// lease of the new row in `slot`, checked.
     unsafe fn new_row(
         &mut self,
         slot: *mut pg_sys::TupleTableSlot,
-    ) -> (Vec<u8>, Vec<u8>, Option<i64>) {
+        with_value: bool,
+    ) -> (Vec<u8>, Option<Vec<u8>>, Option<i64>) {
         let Some(key) = self.column_bytes(slot, self.key_col) else {
             self.not_null(self.key_col);
         };
@@ -273,11 +296,12 @@ impl ModifyExec {
             );
         }
         let value = match self.cols.find(Field::Value).copied() {
+            _ if !with_value => None,
             Some(vc) => match self.column_bytes(slot, vc) {
-                Some(v) => v,
+                Some(v) => Some(v),
                 None => self.not_null(vc),
             },
-            None => Vec::new(),
+            None => Some(Vec::new()),
         };
         let lease = self.cols.find(Field::Lease).copied().and_then(|lc| {
             let (d, isnull) = slot_attr(slot, lc.index as i16 + 1);
@@ -319,16 +343,40 @@ impl ModifyExec {
         (key, tid_to_revision(block, (*tid).ip_posid))
     }
 
+    /// What a write was doing, for error messages.
+    fn what(&self) -> String {
+        format!(
+            "writing to foreign table \"{}\" on etcd server \"{}\"",
+            self.relname, self.server.server_name
+        )
+    }
+
+    /// Renames that keep the old key's value or lease: read the old rows
+    /// (read-only transactions of a few keys each, retried like any read)
+    /// and copy them in, before the ops are packed by their real size.
+    fn resolve_renames(&self, ops: &mut [WriteOp]) -> Result<(), Conflict> {
+        /// Old rows per read: values are at most etcd's request limit
+        /// (1.5 MiB by default) each, so an answer stays well within the
+        /// client's response limit.
+        const READS_PER_TXN: usize = 16;
+        let timeout = self.server.options.request_timeout;
+        for idx in writes::renames_to_resolve(ops).chunks(READS_PER_TXN) {
+            let reads = writes::old_row_reads(ops, idx);
+            let resp = connection::with_retry(&self.server, &|| self.what(), |mut kv| {
+                let reads = reads.clone();
+                async move { client::with_timeout(timeout, kv.txn(reads)).await }
+            });
+            writes::fill_old_rows(ops, idx, &resp)?;
+        }
+        Ok(())
+    }
+
     /// Send `ops` now; returns the rows after, or the conflict.
-    fn send(&self, batch: &WriteBatch) -> Result<Vec<RowAfter>, Conflict> {
+    fn send(&self, batch: WriteBatch) -> Result<Vec<RowAfter>, Conflict> {
+        let batch = &batch;
         let timeout = self.server.options.request_timeout;
         let txn = batch.txn(self.returning);
-        let what = || {
-            format!(
-                "writing to foreign table \"{}\" on etcd server \"{}\"",
-                self.relname, self.server.server_name
-            )
-        };
+        let what = || self.what();
         let kv = connection::kv_client(&self.server);
         let resp = connection::run_once(&self.server, &what, async move {
             let mut kv = kv;
@@ -368,8 +416,11 @@ impl ModifyExec {
 
     /// Write one op immediately (RETURNING): the row after it.
     fn write_now(&self, op: WriteOp) -> RowAfter {
-        let batch = WriteBatch { ops: vec![op] };
-        match self.send(&batch) {
+        let mut ops = vec![op];
+        if let Err(c) = self.resolve_renames(&mut ops) {
+            self.conflict_error(&c);
+        }
+        match self.send(WriteBatch { ops }) {
             Ok(mut rows) => rows.pop().unwrap_or_default(),
             Err(c) => self.conflict_error(&c),
         }
@@ -381,6 +432,8 @@ impl ModifyExec {
         if self.returning {
             let row = self.write_now(op);
             self.fill_slot(slot, &row, whole_row);
+        } else if self.write_each_row {
+            self.write_now(op);
         } else {
             self.buffer(op);
         }
@@ -394,12 +447,15 @@ impl ModifyExec {
     }
 
     /// Send ops in guarded transactions, raising on the first conflict.
-    fn send_all(&self, ops: Vec<WriteOp>) {
+    fn send_all(&self, mut ops: Vec<WriteOp>) {
         if let Some(k) = writes::duplicate_insert(&ops) {
             self.conflict_error(&Conflict::KeyExists(vec![k.to_vec()]));
         }
+        if let Err(c) = self.resolve_renames(&mut ops) {
+            self.conflict_error(&c);
+        }
         for batch in pack(ops, self.limits()) {
-            if let Err(c) = self.send(&batch) {
+            if let Err(c) = self.send(batch) {
                 self.conflict_error(&c);
             }
         }
@@ -424,7 +480,7 @@ impl ModifyExec {
             let mut start = 0;
             for batch in pack(ops.clone(), self.limits()) {
                 let n = batch.ops.len();
-                match self.send(&batch) {
+                match self.send(batch) {
                     Ok(rows) => {
                         for (i, row) in (start..start + n).zip(rows) {
                             applied[idx[i]] = Some(row);
@@ -504,6 +560,57 @@ impl ModifyExec {
     }
 }
 
+/// While alive, allocations go to a modify state's per-row context (reset
+/// when the scope starts: the previous row's datums are consumed by then).
+struct RowScope {
+    previous: pg_sys::MemoryContext,
+}
+
+impl RowScope {
+    /// # Safety
+    /// `cxt` must be a live memory context.
+    unsafe fn enter(cxt: pg_sys::MemoryContext) -> RowScope {
+        pg_sys::MemoryContextReset(cxt);
+        RowScope {
+            previous: pg_sys::MemoryContextSwitchTo(cxt),
+        }
+    }
+}
+
+impl Drop for RowScope {
+    fn drop(&mut self) {
+        // SAFETY: `previous` was current when the scope began and outlives
+        // the callback (on an ERROR, PostgreSQL resets it anyway).
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(self.previous);
+        }
+    }
+}
+
+/// Whether an UPDATE sets the `value` and `lease` columns: in its SET
+/// list, or possibly through a BEFORE ROW UPDATE trigger.
+///
+/// # Safety
+/// `rinfo` is a result relation of `estate` being set up for UPDATE.
+unsafe fn updated_fields(
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    cols: &TableColumns,
+) -> (bool, bool) {
+    let trig = (*rinfo).ri_TrigDesc;
+    if !trig.is_null() && (*trig).trig_update_before_row {
+        return (true, true);
+    }
+    let updated = pg_sys::ExecGetUpdatedCols(rinfo, estate);
+    let sets = |f: Field| {
+        cols.find(f).is_some_and(|c| {
+            let attno = c.index as i32 + 1;
+            pg_sys::bms_is_member(attno - pg_sys::FirstLowInvalidHeapAttributeNumber, updated)
+        })
+    };
+    (sets(Field::Value), sets(Field::Lease))
+}
+
 /// `datumCopy()`: a copy of a datum in the current memory context.
 unsafe fn datum_copy(d: pg_sys::Datum, byval: bool, len: i16) -> pg_sys::Datum {
     if byval {
@@ -548,24 +655,21 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     if eflags as u32 & pg_sys::EXEC_FLAG_EXPLAIN_ONLY != 0 {
         return;
     }
-    let private = PgList::<pg_sys::Node>::from_pg(fdw_private);
-    let flags = private
-        .head()
-        .map(|n| {
-            CStr::from_ptr((*(n as *mut pg_sys::String)).sval)
-                .to_string_lossy()
-                .into_owned()
-        })
-        .unwrap_or_default();
-    let flags: Vec<&str> = flags.split(',').collect();
+    let flags = private::from_private(fdw_private)
+        .and_then(ModifyFlags::decode)
+        .unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "etcd_fdw: malformed modify plan",
+            )
+        });
     let subplan = (*(*mtstate).ps.lefttree).plan;
-    let mut st = ModifyExec::new(
-        (*mtstate).ps.state,
-        rinfo,
-        (*subplan).targetlist,
-        flags.contains(&"do_nothing"),
-    );
-    st.returning = flags.contains(&"returning");
+    let estate = (*mtstate).ps.state;
+    let mut st = ModifyExec::new(estate, rinfo, (*subplan).targetlist, flags.do_nothing);
+    st.returning = flags.returning;
+    if (*mtstate).operation == pg_sys::CmdType::CMD_UPDATE {
+        (st.sets_value, st.sets_lease) = updated_fields(estate, rinfo, &st.cols);
+    }
     install((*mtstate).ps.state, rinfo, st);
 }
 
@@ -616,8 +720,13 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
     let st = state(rinfo);
-    let (key, value, lease) = st.new_row(slot);
-    let op = WriteOp::Insert { key, value, lease };
+    let _row = RowScope::enter(st.row_cxt);
+    let (key, value, lease) = st.new_row(slot, true);
+    let op = WriteOp::Insert {
+        key,
+        value: value.unwrap_or_default(),
+        lease,
+    };
     if st.do_nothing {
         let Some(Some(row)) = st.insert_skipping_existing(vec![op]).pop() else {
             return std::ptr::null_mut();
@@ -640,13 +749,18 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
     num_slots: *mut i32,
 ) -> *mut *mut pg_sys::TupleTableSlot {
     let st = state(rinfo);
+    let _row = RowScope::enter(st.row_cxt);
     let n = *num_slots as usize;
     let slots_arr = std::slice::from_raw_parts_mut(slots, n);
     let ops: Vec<WriteOp> = slots_arr
         .iter()
         .map(|&s| {
-            let (key, value, lease) = st.new_row(s);
-            WriteOp::Insert { key, value, lease }
+            let (key, value, lease) = st.new_row(s, true);
+            WriteOp::Insert {
+                key,
+                value: value.unwrap_or_default(),
+                lease,
+            }
         })
         .collect();
     if st.do_nothing {
@@ -674,13 +788,14 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
     plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
     let st = state(rinfo);
+    let _row = RowScope::enter(st.row_cxt);
     let (old_key, mod_revision) = st.old_row(plan_slot);
-    let (new_key, value, lease) = st.new_row(slot);
+    let (new_key, value, lease) = st.new_row(slot, st.sets_value);
     let op = WriteOp::Update {
         old_key,
         new_key,
         value,
-        lease,
+        lease: if st.sets_lease { lease } else { None },
         mod_revision,
     };
     st.apply(op, slot, false);
@@ -695,6 +810,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
     plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
     let st = state(rinfo);
+    let _row = RowScope::enter(st.row_cxt);
     let (key, mod_revision) = st.old_row(plan_slot);
     st.apply(WriteOp::Delete { key, mod_revision }, slot, true);
     slot

@@ -2,8 +2,6 @@
 //! parameterized by a join on the key) and the ForeignScan plan node with
 //! the pushed-down etcd request.
 
-use std::ffi::CStr;
-
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::{effective_fetch_size, TableOptions};
 use etcd_fdw_core::plan::{ParamCond, ScanPlan};
@@ -11,6 +9,7 @@ use etcd_fdw_core::scan::{requests_for, SortField};
 use pgrx::pg_sys;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
+use super::private;
 use super::pushdown::{self, KeyColumn, Pushed};
 use crate::catalog;
 use crate::columns::{self, Field, Repr, TableColumns};
@@ -280,24 +279,31 @@ unsafe fn sort_private(sort: Option<(SortField, bool)>) -> *mut pg_sys::List {
         None => "none".to_string(),
         Some((f, d)) => format!("{} {}", f.name(), if d { "desc" } else { "asc" }),
     };
-    let cs = std::ffi::CString::new(s).unwrap_or_default();
-    let node = pg_sys::makeString(pg_sys::pstrdup(cs.as_ptr()));
-    let mut l = PgList::<pg_sys::Node>::new();
-    l.push(node as *mut pg_sys::Node);
-    l.into_pg()
+    private::to_private(&s)
 }
 
-/// `strVal()` of a String node.
-unsafe fn str_val(node: *mut pg_sys::Node) -> *const std::ffi::c_char {
-    (*(node as *mut pg_sys::String)).sval
-}
-
+/// The sort a path promised (see [`sort_private`]).  A path without our
+/// fdw_private is a bug: raise rather than drop a promised order.
 unsafe fn path_sort(path: *mut pg_sys::ForeignPath) -> Option<(SortField, bool)> {
-    let l = PgList::<pg_sys::Node>::from_pg((*path).fdw_private);
-    let node = l.head()?;
-    let s = CStr::from_ptr(str_val(node)).to_str().ok()?;
-    let (f, d) = s.split_once(' ')?;
-    Some((SortField::from_name(f)?, d == "desc"))
+    let s = private::from_private((*path).fdw_private).unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "etcd_fdw: a foreign path lost its sort",
+        )
+    });
+    if s == "none" {
+        return None;
+    }
+    let parsed = s
+        .split_once(' ')
+        .and_then(|(f, d)| Some((SortField::from_name(f)?, d == "desc")));
+    if parsed.is_none() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("etcd_fdw: malformed path sort \"{s}\""),
+        );
+    }
+    parsed
 }
 
 /// Add a ForeignPath promising `pathkeys` (delivered by `sort`).
@@ -544,29 +550,26 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         unused,
         ..ScanPlan::whole_table(&st.table, st.fetch_size, st.adaptive_fetch)
     };
-    let encoded = std::ffi::CString::new(plan.encode()).unwrap_or_default();
-    let mut private = PgList::<pg_sys::Node>::new();
-    private.push(pg_sys::makeString(pg_sys::pstrdup(encoded.as_ptr())) as *mut pg_sys::Node);
+    let private = private::to_private(&plan.encode());
     pg_sys::make_foreignscan(
         tlist,
         local.into_pg(),
         (*baserel).relid,
         fdw_exprs.into_pg(),
-        private.into_pg(),
+        private,
         std::ptr::null_mut(),
         std::ptr::null_mut(),
         outer_plan,
     )
 }
 
-/// The ScanPlan stored in a ForeignScan's fdw_private.
+/// The ScanPlan stored in a ForeignScan's fdw_private.  A plan that is
+/// missing or does not decode is an ERROR, never a scan of nothing.
 ///
 /// # Safety
 /// `private` must be the fdw_private list built by [`get_foreign_plan`].
 pub unsafe fn decode_plan(private: *mut pg_sys::List) -> ScanPlan {
-    let l = PgList::<pg_sys::Node>::from_pg(private);
-    l.head()
-        .and_then(|n| CStr::from_ptr(str_val(n)).to_str().ok())
+    private::from_private(private)
         .and_then(ScanPlan::decode)
         .unwrap_or_else(|| {
             raise(
