@@ -227,6 +227,7 @@ class Bench:
         os.makedirs(self.tmp, exist_ok=True)
         self.started = time.monotonic()
         self.scan_points = {}  # N -> (fdw median s, raw median s)
+        self.lost_pushdown = set()  # (workload, n) rows whose plan lost a pushdown
         self.pg = None
         self.fdw = None
         self.etcd = None
@@ -343,11 +344,13 @@ class Bench:
             # warm-up: connect this session to etcd, plan once
             self.fdw.timed(f"SELECT key FROM {t} WHERE key = 's{n}/k/1'")
             # what is pushed down to etcd
-            self.check_plan(f"SELECT sum(length(value)) FROM {t}", [f"etcd Range: prefix 's{n}/'"])
+            self.check_plan(f"SELECT sum(length(value)) FROM {t}", [f"etcd Range: prefix 's{n}/'"],
+                            rows=[("full scan (sum of value lengths)", n)])
             self.check_plan(f"SELECT sum(length(value)) FROM {t} WHERE key LIKE 's{n}/p/%'",
                             [f"etcd Range: prefix 's{n}/p/'"])
             self.check_plan(f"SELECT key FROM {t} ORDER BY key DESC LIMIT 10",
-                            ["etcd Sort: key DESC", "etcd Limit: 10", "etcd Keys Only: true"])
+                            ["etcd Sort: key DESC", "etcd Limit: 10", "etcd Keys Only: true"],
+                            rows=[("ORDER BY key DESC LIMIT 10", n)])
 
             # full scan
             def fdw_full(it, t=t):
@@ -420,8 +423,10 @@ class Bench:
                 "adaptive paging grows pages fourfold up to 16 MiB for that reason."
             )
 
-    def check_plan(self, sql, expected):
-        """EXPLAIN sql; keep the plan; add a note when a pushdown is missing."""
+    def check_plan(self, sql, expected, rows=()):
+        """EXPLAIN sql; keep the plan.  When a pushdown in `expected` is missing,
+        note it and mark the workload rows in `rows` ((workload, n) pairs) as
+        failed: a time measured without the pushdown compares nothing."""
         plan = [r[0] for r in self.fdw.conn.execute("EXPLAIN " + sql).fetchall()]
         self.res.samples.setdefault("plans", {})[sql] = plan
         missing = [e for e in expected if not any(e in line for line in plan)]
@@ -430,6 +435,9 @@ class Bench:
                 f"`{sql}`: expected {missing} in EXPLAIN, got: " + " / ".join(
                     line.strip() for line in plan)
             )
+            for row in rows:
+                self.lost_pushdown.add(row)
+        return not missing
 
     def record(self, workload, n, m, target, kind):
         f, r = m["fdw_median"], m["raw_median"]
@@ -438,6 +446,8 @@ class Bench:
             tgt, res = "(none)", "info"
         else:
             tgt, res = f"≤ {target}x", ("pass" if ratio is not None and ratio <= target else "FAIL")
+        if (workload, n) in self.lost_pushdown:
+            res = "FAIL (plan lost its pushdown)"
         self.res.add(
             workload=workload, n=fmt_n(n) if isinstance(n, int) else n,
             fdw=fmt_time(f), raw=fmt_time(r), ratio=f"{ratio:.2f}" if ratio else "-",
@@ -455,13 +465,14 @@ class Bench:
         self.table("lk", key=str(LOOKUP_BASE), range_end=str(LOOKUP_BASE * 2))
         # sanity: a prepared lookup pushes the key down and finds the row
         self.check_plan("SELECT value FROM lk WHERE key = '1000001'",
-                        ["etcd Conditions: key = '1000001'"])
+                        ["etcd Conditions: key = '1000001'"], rows=[("point lookups", None)])
         # pgbench -M prepared ends up with the generic plan: key = $1
         c = self.fdw.conn
         c.execute("PREPARE lk_q(text) AS SELECT value FROM lk WHERE key = $1")
         c.execute("SET plan_cache_mode = force_generic_plan")
         try:
-            self.check_plan("EXECUTE lk_q('1000001')", ["etcd Conditions: key = $1"])
+            self.check_plan("EXECUTE lk_q('1000001')", ["etcd Conditions: key = $1"],
+                            rows=[("point lookups", None)])
         finally:
             c.execute("RESET plan_cache_mode")
             c.execute("DEALLOCATE lk_q")
@@ -616,7 +627,8 @@ class Bench:
             workload=workload, n=fmt_n(n), fdw=f"{f_tps:,.0f} ops/s", raw=f"{r_tps:,.0f} ops/s",
             ratio=f"{ratio:.2f}",
             target="(none)" if target is None else f"≤ {target}x (raw/FDW ops/s)",
-            result="info" if target is None else ("pass" if ratio <= target else "FAIL"),
+            result=("FAIL (plan lost its pushdown)" if ("point lookups", None) in self.lost_pushdown
+                    else "info" if target is None else ("pass" if ratio <= target else "FAIL")),
             reps=f"{a.reps}×{count}", fdw_value=f_tps, raw_value=r_tps,
         )
         self.res.samples[sample_name] = m

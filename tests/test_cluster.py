@@ -402,8 +402,10 @@ def assert_connected_to(db, conn, cluster, member):
     """The backend of conn holds a TCP connection to `member` and to no other member."""
     pid = db.backend_pid(conn)
     ports = backend_peer_ports(pid)
-    if ports is None:
-        return  # not root: cannot look at the postgres backend's sockets
+    assert ports is not None, (
+        f"cannot read the sockets of backend {pid} (/proc/{pid}/fd): run the tests as root "
+        "or as the postgres OS user"
+    )
     client_ports = {m.client_port: m.name for m in cluster.members}
     connected = sorted(client_ports[p] for p in ports if p in client_ports)
     assert connected == [member.name], (

@@ -46,11 +46,14 @@ def test_pg_second_and_role_connection(bare_db):
     assert bare_db.scalar("SELECT 1") == 1
 
 
-def test_extension_files_present():
-    """Not a harness check as such: tells early whether the build installed the extension."""
-    control = "/usr/share/postgresql/15/extension/etcd_fdw.control"
-    if not os.path.exists(control):
-        pytest.skip(f"{control} not installed yet")
+def test_extension_files_present(bare_db):
+    """The build installed the extension where this PostgreSQL looks for it."""
+    sharedir = bare_db.scalar("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'")
+    control = os.path.join(sharedir, "extension", "etcd_fdw.control")
+    assert os.path.exists(control), f"{control} is missing: run scripts/install.sh"
+    assert bare_db.scalar(
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'etcd_fdw'"
+    ), "PostgreSQL does not list etcd_fdw as available"
 
 
 def test_etcd_basic_ops(etcd):

@@ -8,7 +8,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::catalog::deflist_to_pairs;
-use crate::error::{option_error, raise_with};
+use crate::error::{option_error, raise_with, warning_with_hint};
 
 fn context_of(catalog: pg_sys::Oid) -> OptionContext {
     match catalog {
@@ -31,6 +31,15 @@ pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
     let pairs = deflist_to_pairs(pg_sys::untransformRelOptions(options));
     if let Err(e) = options::validate(ctx, &pairs) {
         option_error(&e);
+    }
+    if ctx == OptionContext::Server && pairs.iter().any(|(n, _)| n == "password") {
+        // pg_foreign_server.srvoptions is readable by every role, unlike
+        // pg_user_mapping's umoptions.
+        warning_with_hint(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            "the password of a foreign server is visible to every role in pg_foreign_server".into(),
+            "Set \"password\" (and \"username\") in a user mapping instead: CREATE USER MAPPING FOR ... SERVER ... OPTIONS (username '...', password '...').".into(),
+        );
     }
     if ctx == OptionContext::Server && !pg_sys::superuser() {
         if let Some((name, _)) = pairs
