@@ -5,6 +5,8 @@
 //! * [`plan`]: the planner's decision for a scan, encodable into a plan;
 //! * [`scan`]: turning a planned scan into paged etcd range requests;
 //! * [`writes`]: guarded write operations packed into etcd transactions;
+//! * [`pending`]: a PostgreSQL transaction's writes until COMMIT (savepoint
+//!   levels, the overlay scans merge, the one commit transaction);
 //! * [`client`]: connecting (TLS, auth, endpoint failover) and errors.
 //!
 //! Everything here is covered by `cargo test -p etcd_fdw_core` without any
@@ -13,6 +15,7 @@
 pub mod client;
 pub mod keyrange;
 pub mod options;
+pub mod pending;
 pub mod plan;
 pub mod scan;
 pub mod writes;

@@ -127,22 +127,7 @@ impl WriteOp {
     /// unresolved rename can never write an empty value).
     fn success_ops(&self, prev: bool) -> Vec<TxnOp> {
         let put = |key: &Vec<u8>, value: &Option<Vec<u8>>, lease: &Option<i64>| {
-            let mut o = PutOptions::new();
-            if prev {
-                o = o.with_prev_key();
-            }
-            o = match lease {
-                Some(l) => o.with_lease(*l),
-                None => o.with_ignore_lease(),
-            };
-            let bytes = match value {
-                Some(v) => v.clone(),
-                None => {
-                    o = o.with_ignore_value();
-                    Vec::new()
-                }
-            };
-            TxnOp::put(key.clone(), bytes, Some(o))
+            put_keeping(key, value.as_deref(), *lease, prev)
         };
         match self {
             WriteOp::Insert { key, value, lease } => {
@@ -222,6 +207,28 @@ pub fn fill_old_rows(
         }
     }
     Ok(())
+}
+
+/// A put of `key`; a `value` or `lease` of `None` keeps the key's own
+/// (etcd's `ignore_value` / `ignore_lease`, which fail for a key that does
+/// not exist).  With `prev`, the previous key-value comes back.
+pub fn put_keeping(key: &[u8], value: Option<&[u8]>, lease: Option<i64>, prev: bool) -> TxnOp {
+    let mut o = PutOptions::new();
+    if prev {
+        o = o.with_prev_key();
+    }
+    o = match lease {
+        Some(l) => o.with_lease(l),
+        None => o.with_ignore_lease(),
+    };
+    let bytes = match value {
+        Some(v) => v.to_vec(),
+        None => {
+            o = o.with_ignore_value();
+            Vec::new()
+        }
+    };
+    TxnOp::put(key.to_vec(), bytes, Some(o))
 }
 
 /// Limits of one etcd transaction.
