@@ -654,6 +654,8 @@ class Bench:
         a = self.a
         n = a.write_rows
         self.table("w", prefix="w/")
+        # bulk loads larger than one etcd transaction: statement mode
+        self.fdw.conn.execute("SET etcd_fdw.commit_mode = 'statement'")
         # warm-up of the modify paths
         self.fdw.conn.execute("INSERT INTO w SELECT 'w/warm/' || i, 'x' FROM generate_series(1, 10) i")
         self.fdw.conn.execute("UPDATE w SET value = value || 'x' WHERE key LIKE 'w/warm/%'")
@@ -695,13 +697,79 @@ class Bench:
             if rep == 0:
                 left = self.raw.scan("w/", keys_only=True)["rows"]
                 expect_equal("keys left after DELETE", left, 0)
+        self.fdw.conn.execute("RESET etcd_fdw.commit_mode")
         labels = {
-            "insert": "bulk INSERT ... SELECT (txns of 128, create_revision = 0)",
-            "update": "bulk UPDATE SET value = value || 'x' (mod_revision guard)",
-            "delete": "bulk DELETE (mod_revision guard)",
+            "insert": "bulk INSERT ... SELECT, statement mode (txns of 128, create_revision = 0)",
+            "update": "bulk UPDATE SET value = value || 'x', statement mode (mod_revision guard)",
+            "delete": "bulk DELETE, statement mode (mod_revision guard)",
         }
         for kind, s in samples.items():
             m = {"fdw": s["fdw"], "raw": s["raw"], "iters": 1, "reps": a.reps,
+                 "fdw_median": median(s["fdw"]), "raw_median": median(s["raw"])}
+            self.record(labels[kind], n, m, target=1.5, kind="time")
+
+    # -- writes in the default commit mode ----------------------------------------
+    def txn_writes(self):
+        """etcd_fdw.commit_mode = 'transaction' (the default): a PostgreSQL
+        transaction's writes are one guarded etcd Txn at COMMIT.  The raw
+        client sends the same guarded Txn (and, for UPDATE/DELETE, first
+        reads the rows, as the foreign scan does)."""
+        a = self.a
+        n = 100
+        reps = max(a.reps, 5) * 3
+        self.table("tw", prefix="tw/")
+        c = self.fdw.conn
+        c.execute("RESET etcd_fdw.commit_mode")
+        one_by_one = ("DO $$ BEGIN FOR i IN 1..{n} LOOP "
+                      "INSERT INTO tw VALUES ('{p}' || i, repeat('v', 100)); END LOOP; END $$")
+        # warm-up of every path (plans, connection)
+        c.execute(one_by_one.format(n=3, p="tw/warm/"))
+        c.execute("UPDATE tw SET value = value || 'x' WHERE key LIKE 'tw/warm/%'")
+        c.execute("DELETE FROM tw WHERE key LIKE 'tw/warm/%'")
+        kinds = ("txn", "insert", "update", "delete")
+        samples = {k: {"fdw": [], "raw": []} for k in kinds}
+        log(f"transaction-mode writes: {n} rows per transaction, {reps} repetitions")
+
+        def fdw_exec(kind, sql, expect_rows=True):
+            el, _, rc = self.fdw.timed(sql)
+            if expect_rows and rc != n:
+                raise BenchError(f"FDW {kind}: {rc} rows, expected {n}")
+            samples[kind]["fdw"].append(el)
+
+        def raw_exec(kind, cmd, *args):
+            r = self.raw.run(cmd, *args)
+            if r["rows"] != n:
+                raise BenchError(f"raw {kind}: {r['rows']} rows, expected {n}")
+            samples[kind]["raw"].append(r["elapsed"])
+
+        bs = ["--batch", 128]
+        for rep in range(reps):
+            fp, rp = f"tw/f{rep}/", f"tw/r{rep}/"
+            tp, tr = f"tw/tf{rep}/", f"tw/tr{rep}/"
+            fdw_exec("txn", one_by_one.format(n=n, p=tp), expect_rows=False)
+            raw_exec("txn", "insert", "--prefix", tr, "--count", n, "--value-size", 100, *bs)
+            fdw_exec("insert", f"INSERT INTO tw SELECT '{fp}' || i, repeat('v', 100) "
+                               f"FROM generate_series(1, {n}) i")
+            raw_exec("insert", "insert", "--prefix", rp, "--count", n, "--value-size", 100, *bs)
+            fdw_exec("update", f"UPDATE tw SET value = value || 'x' WHERE key LIKE '{fp}%'")
+            raw_exec("update", "update", "--prefix", rp, "--suffix", "x",
+                     *self.raw.fetch_args(), *bs)
+            fdw_exec("delete", f"DELETE FROM tw WHERE key LIKE '{fp}%'")
+            raw_exec("delete", "delete", "--prefix", rp, *self.raw.fetch_args(), *bs)
+            if rep == 0:
+                got = self.fdw.scalar(f"SELECT count(*) FROM tw WHERE key LIKE '{tp}%'")
+                expect_equal("rows after the transaction of single-row INSERTs", got, n)
+                left = self.raw.scan(fp, keys_only=True)["rows"]
+                expect_equal("keys left after DELETE", left, 0)
+        labels = {
+            "txn": "transaction of 100 single-row INSERTs (PL/pgSQL loop; one Txn at COMMIT)",
+            "insert": "INSERT ... SELECT of 100 rows (one Txn at COMMIT)",
+            "update": "UPDATE of 100 rows (one Txn at COMMIT, mod_revision guards)",
+            "delete": "DELETE of 100 rows (one Txn at COMMIT, mod_revision guards)",
+        }
+        for kind in kinds:
+            s = samples[kind]
+            m = {"fdw": s["fdw"], "raw": s["raw"], "iters": 1, "reps": reps,
                  "fdw_median": median(s["fdw"]), "raw_median": median(s["raw"])}
             self.record(labels[kind], n, m, target=1.5, kind="time")
 
@@ -861,6 +929,7 @@ class Bench:
             machine = self.machine()
             steps = [("scans", self.load_scan_sets), ("scans", self.scans),
                      ("lookups", self.lookups), ("writes", self.writes),
+                     ("txwrites", self.txn_writes),
                      ("memory", self.memory)]
             for name, fn in steps:
                 if name in a.skip:
@@ -991,7 +1060,7 @@ def main(argv=None):
     p.add_argument("--mem-keys", type=parse_size, default=150_000)
     p.add_argument("--mem-value-size", type=int, default=1024)
     p.add_argument("--mem-reps", type=int, default=3)
-    p.add_argument("--skip", default="", help="comma list of: scans,lookups,writes,memory")
+    p.add_argument("--skip", default="", help="comma list of: scans,lookups,writes,txwrites,memory")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     a = p.parse_args(argv)
     a.argv = argv

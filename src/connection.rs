@@ -40,6 +40,12 @@ use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
 
 /// A KV client for `info`, connecting (or reconnecting) when needed.
 pub fn kv_client(info: &ServerInfo) -> KvClient {
+    try_kv_client(info)
+        .unwrap_or_else(|e| etcd_error(&e, &format!("server \"{}\"", info.server_name)))
+}
+
+/// [`kv_client`], handing a connection failure to the caller.
+pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
     let k = key(info);
     let fp = info.fingerprint;
     let cached = CACHE.with(|c| {
@@ -50,12 +56,9 @@ pub fn kv_client(info: &ServerInfo) -> KvClient {
         })
     });
     if let Some(kv) = cached {
-        return kv;
+        return Ok(kv);
     }
-    let client = match block_on(client::connect(&info.options)) {
-        Ok(c) => c,
-        Err(e) => etcd_error(&e, &format!("server \"{}\"", info.server_name)),
-    };
+    let client = block_on(client::connect(&info.options))?;
     let kv = client
         .kv_client()
         .max_decoding_message_size(MAX_RESPONSE_BYTES);
@@ -73,7 +76,7 @@ pub fn kv_client(info: &ServerInfo) -> KvClient {
             },
         );
     });
-    kv
+    Ok(kv)
 }
 
 /// Forget the connection of `info` if `err` says it is broken.
@@ -107,11 +110,17 @@ where
     F: Fn(KvClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
-    let first = block_on(f(kv_client(info)));
+    let first = match try_kv_client(info) {
+        Ok(kv) => block_on(f(kv)),
+        Err(e) => Err(e),
+    };
     let result = match first {
         Err(e) if e.retryable(info.options.endpoints.len()) => {
             note_error(info, &e);
-            block_on(f(kv_client(info)))
+            match try_kv_client(info) {
+                Ok(kv) => block_on(f(kv)),
+                Err(e) => Err(e),
+            }
         }
         other => other,
     };

@@ -6,6 +6,8 @@
 //! * [`error`]: etcd and option errors -> `ereport(ERROR)` with SQLSTATEs;
 //! * [`runtime`]: the per-backend tokio runtime and interruptible waits;
 //! * [`connection`]: the per-backend connection cache;
+//! * [`xact`]: transactions over etcd (pending writes, COMMIT, savepoints,
+//!   snapshots);
 //! * [`catalog`]: reading server, user mapping and table options;
 //! * [`encoding`]: the database encoding and text conversions to/from UTF-8;
 //! * [`columns`]: column mapping and etcd bytes <-> datums;
@@ -21,6 +23,7 @@ pg_module_magic!(name, version);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     catalog::register_invalidation_callbacks();
+    xact::register();
 }
 
 mod catalog;
@@ -31,3 +34,4 @@ mod error;
 mod fdw;
 mod runtime;
 mod sqlfuncs;
+mod xact;

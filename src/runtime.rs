@@ -63,6 +63,13 @@ fn cancel_requested() -> bool {
     }
 }
 
+/// Run `fut` to completion on the backend's runtime, ignoring query
+/// cancel: for a commit, whose outcome a cancel would leave unknown.  The
+/// future must bound its own wait (request_timeout).
+pub fn block_on_uncancellable<F: Future>(fut: F) -> F::Output {
+    RUNTIME.with(|cell| cell.get_or_init(build_runtime).block_on(fut))
+}
+
 /// Run `fut` to completion on the backend's runtime, abandoning it (and
 /// raising PostgreSQL's cancel/timeout ERROR) if the query is interrupted.
 pub fn block_on<F: Future>(fut: F) -> F::Output {

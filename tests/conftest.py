@@ -6,6 +6,8 @@ pg              (session)  the throw-away PostgreSQL 15 cluster (harness.PgClust
 bare_db         (function) a fresh database without the extension (harness.TestDatabase)
 db              (function) a fresh database with CREATE EXTENSION etcd_fdw and the
                            etcd_fdw FOREIGN DATA WRAPPER already created
+statement_mode  (function) db with etcd_fdw.commit_mode = 'statement' for every
+                           connection (the default is 'transaction')
 etcd            (module)   a shared plain-HTTP etcd, parametrized etcd34/etcd35;
                            use kp for a per-test key prefix so tests don't collide
 etcd_fresh      (function) a brand-new (empty) etcd, parametrized etcd34/etcd35;
@@ -92,6 +94,16 @@ def bare_db(pg, request):
 def db(bare_db):
     bare_db.setup_fdw()
     return bare_db
+
+
+@pytest.fixture
+def statement_mode(db):
+    """etcd_fdw.commit_mode = 'statement' (writes applied when each statement
+    runs) for every connection to the test's database: for tests of the
+    per-statement write path (RETURNING metadata, batching, bulk loads)."""
+    db.execute(f"ALTER DATABASE {db.name} SET etcd_fdw.commit_mode = 'statement'")
+    db.execute("SET etcd_fdw.commit_mode = 'statement'")
+    return db
 
 
 # --------------------------------------------------------------------------

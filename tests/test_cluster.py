@@ -69,7 +69,7 @@ class EtcdctlFailed(RuntimeError):
     pass
 
 
-def run_etcdctl(etcdctl, endpoints, *args, timeout=15, check=True):
+def run_etcdctl(etcdctl, endpoints, *args, timeout=15, check=True, input=None):
     """etcdctl (API v3) against the given client URLs; returns the CompletedProcess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
     env["ETCDCTL_API"] = "3"
@@ -80,7 +80,7 @@ def run_etcdctl(etcdctl, endpoints, *args, timeout=15, check=True):
         "--command-timeout", "5s",
         *[str(a) for a in args],
     ]
-    p = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+    p = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, input=input or b"")
     if check and p.returncode != 0:
         raise EtcdctlFailed(
             f"etcdctl {' '.join(str(a) for a in args)} @ {','.join(endpoints)} "
@@ -553,6 +553,63 @@ def test_stopped_first_member_is_skipped_by_new_session(db, healthy, kp):
     finally:
         m1.cont()
     cluster.wait_healthy()
+
+
+def _commit_with_member_paused(db, cluster, kp, writes, during=None):
+    """A transaction on a session connected to m1 (a follower) that runs
+    `writes`; m1 is paused (SIGSTOP) just before COMMIT, `during()` runs
+    while the commit waits, and m1 is continued after the COMMIT returned.
+    Returns (the COMMIT's thread, its elapsed time)."""
+    m1 = cluster.members[0]
+    cluster.move_leader("m2")
+    db.create_server("s", cluster.connstr, **TIMEOUTS)
+    db.create_table("t", "s", prefix=kp)
+    c = db.connect()
+    c.execute("BEGIN")
+    c.execute("SELECT count(*) FROM t")  # connects (pending writes do not)
+    for sql in writes:
+        c.execute(sql)
+    assert_connected_to(db, c, cluster, m1)
+    m1.stop()
+    try:
+        t = QueryThread(c, "COMMIT")
+        t.start()
+        if during is not None:
+            time.sleep(1)
+            during()
+        finish_or_rescue(t, None, limit=3 * REQUEST_TIMEOUT + 2 * CONNECT_TIMEOUT + 10)
+    finally:
+        m1.cont()
+    assert_session_usable(c)
+    return t, c
+
+
+def test_commit_in_flight_to_a_paused_member_is_resolved(db, healthy, kp):
+    """The commit Txn times out on a paused member: etcd_fdw reads the keys
+    back through another member.  The write is not visible there, so the
+    outcome cannot be decided: 08007 naming the key, never success."""
+    cluster = healthy
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"INSERT INTO t VALUES ('{kp}x', 'v')"])
+    assert t.error is not None, "COMMIT reported success although etcd never showed the write"
+    assert t.error.sqlstate == "08007", (t.error.sqlstate, err_text(t.error))
+    assert f"{kp}x" in err_text(t.error)
+    assert "unknown" in err_text(t.error)
+
+
+def test_commit_in_flight_that_was_applied_is_success(db, healthy, kp):
+    """The same, but the transaction's writes are visible when the keys are
+    read back (here: the identical values were written through another
+    member while the commit waited), so the COMMIT reports success."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"INSERT INTO t VALUES ('{kp}a', '1'), ('{kp}b', '2')"],
+        during=lambda: cluster.ctl(
+            "txn", members=[m2], input=f"\nput {kp}a 1\nput {kp}b 2\n\n\n".encode()),
+    )
+    assert t.error is None, err_text(t.error)
+    assert cluster.dump(m2, kp) == {f"{kp}a": "1", f"{kp}b": "2"}
 
 
 def test_failover_mid_session_after_member_killed(db, healthy, kp):

@@ -1264,6 +1264,7 @@ def etcd_huge_values():
         yield srv
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_key_larger_than_an_answer_is_54000_naming_it(db, etcd_huge_values):
     etcd = etcd_huge_values
     kp = "huge/"

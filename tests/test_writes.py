@@ -22,6 +22,12 @@ The contract under test
 * TRUNCATE is one range delete of exactly the table's range.
 * A value over etcd's request limit -> 54000.
 
+Tests run in the default etcd_fdw.commit_mode ('transaction': an autocommit
+statement is committed as one etcd transaction when it ends) unless they use
+the ``statement_mode`` fixture: RETURNING metadata, batching into several
+etcd transactions and bulk loads are statement-mode behaviour.  The
+transaction semantics themselves are tested in test_transactions.py.
+
 Most tests share one etcd per version (module fixture ``etcd``) and keep to
 their own key prefix ``kp``; nothing here compacts or wipes the shared etcd.
 Concurrent-modification tests are made deterministic with an advisory lock
@@ -169,6 +175,7 @@ def test_insert_puts_new_keys(db, etcd, kp):
     assert dict(db.rows("SELECT key, value FROM t")) == expected
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_insert_returning_metadata(db, etcd, kp):
     make_table(db, etcd, kp)
     rows = db.rows(
@@ -244,6 +251,7 @@ def test_insert_existing_key_is_unique_violation(db, etcd, kp):
     assert dump_text(etcd, kp) == {dup: "orig", kp + "after": "ok"}
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_insert_on_conflict_do_nothing(db, etcd, kp):
     make_table(db, etcd, kp)
     etcd.put_many({kp + "a": "old-a", kp + "c": "old-c"})
@@ -281,6 +289,7 @@ def test_insert_on_conflict_do_nothing(db, etcd, kp):
     assert etcd.get(kp + "b") == b"new-b"
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_insert_on_conflict_do_nothing_across_batches(db, etcd, kp):
     make_table(db, etcd, kp, columns=KV)
     existing = {f"{kp}{i:04d}": "old" for i in (1, 130, 200)}
@@ -300,6 +309,7 @@ def test_insert_on_conflict_do_nothing_across_batches(db, etcd, kp):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("statement_mode")
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 129, 1000])
 def test_insert_select_row_counts(db, etcd, kp, n):
     make_table(db, etcd, kp, columns=KV)
@@ -341,6 +351,7 @@ def check_batches(db, etcd, kp, server_bs, table_bs, rows, txns):
         (None, "1", 5, 5),
     ],
 )
+@pytest.mark.usefixtures("statement_mode")
 def test_batch_size_option(db, etcd, kp, server_bs, table_bs, rows, txns):
     check_batches(db, etcd, kp, server_bs, table_bs, rows, txns)
 
@@ -354,6 +365,7 @@ def test_batch_size_option(db, etcd, kp, server_bs, table_bs, rows, txns):
         (None, "1000", 1001, 2),
     ],
 )
+@pytest.mark.usefixtures("statement_mode")
 def test_batch_size_above_128(db, etcd_big_txn, kp, server_bs, table_bs, rows, txns):
     check_batches(db, etcd_big_txn, kp, server_bs, table_bs, rows, txns)
 
@@ -387,6 +399,7 @@ def test_conflict_in_one_big_batch_writes_nothing(db, etcd_big_txn, kp):
     assert len(dump(etcd, kp)) == 200
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_conflict_in_second_batch_keeps_first_batch(db, etcd, kp):
     # default batch_size 128: rows 1..128 are one txn, rows 129..200 the next;
     # the conflicting key is in the second batch, so only the first lands
@@ -405,6 +418,7 @@ def test_conflict_in_second_batch_keeps_first_batch(db, etcd, kp):
     assert_table_usable(db)
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_copy_from_stdin(db, etcd, kp):
     make_table(db, etcd, kp, columns=KV)
     r0 = etcd.revision()
@@ -436,6 +450,7 @@ def test_copy_from_stdin(db, etcd, kp):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_update_value_returning(db, etcd, kp):
     make_table(db, etcd, kp)
     etcd.put(kp + "a", "A1")
@@ -504,6 +519,7 @@ def test_two_column_table_update_delete(db, etcd, kp):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_rename(db, etcd, kp):
     make_table(db, etcd, kp)
     etcd.put(kp + "a", "A1")
@@ -717,6 +733,7 @@ def test_delete_where_key(db, etcd, kp):
     assert dump_text(etcd, kp) == outside
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_delete_returning_old_row(db, etcd, kp):
     make_table(db, etcd, kp)
     etcd.put(kp + "a", "1")
@@ -1122,6 +1139,7 @@ def etcd_private():
         yield srv
 
 
+@pytest.mark.usefixtures("statement_mode")
 def test_insert_select_of_large_jsonb_uses_per_row_memory(db, etcd_private):
     """Conversions of each row (jsonb output, detoasting, encoding) are
     freed after the row: 200k rows of 1 KiB jsonb keep the backend's peak

@@ -67,6 +67,28 @@ impl EtcdError {
         Some(found)
     }
 
+    /// Whether a write certainly did not take effect: it was never sent,
+    /// or etcd answered with an error it gives only without applying
+    /// anything.  A timeout, a broken connection, `Unavailable` (which
+    /// includes etcd's own "request timed out") may hide an applied write.
+    pub fn definitely_not_applied(&self) -> bool {
+        match self {
+            EtcdError::Connect { .. } | EtcdError::TlsFile { .. } | EtcdError::Auth { .. } => true,
+            EtcdError::Status { code, .. } => matches!(
+                code,
+                tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::NotFound
+                    | tonic::Code::AlreadyExists
+            ),
+            EtcdError::Timeout(_) | EtcdError::Other(_) => false,
+        }
+    }
+
     /// Whether an idempotent request may be retried once on a new
     /// connection: the member went away (the connection broke or it is
     /// unavailable), the auth token expired, or, when there are other

@@ -62,11 +62,15 @@ impl SortField {
     }
 }
 
-/// A sort field's value: raw bytes (etcd's order) or a number.
+/// A sort field's value: raw bytes (etcd's order), a number, or NULL
+/// (metadata of a row not committed yet), which sorts after everything,
+/// as in PostgreSQL's default `NULLS LAST` ascending / `NULLS FIRST`
+/// descending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SortKey<'a> {
     Int(i64),
     Bytes(&'a [u8]),
+    Null,
 }
 
 /// Merge `more` into `top`, the best `limit` items so far in the order of

@@ -108,7 +108,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
     let sample = std::slice::from_raw_parts_mut(rows, targrows.max(0) as usize);
     let mut reservoir = Reservoir::new(targrows);
     let mut fetched_pages = 0;
-    while let Some(kv) = exec.next_kv() {
+    while let Some(row) = exec.next_row() {
         if exec.pages != fetched_pages {
             fetched_pages = exec.pages;
             pgrx::check_for_interrupts!();
@@ -116,7 +116,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         let Some((i, replaces)) = reservoir.next_slot() else {
             continue;
         };
-        row_cxt.switch_to(|_| exec.fill(&kv, &mut values, &mut nulls));
+        row_cxt.switch_to(|_| exec.fill(&row, &mut values, &mut nulls));
         if replaces {
             pg_sys::heap_freetuple(sample[i]);
         }

@@ -1,6 +1,7 @@
 //! The foreign data wrapper: handler, validator and FdwRoutine callbacks.
 
 mod analyze;
+mod deferred;
 mod explain;
 mod modify;
 pub(crate) mod plan;

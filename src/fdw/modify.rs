@@ -114,13 +114,16 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
 
 /// Per result relation state of a modifying statement.
 pub struct ModifyExec {
-    server: ServerInfo,
+    pub(super) server: ServerInfo,
     cols: TableColumns,
     relname: String,
     key_col: Column,
     rowid_attno: i16,
     modrev_attno: i16,
-    returning: bool,
+    pub(super) returning: bool,
+    /// `etcd_fdw.commit_mode = 'transaction'`: row changes go into the
+    /// transaction's pending writes (see `deferred`), not to etcd.
+    deferred: bool,
     /// Write each row before the callback returns it (RETURNING, or AFTER
     /// triggers that may read etcd), instead of buffering.
     write_each_row: bool,
@@ -129,7 +132,7 @@ pub struct ModifyExec {
     sets_value: bool,
     sets_lease: bool,
     do_nothing: bool,
-    batch_size: u32,
+    pub(super) batch_size: u32,
     /// Per-row scratch memory (detoasted datums, output function results,
     /// converted text, RETURNING datums), reset at the start of each row
     /// like postgres_fdw's temp_cxt: after the executor consumed the
@@ -203,6 +206,7 @@ impl ModifyExec {
                 || (*trig).trig_update_after_statement
                 || (*trig).trig_delete_after_statement);
         ModifyExec {
+            deferred: crate::xact::deferring(),
             write_each_row: after_triggers,
             sets_value: true,
             sets_lease: true,
@@ -344,7 +348,7 @@ impl ModifyExec {
     }
 
     /// What a write was doing, for error messages.
-    fn what(&self) -> String {
+    pub(super) fn what(&self) -> String {
         format!(
             "writing to foreign table \"{}\" on etcd server \"{}\"",
             self.relname, self.server.server_name
@@ -354,7 +358,7 @@ impl ModifyExec {
     /// Renames that keep the old key's value or lease: read the old rows
     /// (read-only transactions of a few keys each, retried like any read)
     /// and copy them in, before the ops are packed by their real size.
-    fn resolve_renames(&self, ops: &mut [WriteOp]) -> Result<(), Conflict> {
+    pub(super) fn resolve_renames(&self, ops: &mut [WriteOp]) -> Result<(), Conflict> {
         /// Old rows per read: values are at most etcd's request limit
         /// (1.5 MiB by default) each, so an answer stays well within the
         /// client's response limit.
@@ -389,7 +393,7 @@ impl ModifyExec {
         }
     }
 
-    fn conflict_error(&self, c: &Conflict) -> ! {
+    pub(super) fn conflict_error(&self, c: &Conflict) -> ! {
         match c {
             Conflict::KeyExists(keys) => raise_with(
                 PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
@@ -429,9 +433,11 @@ impl ModifyExec {
     /// Write `op` at once when RETURNING needs its outcome (filling `slot`;
     /// every column when `whole_row`), else buffer it.
     unsafe fn apply(&mut self, op: WriteOp, slot: *mut pg_sys::TupleTableSlot, whole_row: bool) {
-        if self.returning {
+        if self.deferred {
+            self.defer(op, slot, whole_row);
+        } else if self.returning {
             let row = self.write_now(op);
-            self.fill_slot(slot, &row, whole_row);
+            self.fill_slot(slot, &row, whole_row, true);
         } else if self.write_each_row {
             self.write_now(op);
         } else {
@@ -506,8 +512,15 @@ impl ModifyExec {
     }
 
     /// Rebuild a RETURNING slot: the metadata columns (and, for a delete,
-    /// every column) come from the row after the write; the rest are kept.
-    unsafe fn fill_slot(&self, slot: *mut pg_sys::TupleTableSlot, row: &RowAfter, all: bool) {
+    /// every column) come from the row after the write (NULL without
+    /// `with_meta`: a pending write has none yet); the rest are kept.
+    pub(super) unsafe fn fill_slot(
+        &self,
+        slot: *mut pg_sys::TupleTableSlot,
+        row: &RowAfter,
+        all: bool,
+        with_meta: bool,
+    ) {
         let tupdesc = (*slot).tts_tupleDescriptor;
         let natts = (*tupdesc).natts as usize;
         let mut vals = vec![pg_sys::Datum::from(0); natts];
@@ -524,6 +537,12 @@ impl ModifyExec {
         }
         for c in &self.cols.columns {
             let d = match c.field {
+                Field::CreateRevision | Field::ModRevision | Field::Version | Field::Lease
+                    if !with_meta =>
+                {
+                    nulls[c.index] = true;
+                    continue;
+                }
                 Field::CreateRevision => pg_sys::Datum::from(row.create_revision),
                 Field::ModRevision => pg_sys::Datum::from(row.mod_revision),
                 Field::Version => pg_sys::Datum::from(row.version),
@@ -728,11 +747,16 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         lease,
     };
     if st.do_nothing {
-        let Some(Some(row)) = st.insert_skipping_existing(vec![op]).pop() else {
+        let skipped = if st.deferred {
+            st.defer_skipping_existing(vec![op])
+        } else {
+            st.insert_skipping_existing(vec![op])
+        };
+        let Some(Some(row)) = skipped.into_iter().next() else {
             return std::ptr::null_mut();
         };
         if st.returning {
-            st.fill_slot(slot, &row, false);
+            st.fill_slot(slot, &row, false, !st.deferred);
         }
         return slot;
     }
@@ -764,7 +788,11 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
         })
         .collect();
     if st.do_nothing {
-        let applied = st.insert_skipping_existing(ops);
+        let applied = if st.deferred {
+            st.defer_skipping_existing(ops)
+        } else {
+            st.insert_skipping_existing(ops)
+        };
         // Inserted rows first: PostgreSQL counts the first *num_slots.
         let mut inserted = 0;
         for (i, row) in applied.into_iter().enumerate() {
@@ -774,6 +802,10 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
             }
         }
         *num_slots = inserted as i32;
+    } else if st.deferred {
+        for op in ops {
+            st.defer(op, std::ptr::null_mut(), false);
+        }
     } else {
         st.send_all(ops);
     }
@@ -852,6 +884,10 @@ pub unsafe extern "C-unwind" fn exec_foreign_truncate(
         let (table, server_oid, _) = table_info(relid);
         check_writable(&table, relid);
         let server = catalog::server_info(server_oid, pg_sys::GetUserId());
+        if crate::xact::deferring() {
+            super::deferred::defer_truncate(&server, &table.key_set(), &table);
+            continue;
+        }
         let timeout = server.options.request_timeout;
         let name = catalog::rel_name(relid);
         for range in table.key_set().ranges() {

@@ -265,6 +265,9 @@ unsafe fn sort_for_pathkeys(
         Field::Key if limited => Some(Some((SortField::Key, true))),
         Field::Value if st.table.keys_only => None,
         Field::Lease | Field::Key => None,
+        // Rows of the transaction's pending writes have NULL metadata,
+        // which the scan sorts PostgreSQL's default way only.
+        _ if (*pk).pk_nulls_first != desc => None,
         f if limited && pks.len() == 1 => {
             let sf = SortField::from_name(f.name())?;
             Some(Some((sf, desc)))

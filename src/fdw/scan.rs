@@ -9,8 +9,9 @@ use etcd_fdw_core::client;
 use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
 use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
+use etcd_fdw_core::pending::{Overlay, PendingTxn, Step};
 use etcd_fdw_core::plan::{CondOp, ScanPlan};
-use etcd_fdw_core::scan::{Oversized, PageRequest, Pager, ScanSpec};
+use etcd_fdw_core::scan::{merge_top, Oversized, PageRequest, Pager, ScanSpec, SortField, SortKey};
 use etcd_fdw_core::writes::revision_to_tid;
 use pgrx::pg_sys;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
@@ -20,6 +21,7 @@ use super::pushdown;
 use crate::catalog::{self, ServerInfo};
 use crate::columns::{self, Column, Field, Repr};
 use crate::connection;
+use crate::xact;
 
 /// Input function of a column read through its type's text I/O.
 struct IoInput {
@@ -38,7 +40,15 @@ pub struct ScanExec {
     econtext: *mut pg_sys::ExprContext,
     io_inputs: Vec<IoInput>,
     pager: Option<Pager>,
-    page: std::vec::IntoIter<KeyValue>,
+    page: std::iter::Peekable<std::vec::IntoIter<KeyValue>>,
+    /// The transaction's pending writes when the scan began (read your own
+    /// writes; not the statement's own).
+    pending: Option<PendingTxn>,
+    /// Those in this scan's keys, merged into etcd's rows, when any.
+    overlay: Option<Overlay>,
+    /// A non-key sort over an overlay: every row, merged and sorted here
+    /// (only the best `limit`), handed out from this buffer.
+    sorted: Option<std::vec::IntoIter<ScanRow>>,
     pub pages: u64,
     pub keys_fetched: u64,
     relid: pg_sys::Oid,
@@ -79,6 +89,7 @@ impl ScanExec {
     ) -> ScanExec {
         let (_table, server_oid, cols) = table_info(relid);
         let server = catalog::server_info(server_oid, userid);
+        let pending = xact::pending_snapshot(&server);
         let key_repr = cols.find(Field::Key).map_or(Repr::Text, |c| c.repr);
         let io_inputs = cols
             .columns
@@ -111,7 +122,10 @@ impl ScanExec {
             econtext: std::ptr::null_mut(),
             io_inputs,
             pager: None,
-            page: Vec::new().into_iter(),
+            page: Vec::new().into_iter().peekable(),
+            pending,
+            overlay: None,
+            sorted: None,
             pages: 0,
             keys_fetched: 0,
             relid,
@@ -140,7 +154,7 @@ impl ScanExec {
     fn start(&mut self) {
         // SAFETY: called from IterateForeignScan with a live econtext.
         let keys = unsafe { self.runtime_keys() };
-        self.pager = Some(Pager::new(ScanSpec {
+        let mut spec = ScanSpec {
             keys,
             sort: self.plan.sort,
             limit: self.plan.limit,
@@ -149,7 +163,81 @@ impl ScanExec {
             serializable: self.plan.serializable,
             fetch_size: self.plan.fetch_size,
             adaptive: self.plan.adaptive_fetch,
-        }));
+        };
+        if spec.revision == 0 {
+            // REPEATABLE READ / SERIALIZABLE: the transaction's snapshot.
+            spec.revision = xact::snapshot_revision(&self.server).unwrap_or(0);
+        }
+        let desc = matches!(spec.sort, Some((SortField::Key, true)));
+        self.overlay = self
+            .pending
+            .as_ref()
+            .filter(|p| p.touches(&spec.keys))
+            .map(|p| p.overlay(&spec.keys, desc));
+        if self.overlay.is_some() {
+            // Pending writes decide which rows come out: etcd's limit
+            // could cut rows the overlay removes, and etcd cannot sort
+            // rows it does not have.
+            spec.limit = None;
+            if !desc {
+                spec.sort = None;
+            }
+        }
+        self.pager = Some(Pager::new(spec));
+    }
+
+    /// The next row of etcd's answer merged with the overlay.
+    fn next_merged(&mut self) -> Option<ScanRow> {
+        loop {
+            if self.page.peek().is_none() && !self.fetch_page() {
+                // etcd has no more rows; pending ones may remain.
+                let ov = self.overlay.as_mut()?;
+                return match ov.step(None) {
+                    Step::Own { key, value, .. } => Some(ScanRow::Own { key, value }),
+                    _ => None,
+                };
+            }
+            let Some(next) = self.page.peek() else {
+                continue;
+            };
+            let Some(ov) = self.overlay.as_mut() else {
+                return self.page.next().map(ScanRow::Etcd);
+            };
+            match ov.step(Some(next.key())) {
+                Step::Etcd => return self.page.next().map(ScanRow::Etcd),
+                Step::SkipEtcd => {
+                    self.page.next();
+                }
+                Step::Merge { value, .. } => {
+                    return self.page.next().map(|kv| ScanRow::Merged { kv, value });
+                }
+                Step::Own { key, value, .. } => return Some(ScanRow::Own { key, value }),
+                Step::Done => return None,
+            }
+        }
+    }
+
+    /// A non-key sort with pending writes in range: merge everything, keep
+    /// the best `limit` rows in the sort's order (pending metadata is NULL,
+    /// which sorts last ascending and first descending, PostgreSQL's
+    /// default and the only order the planner pushes).
+    fn sort_merged(&mut self) -> std::vec::IntoIter<ScanRow> {
+        let Some((field, desc)) = self.plan.sort else {
+            return Vec::new().into_iter();
+        };
+        let limit = self.plan.limit.map_or(usize::MAX, |l| l as usize);
+        let mut top: Vec<ScanRow> = Vec::new();
+        let mut chunk = Vec::new();
+        while let Some(row) = self.next_merged() {
+            chunk.push(row);
+            if chunk.len() >= 1024 {
+                merge_top(&mut top, std::mem::take(&mut chunk), limit, desc, |r| {
+                    r.sort_key(field)
+                });
+            }
+        }
+        merge_top(&mut top, chunk, limit, desc, |r| r.sort_key(field));
+        top.into_iter()
     }
 
     /// Fetch the next page; false when the scan is complete.  A page
@@ -196,16 +284,23 @@ impl ScanExec {
             return false;
         };
         let kvs = pager.accept(resp);
+        if self.pages == 0 && self.plan.revision == 0 {
+            xact::pin_snapshot(&self.server, pager.revision());
+        }
         self.pages += 1;
         self.keys_fetched += kvs.len() as u64;
-        self.page = kvs.into_iter();
+        self.page = kvs.into_iter().peekable();
         true
     }
 
     /// What the scan was doing, for error messages.
     fn what(&self) -> String {
+        let at = match self.pager.as_ref().map(Pager::revision) {
+            Some(r) if r > 0 => format!(" at revision {r}"),
+            _ => String::new(),
+        };
         format!(
-            "reading foreign table \"{}\" from etcd server \"{}\" ({})",
+            "reading foreign table \"{}\" from etcd server \"{}\" ({}){at}",
             catalog::rel_name(self.relid),
             self.server.server_name,
             self.server.options.endpoints_display()
@@ -244,18 +339,20 @@ impl ScanExec {
         )
     }
 
-    /// The next key-value pair of the scan, fetching pages as needed.
-    pub fn next_kv(&mut self) -> Option<KeyValue> {
+    /// The next row of the scan, fetching pages as needed.
+    pub fn next_row(&mut self) -> Option<ScanRow> {
         if self.pager.is_none() {
             self.start();
+            let sorted_overlay =
+                self.overlay.is_some() && self.plan.sort.is_some_and(|(f, _)| f != SortField::Key);
+            if sorted_overlay {
+                let rows = self.sort_merged();
+                self.sorted = Some(rows);
+            }
         }
-        loop {
-            if let Some(kv) = self.page.next() {
-                return Some(kv);
-            }
-            if !self.fetch_page() {
-                return None;
-            }
+        match self.sorted.as_mut() {
+            Some(rows) => rows.next(),
+            None => self.next_merged(),
         }
     }
 
@@ -265,17 +362,18 @@ impl ScanExec {
     /// `slot` must be the scan's virtual tuple slot; runs in the per-tuple
     /// memory context.
     pub unsafe fn next_into(&mut self, slot: *mut pg_sys::TupleTableSlot) -> bool {
-        let Some(kv) = self.next_kv() else {
+        let Some(row) = self.next_row() else {
             return false;
         };
         pg_sys::ExecClearTuple(slot);
         let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
         let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
         let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
-        self.fill(&kv, values, nulls);
+        self.fill(&row, values, nulls);
         pg_sys::ExecStoreVirtualTuple(slot);
-        // The ctid carries the mod_revision to UPDATE/DELETE (see modify.rs).
-        if let Some((block, offset)) = revision_to_tid(kv.mod_revision()) {
+        // The ctid carries the mod_revision to UPDATE/DELETE (see
+        // modify.rs); 0 marks a row of the transaction's pending writes.
+        if let Some((block, offset)) = revision_to_tid(row.mod_revision()) {
             let tid = &mut (*slot).tts_tid;
             tid.ip_blkid.bi_hi = (block >> 16) as u16;
             tid.ip_blkid.bi_lo = (block & 0xffff) as u16;
@@ -289,21 +387,28 @@ impl ScanExec {
     ///
     /// # Safety
     /// Datums are allocated in the current memory context.
-    pub unsafe fn fill(&mut self, kv: &KeyValue, values: &mut [pg_sys::Datum], nulls: &mut [bool]) {
+    pub unsafe fn fill(&mut self, row: &ScanRow, values: &mut [pg_sys::Datum], nulls: &mut [bool]) {
         nulls.fill(true);
-        let key = kv.key();
+        let key = row.key();
+        let meta = row.meta();
         for c in &self.columns {
             let d = match (c.field, c.repr) {
                 (Field::Key, Repr::Bytea) => columns::bytea_datum(key),
                 (Field::Key, _) => columns::text_datum(key, Field::Key, key),
-                (Field::Value, _) if self.plan.keys_only => continue,
-                (Field::Value, Repr::Bytea) => columns::bytea_datum(kv.value()),
-                (Field::Value, Repr::Text) => columns::text_datum(kv.value(), Field::Value, key),
-                (Field::Value, _) => io_datum(&mut self.io_inputs, c.index, kv.value(), key),
-                (Field::CreateRevision, _) => pg_sys::Datum::from(kv.create_revision()),
-                (Field::ModRevision, _) => pg_sys::Datum::from(kv.mod_revision()),
-                (Field::Version, _) => pg_sys::Datum::from(kv.version()),
-                (Field::Lease, _) => pg_sys::Datum::from(kv.lease()),
+                (Field::Value, _) if self.plan.keys_only && !row.is_pending() => continue,
+                (Field::Value, Repr::Bytea) => columns::bytea_datum(row.value()),
+                (Field::Value, Repr::Text) => columns::text_datum(row.value(), Field::Value, key),
+                (Field::Value, _) => io_datum(&mut self.io_inputs, c.index, row.value(), key),
+                (_, _) => {
+                    // Metadata: NULL for a pending row until the commit.
+                    let Some(kv) = meta else { continue };
+                    match c.field {
+                        Field::CreateRevision => pg_sys::Datum::from(kv.create_revision()),
+                        Field::ModRevision => pg_sys::Datum::from(kv.mod_revision()),
+                        Field::Version => pg_sys::Datum::from(kv.version()),
+                        _ => pg_sys::Datum::from(kv.lease()),
+                    }
+                }
             };
             values[c.index] = d;
             nulls[c.index] = false;
@@ -312,7 +417,70 @@ impl ScanExec {
 
     pub fn rescan(&mut self) {
         self.pager = None;
-        self.page = Vec::new().into_iter();
+        self.page = Vec::new().into_iter().peekable();
+        self.overlay = None;
+        self.sorted = None;
+    }
+}
+
+/// A row of a scan: etcd's, etcd's with the transaction's pending put
+/// applied, or one only the transaction has.
+pub enum ScanRow {
+    Etcd(KeyValue),
+    /// `value` `None`: the put keeps etcd's value.
+    Merged {
+        kv: KeyValue,
+        value: Option<Vec<u8>>,
+    },
+    Own {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+impl ScanRow {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ScanRow::Etcd(kv) | ScanRow::Merged { kv, .. } => kv.key(),
+            ScanRow::Own { key, .. } => key,
+        }
+    }
+
+    pub fn value(&self) -> &[u8] {
+        match self {
+            ScanRow::Etcd(kv) | ScanRow::Merged { kv, value: None } => kv.value(),
+            ScanRow::Merged { value: Some(v), .. } | ScanRow::Own { value: v, .. } => v,
+        }
+    }
+
+    /// etcd's metadata, for a row without pending changes.
+    fn meta(&self) -> Option<&KeyValue> {
+        match self {
+            ScanRow::Etcd(kv) => Some(kv),
+            _ => None,
+        }
+    }
+
+    fn is_pending(&self) -> bool {
+        !matches!(self, ScanRow::Etcd(_))
+    }
+
+    /// The revision the ctid carries to UPDATE/DELETE; 0 for a pending row.
+    fn mod_revision(&self) -> i64 {
+        self.meta().map_or(0, KeyValue::mod_revision)
+    }
+
+    fn sort_key(&self, field: SortField) -> SortKey<'_> {
+        match (field, self.meta()) {
+            (SortField::Key, _) => SortKey::Bytes(self.key()),
+            (SortField::Value, _) => SortKey::Bytes(self.value()),
+            (f, Some(kv)) => SortKey::Int(match f {
+                SortField::CreateRevision => kv.create_revision(),
+                SortField::ModRevision => kv.mod_revision(),
+                _ => kv.version(),
+            }),
+            (_, None) => SortKey::Null,
+        }
     }
 }
 

@@ -1,0 +1,443 @@
+//! PostgreSQL transactions over etcd.
+//!
+//! With `etcd_fdw.commit_mode = 'transaction'` (the default) writes are not
+//! sent when a statement runs: they go into a [`PendingTxn`] per
+//! connection (server, user) and are committed at `XACT_EVENT_PRE_COMMIT`
+//! as ONE guarded etcd transaction per connection.  ROLLBACK, an error and
+//! `ROLLBACK TO SAVEPOINT` discard them (sub-transaction callback).  Scans
+//! merge them into what etcd returns (read your own writes).  REPEATABLE
+//! READ and SERIALIZABLE transactions read every scan at the revision the
+//! first one saw on that connection.
+//!
+//! The pending sets live in thread-local state of the backend, like
+//! postgres_fdw's connection cache, and the callbacks sit beside it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use etcd_fdw_core::client::{self, EtcdError};
+use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_fdw_core::pending::{
+    CommitConflict, CommitCost, CommitLimits, CommitOp, CommitTxn, PendingTxn,
+};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_sys, PgSqlErrorCode};
+
+use crate::catalog::ServerInfo;
+use crate::columns::display_key;
+use crate::connection;
+use crate::error::raise_with;
+use crate::runtime;
+
+/// When writes reach etcd.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// At COMMIT, one etcd transaction per connection.
+    #[name = c"transaction"]
+    Transaction,
+    /// When each statement runs (in etcd transactions of `batch_size`).
+    #[name = c"statement"]
+    Statement,
+}
+
+static COMMIT_MODE: GucSetting<CommitMode> = GucSetting::<CommitMode>::new(CommitMode::Transaction);
+
+/// The writes and the snapshot of one connection in this transaction.
+struct ConnTxn {
+    server: ServerInfo,
+    pending: PendingTxn,
+    /// REPEATABLE READ / SERIALIZABLE: the revision every scan reads at.
+    snapshot: Option<i64>,
+}
+
+thread_local! {
+    /// Keyed like the connection cache: (server oid, user oid).
+    static XACT: RefCell<BTreeMap<(u32, u32), ConnTxn>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+fn conn_key(server: &ServerInfo) -> (u32, u32) {
+    (u32::from(server.server_oid), u32::from(server.user_oid))
+}
+
+/// Define the GUC and register the transaction callbacks; from _PG_init.
+pub fn register() {
+    GucRegistry::define_enum_guc(
+        c"etcd_fdw.commit_mode",
+        c"When etcd_fdw sends writes to etcd.",
+        c"'transaction': at COMMIT, as one etcd transaction per connection (ROLLBACK discards them); 'statement': when each statement runs.",
+        &COMMIT_MODE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // SAFETY: the callbacks are plain functions living as long as the
+    // library; they only touch this module's thread-local state.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+    }
+}
+
+/// Whether writes are deferred to COMMIT.
+pub fn deferring() -> bool {
+    COMMIT_MODE.get() == CommitMode::Transaction
+}
+
+/// The current (sub)transaction nesting level, which tags pending writes.
+pub fn nest_level() -> u32 {
+    // SAFETY: reads the transaction state of this backend.
+    unsafe { pg_sys::GetCurrentTransactionNestLevel() as u32 }
+}
+
+/// Run `f` on this transaction's state of `server`'s connection.
+fn with_conn<R>(server: &ServerInfo, f: impl FnOnce(&mut ConnTxn) -> R) -> R {
+    XACT.with(|x| {
+        let mut x = x.borrow_mut();
+        let entry = x.entry(conn_key(server)).or_insert_with(|| ConnTxn {
+            server: server.clone(),
+            pending: PendingTxn::new(),
+            snapshot: None,
+        });
+        f(entry)
+    })
+}
+
+/// Run `f` on the pending writes of `server`'s connection.
+pub fn with_pending<R>(server: &ServerInfo, f: impl FnOnce(&mut PendingTxn) -> R) -> R {
+    with_conn(server, |c| f(&mut c.pending))
+}
+
+/// The transaction's pending writes on `server`'s connection as they are
+/// now, for a scan to merge (`None` when there are none).  Taken when the
+/// scan begins, so a statement does not see its own writes, also on
+/// rescans (PostgreSQL's command-level visibility).
+pub fn pending_snapshot(server: &ServerInfo) -> Option<PendingTxn> {
+    XACT.with(|x| {
+        let x = x.borrow();
+        let c = x.get(&conn_key(server))?;
+        (!c.pending.is_empty()).then(|| c.pending.clone())
+    })
+}
+
+/// Whether scans read at one revision for the whole transaction.
+fn snapshot_isolation() -> bool {
+    // SAFETY: reads a backend global.
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
+/// The revision scans of `server` read at in this transaction (REPEATABLE
+/// READ and SERIALIZABLE), once the first scan has pinned it.
+pub fn snapshot_revision(server: &ServerInfo) -> Option<i64> {
+    if !snapshot_isolation() {
+        return None;
+    }
+    XACT.with(|x| x.borrow().get(&conn_key(server)).and_then(|c| c.snapshot))
+}
+
+/// Pin the revision the transaction's first scan of `server` read.
+pub fn pin_snapshot(server: &ServerInfo, revision: i64) {
+    if !snapshot_isolation() || revision <= 0 {
+        return;
+    }
+    with_conn(server, |c| {
+        c.snapshot.get_or_insert(revision);
+    });
+}
+
+/// Refuse a statement whose writes would make the commit transaction
+/// larger than etcd accepts.
+pub fn check_size(server: &ServerInfo, max_ops: u32) {
+    let limits = CommitLimits {
+        max_ops: max_ops as usize,
+        ..CommitLimits::default()
+    };
+    let cost: CommitCost = with_pending(server, |p| p.cost());
+    if cost.within(&limits) {
+        return;
+    }
+    raise_with(
+        PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "the transaction's writes to etcd server \"{}\" do not fit in one etcd transaction",
+            server.server_name
+        ),
+        Some(format!(
+            "They hold {} operations and about {} bytes; the limits are {} operations (option \"batch_size\") and {} bytes.",
+            cost.ops, cost.bytes, limits.max_ops, limits.max_bytes
+        )),
+        Some(
+            "Raise etcd's --max-txn-ops and --max-request-bytes together with the option \"batch_size\", or SET etcd_fdw.commit_mode = 'statement' for bulk loads.".into(),
+        ),
+    )
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent as E;
+    match event {
+        E::XACT_EVENT_PRE_COMMIT | E::XACT_EVENT_PARALLEL_PRE_COMMIT => commit_all(),
+        E::XACT_EVENT_PRE_PREPARE => {
+            let pending = XACT.with(|x| x.borrow().values().any(|c| !c.pending.is_empty()));
+            if pending {
+                raise_with(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "cannot PREPARE a transaction that has written to etcd".into(),
+                    Some("etcd has no two-phase commit; nothing was written.".into()),
+                    None,
+                );
+            }
+        }
+        // Whatever happened, the transaction is over.
+        E::XACT_EVENT_COMMIT
+        | E::XACT_EVENT_PARALLEL_COMMIT
+        | E::XACT_EVENT_ABORT
+        | E::XACT_EVENT_PARALLEL_ABORT
+        | E::XACT_EVENT_PREPARE => XACT.with(|x| x.borrow_mut().clear()),
+        _ => {}
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent as E;
+    let level = nest_level();
+    match event {
+        E::SUBXACT_EVENT_COMMIT_SUB => XACT.with(|x| {
+            for c in x.borrow_mut().values_mut() {
+                c.pending.release(level);
+            }
+        }),
+        E::SUBXACT_EVENT_ABORT_SUB => XACT.with(|x| {
+            for c in x.borrow_mut().values_mut() {
+                c.pending.rollback_to(level);
+            }
+        }),
+        _ => {}
+    }
+}
+
+/// Commit every connection's pending writes, in a fixed order.
+fn commit_all() {
+    let conns: Vec<(ServerInfo, CommitTxn)> = XACT.with(|x| {
+        x.borrow()
+            .values()
+            .filter_map(|c| c.pending.commit().map(|t| (c.server.clone(), t)))
+            .collect()
+    });
+    let mut committed: Vec<String> = Vec::new();
+    for (server, txn) in conns {
+        if let Err(f) = commit_one(&server, &txn) {
+            report_failure(&server, &f, &committed);
+        }
+        committed.push(server.server_name.clone());
+    }
+}
+
+/// How one connection's commit failed.
+enum CommitFailure {
+    /// A guard failed: nothing of this connection was written.
+    Conflict(CommitConflict),
+    /// etcd refused the transaction or could not be reached before it was
+    /// sent: nothing was written.
+    NotApplied(EtcdError),
+    /// The transaction may or may not have been applied.
+    Unknown {
+        error: EtcdError,
+        keys: Vec<Vec<u8>>,
+    },
+}
+
+fn commit_one(server: &ServerInfo, txn: &CommitTxn) -> Result<(), CommitFailure> {
+    let timeout = server.options.request_timeout;
+    let kv = connection::try_kv_client(server).map_err(CommitFailure::NotApplied)?;
+    let request = txn.txn();
+    // Not interruptible: a cancel now would leave the outcome unknown;
+    // request_timeout bounds the wait.
+    let result = runtime::block_on_uncancellable(async move {
+        let mut kv = kv;
+        client::with_timeout(timeout, kv.txn(request)).await
+    });
+    match result {
+        Ok(resp) if resp.succeeded() => Ok(()),
+        Ok(resp) => Err(CommitFailure::Conflict(
+            txn.diagnose(&failure_revisions(&resp)),
+        )),
+        Err(e) if e.definitely_not_applied() => {
+            connection::note_error(server, &e);
+            Err(CommitFailure::NotApplied(e))
+        }
+        Err(e) => {
+            connection::note_error(server, &e);
+            resolve_unknown(server, txn, e)
+        }
+    }
+}
+
+/// The mod_revision of each guarded key in a failed commit's reads.
+fn failure_revisions(resp: &TxnResponse) -> Vec<Option<i64>> {
+    resp.op_responses()
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The connection broke (or timed out) while the commit was in flight:
+/// read the keys back on a fresh connection.  Applied: every put shows
+/// the value sent, all at one revision, and every deleted key is gone.
+/// Anything else cannot be decided (08007).
+fn resolve_unknown(
+    server: &ServerInfo,
+    txn: &CommitTxn,
+    error: EtcdError,
+) -> Result<(), CommitFailure> {
+    let keys: Vec<Vec<u8>> = txn
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            CommitOp::Put { key, .. } | CommitOp::Delete { key, .. } => Some(key.clone()),
+            CommitOp::DeleteRange(_) => None,
+        })
+        .collect();
+    let unknown = |error| CommitFailure::Unknown {
+        error,
+        keys: keys.clone(),
+    };
+    let timeout = server.options.request_timeout;
+    let reads = Txn::new().and_then(
+        keys.iter()
+            .map(|k| TxnOp::get(k.clone(), Some(GetOptions::new())))
+            .collect::<Vec<_>>(),
+    );
+    let resp = match connection::try_with_retry(server, |mut kv| {
+        let reads = reads.clone();
+        async move { client::with_timeout(timeout, kv.txn(reads)).await }
+    }) {
+        Ok(r) => r,
+        Err(_) => return Err(unknown(error)),
+    };
+    let now: Vec<Option<(Vec<u8>, i64)>> = resp
+        .op_responses()
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+            _ => None,
+        })
+        .collect();
+    let mut applied = !keys.is_empty();
+    let mut revision = None;
+    let mut i = 0;
+    for op in &txn.ops {
+        match op {
+            CommitOp::Put { value, .. } => {
+                let cur = now.get(i).cloned().flatten();
+                i += 1;
+                let ours = match (&cur, value) {
+                    (Some((v, rev)), Some(sent)) => v == sent && revision.is_none_or(|r| r == *rev),
+                    (Some((_, rev)), None) => revision.is_none_or(|r| r == *rev),
+                    (None, _) => false,
+                };
+                if ours {
+                    revision = cur.as_ref().map(|(_, r)| *r);
+                } else {
+                    applied = false;
+                }
+            }
+            CommitOp::Delete { .. } => {
+                let cur = now.get(i).cloned().flatten();
+                i += 1;
+                if cur.is_some() {
+                    applied = false;
+                }
+            }
+            CommitOp::DeleteRange(_) => {}
+        }
+    }
+    let deletes_only = revision.is_none();
+    if applied && !deletes_only {
+        return Ok(());
+    }
+    // Not visibly applied.  That is no proof of "not applied": a request
+    // still queued at a paused member may apply later, and a later write
+    // may have replaced ours.  Say so.
+    Err(unknown(error))
+}
+
+fn report_failure(server: &ServerInfo, f: &CommitFailure, committed: &[String]) -> ! {
+    let earlier = if committed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " The writes to etcd server(s) {} were committed before.",
+            committed
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let name = &server.server_name;
+    match f {
+        CommitFailure::Conflict(CommitConflict::KeyExists(k)) => raise_with(
+            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            format!(
+                "duplicate key value: key \"{}\" already exists in etcd server \"{name}\"",
+                display_key(k)
+            ),
+            Some(format!(
+                "Another client created the key before this transaction committed; nothing of the transaction was written to \"{name}\".{earlier}"
+            )),
+            None,
+        ),
+        CommitFailure::Conflict(CommitConflict::Changed(k)) => raise_with(
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            format!(
+                "could not serialize access: key \"{}\" was changed in etcd server \"{name}\" after this transaction read it",
+                display_key(k)
+            ),
+            Some(format!(
+                "Nothing of the transaction was written to \"{name}\".{earlier}"
+            )),
+            Some("Retry the transaction.".into()),
+        ),
+        CommitFailure::NotApplied(e) => raise_with(
+            if matches!(e, EtcdError::Connect { .. }) {
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE
+            } else {
+                crate::error::etcd_sqlstate(e)
+            },
+            format!("could not commit to etcd server \"{name}\": {e}"),
+            Some(format!(
+                "The transaction's writes were not applied to \"{name}\".{earlier}"
+            )),
+            None,
+        ),
+        CommitFailure::Unknown { error, keys } => raise_with(
+            PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
+            format!(
+                "the outcome of the commit to etcd server \"{name}\" is unknown: {error}"
+            ),
+            Some(format!(
+                "The connection failed while etcd was committing; check the keys {}.{earlier}",
+                keys.iter()
+                    .take(10)
+                    .map(|k| format!("\"{}\"", display_key(k)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None,
+        ),
+    }
+}
