@@ -17,9 +17,7 @@ use std::collections::BTreeMap;
 
 use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
-use etcd_fdw_core::pending::{
-    CommitConflict, CommitCost, CommitLimits, CommitOp, CommitTxn, PendingTxn,
-};
+use etcd_fdw_core::pending::{CommitConflict, CommitLimits, CommitOp, CommitTxn, PendingTxn};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_sys, PgSqlErrorCode};
 
@@ -150,10 +148,9 @@ pub fn check_size(server: &ServerInfo, max_ops: u32) {
         max_ops: max_ops as usize,
         ..CommitLimits::default()
     };
-    let cost: CommitCost = with_pending(server, |p| p.cost());
-    if cost.within(&limits) {
+    let Err(cost) = with_pending(server, |p| p.fits(&limits)) else {
         return;
-    }
+    };
     raise_with(
         PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         format!(
@@ -266,9 +263,18 @@ fn commit_one(server: &ServerInfo, txn: &CommitTxn) -> Result<(), CommitFailure>
     });
     match result {
         Ok(resp) if resp.succeeded() => Ok(()),
-        Ok(resp) => Err(CommitFailure::Conflict(
-            txn.diagnose(&failure_revisions(&resp)),
-        )),
+        Ok(_) => {
+            // A guard failed: nothing was written.  Read the guarded keys
+            // to say which one (a read error still reports a conflict).
+            let reads = txn.failure_reads();
+            let now = connection::try_with_retry(server, |mut kv| {
+                let reads = reads.clone();
+                async move { client::with_timeout(timeout, kv.txn(reads)).await }
+            })
+            .map(|r| failure_revisions(&r))
+            .unwrap_or_default();
+            Err(CommitFailure::Conflict(txn.diagnose(&now)))
+        }
         Err(e) if e.definitely_not_applied() => {
             connection::note_error(server, &e);
             Err(CommitFailure::NotApplied(e))

@@ -597,6 +597,26 @@ def test_commit_in_flight_to_a_paused_member_is_resolved(db, healthy, kp):
     assert "unknown" in err_text(t.error)
 
 
+def test_commit_to_a_member_killed_mid_commit_is_resolved(db, healthy, kp):
+    """m1 is SIGKILLed (while stopped, so it never handles the request) as
+    the commit waits on it: the transport breaks, the keys are read back
+    through m2, the write is not there: 08007, never success; the session
+    goes on, and m2 and m3 hold nothing of the transaction."""
+    cluster = healthy
+    m1, m2 = cluster.members[0], cluster.members[1]
+
+    def kill_stopped():
+        os.kill(m1.proc.pid, signal.SIGKILL)
+        m1.proc.wait(10)
+
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"INSERT INTO t VALUES ('{kp}k', 'v')"], during=kill_stopped)
+    assert t.error is not None and t.error.sqlstate == "08007", t.error
+    assert f"{kp}k" in err_text(t.error)
+    assert cluster.dump(m2, kp) == {}
+    assert db.rows("SELECT key FROM t", conn=c) == []
+
+
 def test_commit_in_flight_that_was_applied_is_success(db, healthy, kp):
     """The same, but the transaction's writes are visible when the keys are
     read back (here: the identical values were written through another

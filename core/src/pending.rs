@@ -169,12 +169,13 @@ pub struct CommitTxn {
 }
 
 impl CommitTxn {
-    /// Compares for every guard, the writes, and a failure branch reading
-    /// every guarded key back (keys only).
+    /// Compares for every guard and the writes: the same request a client
+    /// of etcd would send.  A failure is explained afterwards from
+    /// [`Self::failure_reads`] (failures are rare; the commit request
+    /// stays small).
     pub fn txn(&self) -> Txn {
         let mut compares = Vec::new();
         let mut success = Vec::new();
-        let mut failure = Vec::new();
         for op in &self.ops {
             if let Some((key, guard)) = op.guard() {
                 match guard {
@@ -185,12 +186,6 @@ impl CommitTxn {
                         compares.push(Compare::mod_revision(key.to_vec(), CompareOp::Equal, r))
                     }
                     Guard::None => {}
-                }
-                if guard != Guard::None {
-                    failure.push(TxnOp::get(
-                        key.to_vec(),
-                        Some(GetOptions::new().with_keys_only()),
-                    ));
                 }
             }
             success.push(match op {
@@ -204,10 +199,21 @@ impl CommitTxn {
                 }
             });
         }
-        Txn::new().when(compares).and_then(success).or_else(failure)
+        Txn::new().when(compares).and_then(success)
     }
 
-    /// The keys the transaction guards, in the order of the failure reads.
+    /// A read-only transaction reading every guarded key (keys only), in
+    /// the order [`Self::diagnose`] expects.
+    pub fn failure_reads(&self) -> Txn {
+        Txn::new().and_then(
+            self.guarded()
+                .into_iter()
+                .map(|(k, _)| TxnOp::get(k.to_vec(), Some(GetOptions::new().with_keys_only())))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The keys the transaction guards, in the order of [`Self::failure_reads`].
     pub fn guarded(&self) -> Vec<(&[u8], Guard)> {
         self.ops
             .iter()
@@ -217,7 +223,7 @@ impl CommitTxn {
     }
 
     /// Explain a failed commit: `now[i]` is the mod_revision etcd holds for
-    /// the i-th guarded key (`None`: absent), from the failure branch.
+    /// the i-th guarded key (`None`: absent), read after the failure.
     pub fn diagnose(&self, now: &[Option<i64>]) -> CommitConflict {
         let guarded = self.guarded();
         for ((key, guard), cur) in guarded.iter().zip(now) {
@@ -260,6 +266,9 @@ struct RangeDelete {
 pub struct PendingTxn {
     keys: BTreeMap<Vec<u8>, KeyEntry>,
     truncated: Vec<RangeDelete>,
+    /// Bytes of every state ever pushed (never less than the commit's
+    /// bytes), so that [`Self::fits`] is O(1) while far from the limits.
+    pushed_bytes: usize,
 }
 
 impl PendingTxn {
@@ -287,6 +296,12 @@ impl PendingTxn {
     /// A put that keeps the value or lease inherits them from the key's
     /// previous pending put.
     fn push(&mut self, key: &[u8], guard: Guard, state: Pending, level: u32) {
+        self.pushed_bytes += 3 * key.len()
+            + 48
+            + match &state {
+                Pending::Put { value, .. } => value.as_ref().map_or(0, Vec::len),
+                Pending::Deleted => 0,
+            };
         let entry = self.keys.entry(key.to_vec()).or_insert_with(|| KeyEntry {
             guard,
             versions: Vec::new(),
@@ -490,6 +505,24 @@ impl PendingTxn {
             }
         }
         (!ops.is_empty()).then_some(CommitTxn { ops })
+    }
+
+    /// Whether the commit transaction stays within `limits`: O(1) while
+    /// clearly below them (an upper bound of its size), exact otherwise.
+    pub fn fits(&self, limits: &CommitLimits) -> Result<(), CommitCost> {
+        let quick = CommitCost {
+            ops: 2 * self.keys.len() + self.truncated.len(),
+            bytes: 64 + self.pushed_bytes + self.truncated.len() * 4096,
+        };
+        if quick.within(limits) {
+            return Ok(());
+        }
+        let exact = self.cost();
+        if exact.within(limits) {
+            Ok(())
+        } else {
+            Err(exact)
+        }
     }
 
     /// The size of [`Self::commit`]'s transaction (an upper bound when
@@ -810,8 +843,10 @@ mod tests {
             .unwrap();
         }
         assert!(p.cost().within(&CommitLimits::default()));
+        assert_eq!(p.fits(&CommitLimits::default()), Ok(()));
         p.insert(b"k999", vec![], None, 1, false).unwrap();
         assert!(!p.cost().within(&CommitLimits::default()));
+        assert_eq!(p.fits(&CommitLimits::default()).unwrap_err().ops, 129);
         let mut p = PendingTxn::new();
         p.insert(b"big", vec![0; 1536 * 1024], None, 1, false)
             .unwrap();
@@ -891,5 +926,219 @@ mod tests {
             merged(&etcd_rows, &mut p.overlay(&keys, false)),
             vec!["a=A*", "bb=new*", "e=kept*", "f", "z=Z*"]
         );
+    }
+
+    /// A small deterministic PRNG (xorshift64*), so the model test needs no
+    /// extra crate and every failure is reproducible from its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    type View = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+    /// What a full scan (ascending or descending) of `base` shows through
+    /// the overlay.
+    fn scan_through(
+        p: &PendingTxn,
+        base: &BTreeMap<Vec<u8>, (Vec<u8>, i64)>,
+        desc: bool,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut rows: Vec<(&Vec<u8>, &Vec<u8>)> = base.iter().map(|(k, (v, _))| (k, v)).collect();
+        if desc {
+            rows.reverse();
+        }
+        let mut ov = p.overlay(&KeySet::all(), desc);
+        let mut out = Vec::new();
+        let mut i = 0;
+        loop {
+            match ov.step(rows.get(i).map(|(k, _)| k.as_slice())) {
+                Step::Etcd => {
+                    out.push((rows[i].0.clone(), rows[i].1.clone()));
+                    i += 1;
+                }
+                Step::SkipEtcd => i += 1,
+                Step::Merge { value, .. } => {
+                    out.push((
+                        rows[i].0.clone(),
+                        value.unwrap_or_else(|| rows[i].1.clone()),
+                    ));
+                    i += 1;
+                }
+                Step::Own { key, value, .. } => out.push((key, value)),
+                Step::Done => return out,
+            }
+        }
+    }
+
+    /// Random transactions (writes, renames, truncates, savepoints) against
+    /// a model that simply keeps the view each savepoint started from: the
+    /// overlay must always show the model's view, in both scan orders, and
+    /// applying the commit transaction to etcd's rows must give it too.
+    #[test]
+    fn random_transactions_match_a_model() {
+        let keys: Vec<Vec<u8>> = ["a", "a/1", "a/2", "b", "b/1", "c", "d", "e/x"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        for seed in 1..=400u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            // etcd's rows: (value, mod_revision)
+            let mut base: BTreeMap<Vec<u8>, (Vec<u8>, i64)> = BTreeMap::new();
+            for (i, k) in keys.iter().enumerate() {
+                if rng.below(2) == 0 {
+                    base.insert(k.clone(), (format!("e{i}").into_bytes(), 10 + i as i64));
+                }
+            }
+            let mut view: View = base
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect();
+            let mut saved: Vec<View> = Vec::new(); // view at the start of each open savepoint
+            let mut level = 1u32;
+            let mut p = PendingTxn::new();
+            let mut log = Vec::new();
+            for step in 0..40 {
+                let k = keys[rng.below(keys.len())].clone();
+                let v = format!("v{seed}.{step}").into_bytes();
+                let read = |p: &PendingTxn, k: &[u8]| match p.get(k) {
+                    Some(_) => ReadFrom::Pending,
+                    None => ReadFrom::Etcd {
+                        mod_revision: base.get(k).map_or(0, |(_, r)| *r),
+                    },
+                };
+                match rng.below(9) {
+                    0 | 1 if !view.contains_key(&k) => {
+                        log.push(format!("insert {k:?}"));
+                        p.insert(&k, v.clone(), None, level, false).unwrap();
+                        view.insert(k, v);
+                    }
+                    2 | 3 if view.contains_key(&k) => {
+                        log.push(format!("update {k:?}"));
+                        let r = read(&p, &k);
+                        let keep = rng.below(3) == 0;
+                        let state = Pending::Put {
+                            value: (!keep).then(|| v.clone()),
+                            lease: None,
+                        };
+                        p.change(&k, r, state, level).unwrap();
+                        if !keep {
+                            view.insert(k, v);
+                        }
+                    }
+                    4 if view.contains_key(&k) => {
+                        log.push(format!("delete {k:?}"));
+                        let r = read(&p, &k);
+                        p.change(&k, r, Pending::Deleted, level).unwrap();
+                        view.remove(&k);
+                    }
+                    5 if view.contains_key(&k) => {
+                        let to = keys[rng.below(keys.len())].clone();
+                        if !view.contains_key(&to) {
+                            log.push(format!("rename {k:?} -> {to:?}"));
+                            let value = view[&k].clone();
+                            let r = read(&p, &k);
+                            p.change(&k, r, Pending::Deleted, level).unwrap();
+                            p.insert(&to, value.clone(), None, level, false).unwrap();
+                            view.remove(&k);
+                            view.insert(to, value);
+                        }
+                    }
+                    6 => {
+                        let prefix = &k[..1];
+                        log.push(format!("truncate {prefix:?}"));
+                        p.truncate(KeyRange::prefix(prefix), level);
+                        view.retain(|key, _| !key.starts_with(prefix));
+                    }
+                    7 => {
+                        log.push("savepoint".into());
+                        saved.push(view.clone());
+                        level += 1;
+                    }
+                    8 if level > 1 => {
+                        if rng.below(2) == 0 {
+                            log.push("rollback to savepoint".into());
+                            p.rollback_to(level);
+                            view = saved.last().cloned().unwrap_or_default();
+                        } else {
+                            log.push("release savepoint".into());
+                            p.release(level);
+                            saved.pop();
+                            level -= 1;
+                        }
+                    }
+                    _ => continue,
+                }
+                // the O(1) size check agrees with the exact one
+                for lim in [(4, 10_000), (6, 400), (200, 150)] {
+                    let lim = CommitLimits {
+                        max_ops: lim.0,
+                        max_bytes: lim.1,
+                    };
+                    assert_eq!(
+                        p.fits(&lim).is_ok(),
+                        p.cost().within(&lim),
+                        "seed {seed}: {log:?}"
+                    );
+                }
+                let want: Vec<(Vec<u8>, Vec<u8>)> = view.clone().into_iter().collect();
+                assert_eq!(scan_through(&p, &base, false), want, "seed {seed}: {log:?}");
+                let mut rev = want.clone();
+                rev.reverse();
+                assert_eq!(scan_through(&p, &base, true), rev, "seed {seed}: {log:?}");
+            }
+            // COMMIT: every guard holds against the unchanged etcd, and
+            // applying the operations gives the transaction's view.
+            let mut after = base.clone();
+            if let Some(c) = p.commit() {
+                for op in &c.ops {
+                    if let Some((key, guard)) = op.guard() {
+                        let cur = base.get(key);
+                        match guard {
+                            Guard::Absent { .. } => assert!(cur.is_none(), "seed {seed}: {log:?}"),
+                            Guard::ModRevision(r) => {
+                                assert_eq!(cur.map(|(_, m)| *m), Some(r), "seed {seed}: {log:?}")
+                            }
+                            Guard::None => {}
+                        }
+                    }
+                }
+                let mut seen = std::collections::HashSet::new();
+                for op in &c.ops {
+                    match op {
+                        CommitOp::Put { key, value, .. } => {
+                            assert!(seen.insert(key.clone()), "a key twice in one txn");
+                            let v = value.clone().unwrap_or_else(|| base[key].0.clone());
+                            after.insert(key.clone(), (v, 0));
+                        }
+                        CommitOp::Delete { key, .. } => {
+                            assert!(seen.insert(key.clone()), "a key twice in one txn");
+                            after.remove(key);
+                        }
+                        CommitOp::DeleteRange(r) => {
+                            assert!(
+                                !c.ops
+                                    .iter()
+                                    .any(|o| o.guard().is_some_and(|(k, _)| r.contains(k))),
+                                "seed {seed}: a range delete covers a key written by the same txn"
+                            );
+                            after.retain(|k, _| !r.contains(k));
+                        }
+                    }
+                }
+            }
+            let got: View = after.into_iter().map(|(k, (v, _))| (k, v)).collect();
+            assert_eq!(got, view, "seed {seed}: {log:?}");
+        }
     }
 }

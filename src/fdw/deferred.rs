@@ -65,15 +65,15 @@ impl ModifyExec {
         let level = xact::nest_level();
         let returned = match op {
             WriteOp::Insert { key, value, lease } => {
-                let row = RowAfter {
+                let row = self.returning.then(|| RowAfter {
                     key: key.clone(),
                     value: value.clone(),
                     ..RowAfter::default()
-                };
+                });
                 if let Err(e) = self.pending(|p| p.insert(&key, value, lease, level, false)) {
                     self.refused(e);
                 }
-                row
+                row.unwrap_or_default()
             }
             WriteOp::Update {
                 old_key,
