@@ -376,8 +376,7 @@ impl ModifyExec {
     }
 
     /// Send `ops` now; returns the rows after, or the conflict.
-    fn send(&self, batch: WriteBatch) -> Result<Vec<RowAfter>, Conflict> {
-        let batch = &batch;
+    fn send(&self, batch: &WriteBatch) -> Result<Vec<RowAfter>, Conflict> {
         let timeout = self.server.options.request_timeout;
         let txn = batch.txn(self.returning);
         let what = || self.what();
@@ -424,7 +423,7 @@ impl ModifyExec {
         if let Err(c) = self.resolve_renames(&mut ops) {
             self.conflict_error(&c);
         }
-        match self.send(WriteBatch { ops }) {
+        match self.send(&WriteBatch { ops }) {
             Ok(mut rows) => rows.pop().unwrap_or_default(),
             Err(c) => self.conflict_error(&c),
         }
@@ -461,7 +460,7 @@ impl ModifyExec {
             self.conflict_error(&c);
         }
         for batch in pack(ops, self.limits()) {
-            if let Err(c) = self.send(batch) {
+            if let Err(c) = self.send(&batch) {
                 self.conflict_error(&c);
             }
         }
@@ -486,7 +485,7 @@ impl ModifyExec {
             let mut start = 0;
             for batch in pack(ops.clone(), self.limits()) {
                 let n = batch.ops.len();
-                match self.send(batch) {
+                match self.send(&batch) {
                     Ok(rows) => {
                         for (i, row) in (start..start + n).zip(rows) {
                             applied[idx[i]] = Some(row);
