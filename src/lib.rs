@@ -22,6 +22,13 @@ pg_module_magic!(name, version);
 #[allow(non_snake_case)]
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx's panic hook captures a std Backtrace for every error raised
+    // through Rust, and PostgreSQL's errors re-raised by pgrx carry it in
+    // their DETAIL when the server runs with RUST_BACKTRACE set.  Clients
+    // never get Rust backtraces: RUST_LIB_BACKTRACE wins over
+    // RUST_BACKTRACE for captured backtraces (not for panic messages).
+    // Loading the library is single-threaded, so setting it is sound.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     catalog::register_invalidation_callbacks();
     xact::register();
 }

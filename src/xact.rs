@@ -403,7 +403,7 @@ fn report_failure(server: &ServerInfo, f: &CommitFailure, committed: &[String]) 
                 display_key(k)
             ),
             Some(format!(
-                "Another client created the key before this transaction committed; nothing of the transaction was written to \"{name}\".{earlier}"
+                "The key exists in etcd (it did when the row was inserted, or another client created it before the commit); nothing of the transaction was written to \"{name}\".{earlier}"
             )),
             None,
         ),

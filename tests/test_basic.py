@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from harness import (
+    PgCluster,
     QueryThread,
     assert_session_usable,
     err_text,
@@ -258,3 +259,37 @@ def test_pg_cancel_backend_on_stopped_etcd(db, etcd_fresh, warm):
     assert t.error.sqlstate == "57014", err_text(t.error)
     assert t.ended_at - cancel_at < 5, f"cancel took {t.ended_at - cancel_at:.1f}s"
     _check_recovery(db, etcd_fresh)
+
+
+def test_no_rust_backtrace_in_messages(etcd, kp, monkeypatch):
+    """A server running with RUST_BACKTRACE=1 still sends clean messages:
+    no Rust backtrace in the DETAIL of an error raised inside the extension
+    (a PostgreSQL error re-raised through it, or one of its own)."""
+    monkeypatch.setenv("RUST_BACKTRACE", "full")
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        monkeypatch.delenv("RUST_BACKTRACE")
+        c = cluster.connect("postgres")
+        c.execute("CREATE EXTENSION etcd_fdw")
+        c.execute("CREATE FOREIGN DATA WRAPPER etcd_fdw HANDLER etcd_fdw_handler "
+                  "VALIDATOR etcd_fdw_validator")
+        c.execute(f"CREATE SERVER s FOREIGN DATA WRAPPER etcd_fdw OPTIONS (connstr '{etcd.endpoint}')")
+        c.execute(f"CREATE FOREIGN TABLE j (key text, value jsonb) SERVER s "
+                  f"OPTIONS (rowid_column 'key', prefix '{kp}')")
+        c.execute(f"CREATE FOREIGN TABLE t (key text, value text) SERVER s "
+                  f"OPTIONS (rowid_column 'key', prefix '{kp}')")
+        etcd.put(kp + "leader", "node1")  # not JSON
+        for sql, state in (("SELECT * FROM j", "22P02"),
+                           (f"INSERT INTO t VALUES ('{kp}x', NULL)", "23502"),
+                           ("INSERT INTO t VALUES ('outside', 'x')", "23514")):
+            try:
+                c.execute(sql)
+                raise AssertionError(f"{sql} succeeded")
+            except psycopg.Error as e:
+                assert e.sqlstate == state, (sql, e.sqlstate, err_text(e))
+                text = err_text(e)
+            for marker in ("backtrace", "panic.rs", "   0: ", ".rs:"):
+                assert marker not in text, f"{sql}: {marker!r} in {text!r}"
+    finally:
+        cluster.destroy()
