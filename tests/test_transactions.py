@@ -387,3 +387,49 @@ def test_truncate_then_insert_in_one_commit(tx):
     assert values(etcd, kp) == {kp + "a": "new a", kp + "b": "new b", kp + "z": "z"}
     assert etcd.revision() == rev + 1
     assert etcd.get("outside/" + kp) == b"keep"
+
+
+def test_plpgsql_exception_block_rolls_back_its_subtransaction(tx):
+    db, etcd, kp = tx, tx.etcd, tx.kp
+    db.execute(f"""
+        DO $$
+        BEGIN
+          INSERT INTO t (key, value) VALUES ({lit(kp + 'kept')}, 'k');
+          BEGIN
+            INSERT INTO t (key, value) VALUES ({lit(kp + 'undone')}, 'u');
+            DELETE FROM t WHERE key = {lit(kp + 'a')};
+            RAISE EXCEPTION 'boom';
+          EXCEPTION WHEN others THEN NULL;
+          END;
+        END $$""")
+    assert values(etcd, kp) == {kp + "a": "1", kp + "b": "2", kp + "c": "3", kp + "kept": "k"}
+
+
+def test_cursor_does_not_see_later_writes_of_its_transaction(tx):
+    """A scan's view of the pending writes is taken when it begins, as a
+    PostgreSQL cursor sees the data of its start."""
+    db, etcd, kp = tx, tx.etcd, tx.kp
+    c = db.conn
+    c.execute("BEGIN")
+    c.execute(f"INSERT INTO t (key, value) VALUES ({lit(kp + 'b2')}, 'before')")
+    c.execute("DECLARE cur CURSOR FOR SELECT key FROM t ORDER BY key")
+    assert c.execute("FETCH 2 FROM cur").fetchall() == [(kp + "a",), (kp + "b",)]
+    c.execute(f"INSERT INTO t (key, value) VALUES ({lit(kp + 'b3')}, 'after')")
+    c.execute(f"DELETE FROM t WHERE key = {lit(kp + 'c')}")
+    assert c.execute("FETCH ALL FROM cur").fetchall() == [(kp + "b2",), (kp + "c",)]
+    assert db.rows("SELECT key FROM t ORDER BY key") == [
+        (kp + "a",), (kp + "b",), (kp + "b2",), (kp + "b3",)]
+    c.execute("COMMIT")
+    assert set(values(etcd, kp)) == {kp + "a", kp + "b", kp + "b2", kp + "b3"}
+
+
+def test_analyze_in_a_transaction_counts_its_pending_rows(tx):
+    db, etcd, kp = tx, tx.etcd, tx.kp
+    c = db.conn
+    c.execute("BEGIN")
+    c.execute(f"INSERT INTO t (key, value) SELECT {lit(kp + 'n/')} || i, 'v' FROM generate_series(1, 7) i")
+    c.execute(f"DELETE FROM t WHERE key = {lit(kp + 'a')}")
+    c.execute("ANALYZE t")
+    assert db.scalar("SELECT reltuples FROM pg_class WHERE relname = 't'") == 3 + 7 - 1
+    c.execute("ROLLBACK")
+    assert values(etcd, kp) == {kp + "a": "1", kp + "b": "2", kp + "c": "3"}
