@@ -167,6 +167,9 @@ pub fn check_size(server: &ServerInfo, max_ops: u32) {
     )
 }
 
+/// Relies on: PostgreSQL calling it on this backend's thread at each
+/// transaction event; an ERROR is allowed only before the commit record
+/// (PRE_COMMIT, PRE_PREPARE), which is the only place it raises.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn xact_callback(
     event: pg_sys::XactEvent::Type,
@@ -196,6 +199,9 @@ unsafe extern "C-unwind" fn xact_callback(
     }
 }
 
+/// Relies on: being called while the ending subtransaction is still the
+/// current one, so the nesting level names the savepoint's writes; never
+/// raises.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,
