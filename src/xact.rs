@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 
 use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
-use etcd_fdw_core::pending::{CommitConflict, CommitLimits, CommitOp, CommitTxn, PendingTxn};
+use etcd_fdw_core::pending::{CommitConflict, CommitOp, CommitTxn, PendingTxn};
+use etcd_fdw_core::writes::TxnLimits;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_sys, PgSqlErrorCode};
 
@@ -144,10 +145,7 @@ pub fn pin_snapshot(server: &ServerInfo, revision: i64) {
 /// Refuse a statement whose writes would make the commit transaction
 /// larger than etcd accepts.
 pub fn check_size(server: &ServerInfo, max_ops: u32) {
-    let limits = CommitLimits {
-        max_ops: max_ops as usize,
-        ..CommitLimits::default()
-    };
+    let limits = TxnLimits::one_request(max_ops as usize);
     let Err(cost) = with_pending(server, |p| p.fits(&limits)) else {
         return;
     };

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 
 use crate::keyrange::{successor, KeyRange, KeySet};
-use crate::writes::put_keeping;
+use crate::writes::{put_keeping, TxnLimits};
 
 /// What a key will be once the transaction commits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,25 +76,6 @@ impl KeyEntry {
     }
 }
 
-/// Limits of the one commit transaction: etcd's `--max-txn-ops` and its
-/// request size limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommitLimits {
-    pub max_ops: usize,
-    pub max_bytes: usize,
-}
-
-impl Default for CommitLimits {
-    fn default() -> Self {
-        CommitLimits {
-            max_ops: 128,
-            // etcd's default --max-request-bytes (1.5 MiB) less headroom
-            // for the request's framing.
-            max_bytes: 1536 * 1024 - 16 * 1024,
-        }
-    }
-}
-
 /// The size of the commit transaction as it stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitCost {
@@ -106,7 +87,7 @@ pub struct CommitCost {
 }
 
 impl CommitCost {
-    pub fn within(&self, limits: &CommitLimits) -> bool {
+    pub fn within(&self, limits: &TxnLimits) -> bool {
         self.ops <= limits.max_ops && self.bytes <= limits.max_bytes
     }
 }
@@ -509,7 +490,7 @@ impl PendingTxn {
 
     /// Whether the commit transaction stays within `limits`: O(1) while
     /// clearly below them (an upper bound of its size), exact otherwise.
-    pub fn fits(&self, limits: &CommitLimits) -> Result<(), CommitCost> {
+    pub fn fits(&self, limits: &TxnLimits) -> Result<(), CommitCost> {
         let quick = CommitCost {
             ops: 2 * self.keys.len() + self.truncated.len(),
             bytes: 64 + self.pushed_bytes + self.truncated.len() * 4096,
@@ -842,15 +823,15 @@ mod tests {
             )
             .unwrap();
         }
-        assert!(p.cost().within(&CommitLimits::default()));
-        assert_eq!(p.fits(&CommitLimits::default()), Ok(()));
+        assert!(p.cost().within(&TxnLimits::one_request(128)));
+        assert_eq!(p.fits(&TxnLimits::one_request(128)), Ok(()));
         p.insert(b"k999", vec![], None, 1, false).unwrap();
-        assert!(!p.cost().within(&CommitLimits::default()));
-        assert_eq!(p.fits(&CommitLimits::default()).unwrap_err().ops, 129);
+        assert!(!p.cost().within(&TxnLimits::one_request(128)));
+        assert_eq!(p.fits(&TxnLimits::one_request(128)).unwrap_err().ops, 129);
         let mut p = PendingTxn::new();
         p.insert(b"big", vec![0; 1536 * 1024], None, 1, false)
             .unwrap();
-        assert!(!p.cost().within(&CommitLimits::default()));
+        assert!(!p.cost().within(&TxnLimits::one_request(128)));
     }
 
     /// Merge etcd's keys with an overlay the way a scan does; pending rows
@@ -1081,7 +1062,7 @@ mod tests {
                 }
                 // the O(1) size check agrees with the exact one
                 for lim in [(4, 10_000), (6, 400), (200, 150)] {
-                    let lim = CommitLimits {
+                    let lim = TxnLimits {
                         max_ops: lim.0,
                         max_bytes: lim.1,
                     };

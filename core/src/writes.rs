@@ -236,8 +236,21 @@ pub fn put_keeping(key: &[u8], value: Option<&[u8]>, lease: Option<i64>, prev: b
 pub struct TxnLimits {
     /// etcd's `--max-txn-ops` (default 128).
     pub max_ops: usize,
-    /// Request-size budget; one op larger than this still goes alone.
+    /// Request-size budget (when packing several transactions, one op
+    /// larger than this still goes alone).
     pub max_bytes: usize,
+}
+
+impl TxnLimits {
+    /// A transaction that must be one request (a PostgreSQL transaction's
+    /// commit): etcd's whole default --max-request-bytes (1.5 MiB) less
+    /// headroom for the request's framing.
+    pub fn one_request(max_ops: usize) -> Self {
+        TxnLimits {
+            max_ops,
+            max_bytes: 1536 * 1024 - 16 * 1024,
+        }
+    }
 }
 
 impl Default for TxnLimits {
