@@ -168,27 +168,24 @@ pub fn renames_to_resolve(ops: &[WriteOp]) -> Vec<usize> {
     (0..ops.len()).filter(|&i| ops[i].needs_old_row()).collect()
 }
 
-/// A read-only transaction fetching the old rows of `ops[i]` for each `i`
-/// in `idx` (one get each, all at one revision).
-pub fn old_row_reads(ops: &[WriteOp], idx: &[usize]) -> Txn {
-    let gets = idx
-        .iter()
-        .map(|&i| TxnOp::get(ops[i].keys()[0].to_vec(), None))
-        .collect::<Vec<_>>();
-    Txn::new().and_then(gets)
+/// What etcd holds for a key (read back when a write needs it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdRow {
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+    pub lease: i64,
 }
 
-/// Copy the old rows [`old_row_reads`] fetched into `ops[i]`, `i` in
-/// `idx`.  A key that is gone or changed since the scan read it is a
-/// conflict: the rename would fail its guard anyway.
+/// Copy the old rows read for `ops[i]`, `i` in `idx` (`rows[n]` for
+/// `idx[n]`; `None`: the key is gone) into the renames.  A key that is
+/// gone or changed since the scan read it is a conflict: the rename would
+/// fail its guard anyway.
 pub fn fill_old_rows(
     ops: &mut [WriteOp],
     idx: &[usize],
-    resp: &TxnResponse,
+    rows: &[Option<EtcdRow>],
 ) -> Result<(), Conflict> {
-    let reads = resp.op_responses();
     for (n, &i) in idx.iter().enumerate() {
-        let kv = first_kv(reads.get(n));
         if let WriteOp::Update {
             old_key,
             value,
@@ -197,10 +194,10 @@ pub fn fill_old_rows(
             ..
         } = &mut ops[i]
         {
-            match kv {
-                Some(kv) if kv.mod_revision() == *mod_revision => {
-                    value.get_or_insert_with(|| kv.value().to_vec());
-                    lease.get_or_insert(kv.lease());
+            match rows.get(n).and_then(Option::as_ref) {
+                Some(r) if r.mod_revision == *mod_revision => {
+                    value.get_or_insert_with(|| r.value.clone());
+                    lease.get_or_insert(r.lease);
                 }
                 _ => return Err(Conflict::Changed(old_key.clone())),
             }
@@ -616,6 +613,30 @@ mod tests {
             upd("a4", "d", None, None),
         ];
         assert_eq!(renames_to_resolve(&ops), vec![3, 4]);
+        let mut ops = ops;
+        let row = |rev| {
+            Some(EtcdRow {
+                value: b"old".to_vec(),
+                mod_revision: rev,
+                lease: 9,
+            })
+        };
+        assert_eq!(fill_old_rows(&mut ops, &[3, 4], &[row(5), row(5)]), Ok(()));
+        assert_eq!(
+            ops[3],
+            upd("a3", "c", Some("v"), Some(9)),
+            "the set value stays"
+        );
+        assert_eq!(ops[4], upd("a4", "d", Some("old"), Some(9)));
+        assert_eq!(
+            fill_old_rows(&mut ops, &[3], &[row(6)]),
+            Err(Conflict::Changed(b"a3".to_vec())),
+            "changed since the scan read it"
+        );
+        assert_eq!(
+            fill_old_rows(&mut ops, &[4], &[None]),
+            Err(Conflict::Changed(b"a4".to_vec()))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! commit assigns them.
 
 use etcd_fdw_core::client;
-use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_fdw_core::etcd_client::GetOptions;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::effective_batch_size;
 use etcd_fdw_core::pending::{Pending, PendingError, PendingTxn, ReadFrom};
@@ -18,16 +18,6 @@ use super::modify::ModifyExec;
 use crate::catalog::ServerInfo;
 use crate::connection;
 use crate::xact;
-
-/// Keys per read-only transaction when reading rows at statement time.
-const READS_PER_TXN: usize = 64;
-
-/// What etcd holds for a key.
-struct EtcdRow {
-    value: Vec<u8>,
-    mod_revision: i64,
-    lease: i64,
-}
 
 /// How a scan's row reached the modify callbacks: a mod_revision of 0
 /// marks a row of the transaction's own pending state.
@@ -195,39 +185,6 @@ impl ModifyExec {
         resp.kvs()
             .first()
             .map_or(Vec::new(), |kv| kv.value().to_vec())
-    }
-
-    /// For each key, etcd's row now, if it has one.  Read-only
-    /// transactions of [`READS_PER_TXN`] keys, retried like scans.
-    fn read_rows(&self, keys: &[Vec<u8>], keys_only: bool) -> Vec<Option<EtcdRow>> {
-        let timeout = self.server.options.request_timeout;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(READS_PER_TXN) {
-            let opts = if keys_only {
-                GetOptions::new().with_keys_only()
-            } else {
-                GetOptions::new()
-            };
-            let txn = Txn::new().and_then(
-                chunk
-                    .iter()
-                    .map(|k| TxnOp::get(k.clone(), Some(opts.clone())))
-                    .collect::<Vec<_>>(),
-            );
-            let resp = connection::with_retry(&self.server, &|| self.what(), |mut kv| {
-                let txn = txn.clone();
-                async move { client::with_timeout(timeout, kv.txn(txn)).await }
-            });
-            out.extend(resp.op_responses().iter().map(|r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| EtcdRow {
-                    value: kv.value().to_vec(),
-                    mod_revision: kv.mod_revision(),
-                    lease: kv.lease(),
-                }),
-                _ => None,
-            }));
-        }
-        out
     }
 
     /// INSERT ... ON CONFLICT DO NOTHING in a transaction: decide now

@@ -13,11 +13,12 @@
 use std::ffi::CStr;
 
 use etcd_fdw_core::client;
+use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::{effective_batch_size, TableOptions};
 use etcd_fdw_core::plan::ModifyFlags;
 use etcd_fdw_core::writes::{
-    self, pack, tid_to_revision, Conflict, RowAfter, TxnLimits, WriteBatch, WriteOp,
+    self, pack, tid_to_revision, Conflict, EtcdRow, RowAfter, TxnLimits, WriteBatch, WriteOp,
 };
 use pgrx::pg_sys;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
@@ -356,23 +357,51 @@ impl ModifyExec {
     }
 
     /// Renames that keep the old key's value or lease: read the old rows
-    /// (read-only transactions of a few keys each, retried like any read)
     /// and copy them in, before the ops are packed by their real size.
     pub(super) fn resolve_renames(&self, ops: &mut [WriteOp]) -> Result<(), Conflict> {
-        /// Old rows per read: values are at most etcd's request limit
-        /// (1.5 MiB by default) each, so an answer stays well within the
-        /// client's response limit.
-        const READS_PER_TXN: usize = 16;
-        let timeout = self.server.options.request_timeout;
-        for idx in writes::renames_to_resolve(ops).chunks(READS_PER_TXN) {
-            let reads = writes::old_row_reads(ops, idx);
-            let resp = connection::with_retry(&self.server, &|| self.what(), |mut kv| {
-                let reads = reads.clone();
-                async move { client::with_timeout(timeout, kv.txn(reads)).await }
-            });
-            writes::fill_old_rows(ops, idx, &resp)?;
+        let idx = writes::renames_to_resolve(ops);
+        if idx.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let keys: Vec<Vec<u8>> = idx.iter().map(|&i| ops[i].keys()[0].to_vec()).collect();
+        let rows = self.read_rows(&keys, false);
+        writes::fill_old_rows(ops, &idx, &rows)
+    }
+
+    /// For each key, etcd's row now, if it has one: read-only transactions
+    /// (one revision each), retried like scans.  With values, few keys per
+    /// transaction, so that an answer of values up to etcd's request limit
+    /// (1.5 MiB by default) stays well within the client's response limit.
+    pub(super) fn read_rows(&self, keys: &[Vec<u8>], keys_only: bool) -> Vec<Option<EtcdRow>> {
+        let per_txn = if keys_only { 64 } else { 16 };
+        let opts = if keys_only {
+            GetOptions::new().with_keys_only()
+        } else {
+            GetOptions::new()
+        };
+        let timeout = self.server.options.request_timeout;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(per_txn) {
+            let txn = Txn::new().and_then(
+                chunk
+                    .iter()
+                    .map(|k| TxnOp::get(k.clone(), Some(opts.clone())))
+                    .collect::<Vec<_>>(),
+            );
+            let resp = connection::with_retry(&self.server, &|| self.what(), |mut kv| {
+                let txn = txn.clone();
+                async move { client::with_timeout(timeout, kv.txn(txn)).await }
+            });
+            out.extend(resp.op_responses().iter().map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| EtcdRow {
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                    lease: kv.lease(),
+                }),
+                _ => None,
+            }));
+        }
+        out
     }
 
     /// Send `ops` now; returns the rows after, or the conflict.
