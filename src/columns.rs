@@ -115,7 +115,7 @@ impl TableColumns {
 /// # Safety
 /// `tupdesc` must be valid and `i < natts`.
 pub unsafe fn attr(tupdesc: pg_sys::TupleDesc, i: usize) -> &'static pg_sys::FormData_pg_attribute {
-    &(*tupdesc).attrs.as_slice((*tupdesc).natts as usize)[i]
+    crate::pgver::tupdesc_attr(tupdesc, i)
 }
 
 /// # Safety

@@ -13,7 +13,8 @@
 //! * [`columns`]: column mapping and etcd bytes <-> datums;
 //! * [`fdw`]: the `FdwRoutine` callbacks (planning, scanning, modifying,
 //!   EXPLAIN) and the validator;
-//! * [`sqlfuncs`]: SQL-callable helper functions.
+//! * [`sqlfuncs`]: SQL-callable helper functions;
+//! * [`pgver`]: the differences between PostgreSQL majors (15, 16, 18).
 
 use pgrx::prelude::*;
 
@@ -39,6 +40,7 @@ mod connection;
 mod encoding;
 mod error;
 mod fdw;
+mod pgver;
 mod runtime;
 mod sqlfuncs;
 mod xact;

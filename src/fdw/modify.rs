@@ -29,6 +29,7 @@ use crate::catalog::{self, ServerInfo};
 use crate::columns::{self, display_key, Column, Field, Repr, TableColumns};
 use crate::connection;
 use crate::error::{raise, raise_with};
+use crate::pgver;
 
 const ROWID_JUNK: &CStr = c"etcd_rowid";
 const MODREV_JUNK: &CStr = c"etcd_modrev";
@@ -156,12 +157,7 @@ impl ModifyExec {
         let relid = (*rel).rd_id;
         let (table, server_oid, cols) = table_info(relid);
         check_writable(&table, relid);
-        let rti = (*rinfo).ri_RangeTableIndex;
-        let userid = if rti > 0 {
-            connection::effective_user((*pg_sys::exec_rt_fetch(rti, estate)).checkAsUser)
-        } else {
-            pg_sys::GetUserId()
-        };
+        let userid = connection::effective_user(pgver::result_rel_check_as_user(rinfo, estate));
         let server = catalog::server_info(server_oid, userid);
         let relname = catalog::rel_name(relid);
         let Some(key_col) = cols.find(Field::Key).copied() else {

@@ -14,6 +14,7 @@ use super::pushdown::{self, KeyColumn, Pushed};
 use crate::catalog;
 use crate::columns::{self, Field, Repr, TableColumns};
 use crate::error::raise;
+use crate::pgver;
 
 /// Cost of one round trip to etcd, in planner cost units (50 sequential
 /// page reads: a lookup takes about 200 us).
@@ -235,11 +236,7 @@ unsafe fn sort_for_pathkeys(
     if (*ec).ec_has_volatile {
         return None;
     }
-    let desc = match (*pk).pk_strategy as u32 {
-        pg_sys::BTLessStrategyNumber => false,
-        pg_sys::BTGreaterStrategyNumber => true,
-        _ => return None,
-    };
+    let desc = pgver::pathkey_descending(pk)?;
     // The member of the class that is one of our columns.
     let members = PgList::<pg_sys::EquivalenceMember>::from_pg((*ec).ec_members);
     let col = members.iter_ptr().find_map(|em| {
@@ -320,16 +317,14 @@ unsafe fn add_scan_path(
     required_outer: pg_sys::Relids,
     sort: Option<(SortField, bool)>,
 ) {
-    let p = pg_sys::create_foreignscan_path(
+    let p = pgver::create_foreignscan_path(
         root,
         baserel,
-        std::ptr::null_mut(),
         rows,
         startup,
         total,
         pathkeys,
         required_outer,
-        std::ptr::null_mut(),
         sort_private(sort),
     );
     pg_sys::add_path(baserel, p as *mut pg_sys::Path);
@@ -423,7 +418,7 @@ unsafe fn add_parameterized_paths(
         }
         let required_outer = pg_sys::bms_difference((*ri).clause_relids, (*baserel).relids);
         let required_outer = pg_sys::bms_union(required_outer, (*baserel).lateral_relids);
-        if pg_sys::bms_is_empty(required_outer)
+        if pgver::bms_is_empty(required_outer)
             || seen.iter().any(|r| pg_sys::bms_equal(*r, required_outer))
         {
             continue;

@@ -95,11 +95,21 @@ unsafe fn lookup_collation_is_c(collid: pg_sys::Oid) -> bool {
         if tup.is_null() {
             return false;
         }
+        // pg_database.datcollate, not the lc_collate setting: PostgreSQL 16
+        // removed that GUC (reading it gave NULL there, so nothing was
+        // pushed in a C database).
         let form = get_struct::<pg_sys::FormData_pg_database>(tup);
         let libc = (*form).datlocprovider as u8 == b'c';
+        let mut isnull = false;
+        let d = pg_sys::SysCacheGetAttr(
+            pg_sys::SysCacheIdentifier::DATABASEOID as _,
+            tup,
+            pg_sys::Anum_pg_database_datcollate as _,
+            &mut isnull,
+        );
+        let c = libc && !isnull && is_c_name(pg_sys::text_to_cstring(d.cast_mut_ptr()));
         pg_sys::ReleaseSysCache(tup);
-        let lc = pg_sys::GetConfigOption(c"lc_collate".as_ptr(), true, false);
-        return libc && is_c_name(lc);
+        return c;
     }
     let tup = pg_sys::SearchSysCache1(
         pg_sys::SysCacheIdentifier::COLLOID as _,

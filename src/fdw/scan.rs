@@ -21,6 +21,7 @@ use super::pushdown;
 use crate::catalog::{self, ServerInfo};
 use crate::columns::{self, Column, Field, Repr};
 use crate::connection;
+use crate::pgver;
 use crate::xact;
 
 /// Input function of a column read through its type's text I/O.
@@ -62,8 +63,7 @@ impl ScanExec {
         let estate = (*node).ss.ps.state;
         let plan = decode_plan((*fsplan).fdw_private);
         let relid = (*(*node).ss.ss_currentRelation).rd_id;
-        let rte = pg_sys::exec_rt_fetch((*fsplan).scan.scanrelid, estate);
-        let userid = connection::effective_user((*rte).checkAsUser);
+        let userid = connection::effective_user(pgver::scan_check_as_user(fsplan, estate));
         let mut exec = ScanExec::for_relation(relid, userid, plan, (*estate).es_query_cxt);
         exec.param_exprs = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
             (*fsplan).fdw_exprs,

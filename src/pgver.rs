@@ -1,0 +1,209 @@
+//! The PostgreSQL major versions' differences, in one place.
+//!
+//! Everything else calls these helpers instead of touching a field or a
+//! function whose shape changed between majors, so `#[cfg(feature = "pgNN")]`
+//! appears only here.  Built and tested: PostgreSQL 15, 16 and 18; 17 is
+//! built only (`cargo check --features pg17`).
+
+use pgrx::pg_sys;
+
+/// The user a foreign scan runs as (a view owner), or `InvalidOid` for the
+/// current user.
+///
+/// # Safety
+/// `fsplan` is the ForeignScan being initialised in `estate`.
+pub unsafe fn scan_check_as_user(
+    fsplan: *mut pg_sys::ForeignScan,
+    estate: *mut pg_sys::EState,
+) -> pg_sys::Oid {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    {
+        // SAFETY: scanrelid is a valid range-table index of estate's plan.
+        unsafe { (*pg_sys::exec_rt_fetch((*fsplan).scan.scanrelid, estate)).checkAsUser }
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    {
+        // 16+: permissions moved to RTEPermissionInfo; the planner copies
+        // the relation's userid into the plan node.
+        let _ = estate;
+        // SAFETY: the caller's fsplan is a valid ForeignScan.
+        unsafe { (*fsplan).checkAsUser }
+    }
+}
+
+/// The user a result relation is modified as (a view owner), or
+/// `InvalidOid` for the current user.
+///
+/// # Safety
+/// `rinfo` is a result relation of `estate`.
+pub unsafe fn result_rel_check_as_user(
+    rinfo: *mut pg_sys::ResultRelInfo,
+    estate: *mut pg_sys::EState,
+) -> pg_sys::Oid {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    {
+        // SAFETY: a positive ri_RangeTableIndex indexes estate's range table
+        // (0 for relations routed to without one: current user).
+        unsafe {
+            let rti = (*rinfo).ri_RangeTableIndex;
+            if rti == 0 {
+                return pg_sys::InvalidOid;
+            }
+            (*pg_sys::exec_rt_fetch(rti, estate)).checkAsUser
+        }
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    {
+        // SAFETY: the executor's own helper, for a result relation of estate
+        // (it resolves routed partitions through the root relation).
+        unsafe { pg_sys::ExecGetResultRelCheckAsUser(rinfo, estate) }
+    }
+}
+
+/// `bms_is_empty` (a function up to 15, a NULL test from 16 on, where
+/// empty sets are always NULL).
+///
+/// # Safety
+/// `set` is NULL or a valid Bitmapset.
+pub unsafe fn bms_is_empty(set: *const pg_sys::Bitmapset) -> bool {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    {
+        // SAFETY: the caller's set is valid or NULL.
+        unsafe { pg_sys::bms_is_empty(set) }
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    {
+        set.is_null()
+    }
+}
+
+/// Whether a path key asks for descending order: `Some(false)` for `<`
+/// (ascending), `Some(true)` for `>`, `None` for anything else (a B-tree
+/// strategy up to 17, a CompareType from 18 on).
+///
+/// # Safety
+/// `pk` is a valid PathKey.
+pub unsafe fn pathkey_descending(pk: *const pg_sys::PathKey) -> Option<bool> {
+    #[cfg(not(feature = "pg18"))]
+    {
+        // SAFETY: the caller's pk is valid.
+        match unsafe { (*pk).pk_strategy } as u32 {
+            pg_sys::BTLessStrategyNumber => Some(false),
+            pg_sys::BTGreaterStrategyNumber => Some(true),
+            _ => None,
+        }
+    }
+    #[cfg(feature = "pg18")]
+    {
+        // SAFETY: the caller's pk is valid.
+        match unsafe { (*pk).pk_cmptype } {
+            pg_sys::CompareType::COMPARE_LT => Some(false),
+            pg_sys::CompareType::COMPARE_GT => Some(true),
+            _ => None,
+        }
+    }
+}
+
+/// Attribute `i` (0-based) of a tuple descriptor.
+///
+/// # Safety
+/// `tupdesc` is valid, `i < natts`, and the descriptor outlives the use of
+/// the reference.
+pub unsafe fn tupdesc_attr(
+    tupdesc: pg_sys::TupleDesc,
+    i: usize,
+) -> &'static pg_sys::FormData_pg_attribute {
+    // SAFETY (both arms): the caller guarantees a valid descriptor and i < natts.
+    let natts = unsafe { (*tupdesc).natts } as usize;
+    assert!(
+        i < natts,
+        "attribute {i} of a {natts}-column tuple descriptor"
+    );
+    #[cfg(not(feature = "pg18"))]
+    {
+        unsafe { &(*tupdesc).attrs.as_slice(natts)[i] }
+    }
+    #[cfg(feature = "pg18")]
+    {
+        // 18: the full attributes follow the natts CompactAttributes
+        // (what the TupleDescAttr() inline function computes).
+        unsafe {
+            let first = (*tupdesc)
+                .compact_attrs
+                .as_ptr()
+                .add(natts)
+                .cast::<pg_sys::FormData_pg_attribute>();
+            &*first.add(i)
+        }
+    }
+}
+
+/// `create_foreignscan_path` for a base relation, without an outer plan or
+/// restriction list (17 added `fdw_restrictinfo`, 18 `disabled_nodes`).
+///
+/// # Safety
+/// Planner context: `root` and `baserel` are the planner's; the lists are
+/// valid or NULL.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn create_foreignscan_path(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    rows: f64,
+    startup_cost: f64,
+    total_cost: f64,
+    pathkeys: *mut pg_sys::List,
+    required_outer: pg_sys::Relids,
+    fdw_private: *mut pg_sys::List,
+) -> *mut pg_sys::ForeignPath {
+    let no_target = std::ptr::null_mut();
+    let no_outer = std::ptr::null_mut();
+    // SAFETY (all arms): the caller's planner context.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    unsafe {
+        pg_sys::create_foreignscan_path(
+            root,
+            baserel,
+            no_target,
+            rows,
+            startup_cost,
+            total_cost,
+            pathkeys,
+            required_outer,
+            no_outer,
+            fdw_private,
+        )
+    }
+    #[cfg(feature = "pg17")]
+    unsafe {
+        pg_sys::create_foreignscan_path(
+            root,
+            baserel,
+            no_target,
+            rows,
+            startup_cost,
+            total_cost,
+            pathkeys,
+            required_outer,
+            no_outer,
+            std::ptr::null_mut(),
+            fdw_private,
+        )
+    }
+    #[cfg(feature = "pg18")]
+    unsafe {
+        pg_sys::create_foreignscan_path(
+            root,
+            baserel,
+            no_target,
+            rows,
+            0,
+            startup_cost,
+            total_cost,
+            pathkeys,
+            required_outer,
+            no_outer,
+            std::ptr::null_mut(),
+            fdw_private,
+        )
+    }
+}
