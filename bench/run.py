@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """etcd_fdw benchmark: the FDW against a raw etcd-client program.
 
-Starts its own etcd and PostgreSQL 15 (with the helpers of tests/harness.py),
+Starts its own etcd and PostgreSQL (15 by default; ETCD_FDW_PG=16|18, as
+`scripts/bench.sh --pg N` sets it; helpers of tests/harness.py),
 loads data with the raw client (bench/rawclient, `rawclient load`), then runs
 every workload through the FDW and through the raw client, alternating the
 two (fdw, raw, fdw, raw, ...), and writes
@@ -9,6 +10,7 @@ two (fdw, raw, fdw, raw, ...), and writes
   bench/results/RESULTS.md    table of medians, ratios, targets + machine
   bench/results/scan.svg      full-scan time vs N, FDW and raw client
   bench/results/results.json  every sample
+  (bench/results/pgNN/ for PostgreSQL 16 and 18)
 
 Usage: python3 bench/run.py [--quick] [--sizes 10k,100k,1M] [--reps 5] ...
 (run `bash scripts/bench.sh` to build the release extension and raw client
@@ -235,7 +237,7 @@ class Bench:
     # -- environment ---------------------------------------------------------
     def start(self):
         a = self.a
-        log(f"starting etcd {a.etcd_version} and PostgreSQL 15")
+        log(f"starting etcd {a.etcd_version} and PostgreSQL {harness.PG_MAJOR} ({harness.PG_BIN})")
         self.etcd = harness.EtcdServer(a.etcd_version)
         self.etcd.start()
         self.pg = harness.PgCluster()
@@ -299,7 +301,7 @@ class Bench:
         libdir = subprocess.run(
             [os.path.join(harness.PG_BIN, "pg_config"), "--pkglibdir"],
             capture_output=True, text=True,
-        ).stdout.strip() or "/usr/lib/postgresql/15/lib"
+        ).stdout.strip()
         so = os.path.join(libdir, "etcd_fdw.so")
         build = "?"
         try:
@@ -1085,8 +1087,13 @@ def main(argv=None):
     p.add_argument("--mem-value-size", type=int, default=1024)
     p.add_argument("--mem-reps", type=int, default=3)
     p.add_argument("--skip", default="", help="comma list of: scans,lookups,writes,txwrites,memory")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--out", default=None,
+                   help="results directory (default bench/results for PostgreSQL 15, "
+                        "bench/results/pgNN for the others)")
     a = p.parse_args(argv)
+    if a.out is None:
+        a.out = os.path.join(HERE, "results", *([] if harness.PG_MAJOR == 15 else [f"pg{harness.PG_MAJOR}"]))
+    os.makedirs(a.out, exist_ok=True)
     a.argv = argv
     a.fetch_label = (str(a.fetch_size) if a.fetch_size is not None
                      else "auto (1000, growing fourfold up to 16 MiB per request)")
@@ -1101,7 +1108,7 @@ def main(argv=None):
     if a.lookup_keys > LOOKUP_BASE:
         p.error(f"--lookup-keys: at most {LOOKUP_BASE}")
     for path, what in ((RAWCLIENT, "cargo build --release -p etcd_rawclient"),
-                       (PGBENCH, "PostgreSQL 15 pgbench")):
+                       (PGBENCH, f"PostgreSQL {harness.PG_MAJOR} pgbench")):
         if not os.path.exists(path):
             p.error(f"{path} not found ({what})")
     # SIGTERM: exit normally so that harness' atexit hook stops etcd/PostgreSQL

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # README command 1: set up the machine, build and install etcd_fdw into the
-# system PostgreSQL 15, start a throwaway etcd and a throwaway PostgreSQL
+# system PostgreSQL 15 (or `--pg 16|18`, the wheels under .pg/), start a throwaway etcd and a throwaway PostgreSQL
 # cluster (loopback only, free ports, data under $DEMO_DIR), put sample keys
 # and run the specification's example.  They keep running so you can play;
 # `bash scripts/demo.sh stop` stops them and removes the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/pg.sh
+parse_pg_arg "$@"
+set -- "${PG_ARGS[@]+"${PG_ARGS[@]}"}"
 DEMO_DIR=${DEMO_DIR:-/tmp/etcd_fdw_demo}
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=$(pg_bindir_of "$PG_MAJOR")
 export ETCDCTL_API=3
 
 stop() {
   if [[ -f "$DEMO_DIR/pg/postmaster.pid" ]]; then
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DEMO_DIR/pg" -m fast stop >/dev/null 2>&1 || true
+    # the running demo's own pg_ctl (it may be another major's)
+    local bin; bin=$(cat "$DEMO_DIR/pgbin" 2>/dev/null || echo "$PGBIN")
+    runuser -u postgres -- "$bin/pg_ctl" -D "$DEMO_DIR/pg" -m fast stop >/dev/null 2>&1 || true
   fi
   if [[ -f "$DEMO_DIR/etcd.pid" ]]; then
     kill "$(cat "$DEMO_DIR/etcd.pid")" 2>/dev/null || true
@@ -28,10 +33,11 @@ if [[ "${1:-}" == stop ]]; then
 fi
 
 bash scripts/setup.sh
-bash scripts/install.sh
+bash scripts/install.sh --pg "$PG_MAJOR"
 stop
 mkdir -p "$DEMO_DIR"
 chown postgres: "$DEMO_DIR"
+echo "$PGBIN" >"$DEMO_DIR/pgbin"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ETCD_PORT=$(free_port); PEER_PORT=$(free_port); PG_PORT=$(free_port)
@@ -50,12 +56,12 @@ done
 /usr/bin/etcdctl --endpoints "$ENDPOINT" put bar baz >/dev/null
 /usr/bin/etcdctl --endpoints "$ENDPOINT" put foo bar >/dev/null
 
-echo "==> starting PostgreSQL 15 on 127.0.0.1:$PG_PORT (socket in $DEMO_DIR)"
+echo "==> starting PostgreSQL $PG_MAJOR on 127.0.0.1:$PG_PORT (socket in $DEMO_DIR)"
 runuser -u postgres -- "$PGBIN/initdb" -D "$DEMO_DIR/pg" -U postgres -A trust -E UTF8 --locale C >/dev/null
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DEMO_DIR/pg" -l "$DEMO_DIR/pg.log" -w \
   -o "-p $PG_PORT -k $DEMO_DIR -c listen_addresses=127.0.0.1" start >/dev/null
 
-PSQL=(runuser -u postgres -- psql -X -h "$DEMO_DIR" -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1)
+PSQL=(runuser -u postgres -- "$PGBIN/psql" -X -h "$DEMO_DIR" -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1)
 echo "==> the specification's example"
 "${PSQL[@]}" -e <<SQL
 create extension etcd_fdw;
@@ -68,7 +74,7 @@ SQL
 cat <<EOF2
 
 The demo is running:
-  psql:    runuser -u postgres -- psql -h $DEMO_DIR -p $PG_PORT postgres
+  psql:    runuser -u postgres -- $PGBIN/psql -h $DEMO_DIR -p $PG_PORT postgres
   etcdctl: ETCDCTL_API=3 etcdctl --endpoints $ENDPOINT get --prefix ''
   stop:    bash scripts/demo.sh stop
 EOF2
