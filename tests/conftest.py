@@ -2,7 +2,7 @@
 
 Fixtures
 --------
-pg              (session)  the throw-away PostgreSQL 15 cluster (harness.PgCluster)
+pg              (session)  the throw-away PostgreSQL cluster (harness.PgCluster)
 bare_db         (function) a fresh database without the extension (harness.TestDatabase)
 db              (function) a fresh database with CREATE EXTENSION etcd_fdw and the
                            etcd_fdw FOREIGN DATA WRAPPER already created
@@ -27,7 +27,9 @@ Environment
 -----------
 ETCD_VERSIONS   comma list restricting the etcd versions (default "3.4.23,3.5.1";
                 also accepts "3.4", "3.5", "etcd34", "etcd35")
-PG_BIN          PostgreSQL bin dir (default /usr/lib/postgresql/15/bin)
+ETCD_FDW_PG     PostgreSQL major to test: 15 (default, the system one), 16 or 18
+                (the wheels under .pg/, see scripts/pg.sh); pytest --pg N does the same
+PG_BIN          an explicit PostgreSQL bin dir instead (overrides ETCD_FDW_PG)
 ETCD_FDW_TEST_KEEP_TMP=1   keep temp dirs (data dirs, logs) for debugging
 """
 
@@ -38,6 +40,7 @@ import re
 
 import pytest
 
+import harness
 from harness import (
     AUTH_PREFIX,
     CAROL_PASSWORD,
@@ -50,6 +53,20 @@ from harness import (
     free_port,
     selected_etcd_versions,
 )
+
+def pytest_addoption(parser):
+    parser.addoption("--pg", default=None, help="PostgreSQL major to test (15, 16, 18); or ETCD_FDW_PG")
+
+
+def pytest_configure(config):
+    major = config.getoption("--pg")
+    if major:
+        harness.use_pg(major)
+
+
+def pytest_report_header(config):
+    return f"PostgreSQL {harness.PG_MAJOR} ({harness.PG_BIN}); etcd {', '.join(ETCD_VERSIONS)}"
+
 
 ETCD_VERSIONS = selected_etcd_versions()
 ETCD_PARAMS = [pytest.param(v, id=ETCD_VERSION_IDS[v]) for v in ETCD_VERSIONS]

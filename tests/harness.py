@@ -35,7 +35,43 @@ import urllib.request
 
 import psycopg
 
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pg_bindir(major: str) -> str:
+    """The bin directory of PostgreSQL `major` (15, 16 or 18), from
+    scripts/pg.sh, the one place that knows where each major lives."""
+    p = subprocess.run(
+        ["bash", "-c", 'source scripts/pg.sh && pg_bindir_of "$1"', "_", str(major)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr.strip() or f"unknown PostgreSQL major {major}")
+    return p.stdout.strip()
+
+
+def use_pg(major: str | None = None, bindir: str | None = None):
+    """Select the PostgreSQL the tests run against: a major (ETCD_FDW_PG or
+    pytest --pg; default 15) or an explicit bin directory (PG_BIN)."""
+    global PG_MAJOR, PG_BIN, LINGUISTIC_COLLATION
+    PG_BIN = bindir or pg_bindir(major or "15")
+    version = subprocess.run(
+        [os.path.join(PG_BIN, "pg_config"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    PG_MAJOR = int(version.split()[1].split(".")[0])
+    configure = subprocess.run(
+        [os.path.join(PG_BIN, "pg_config"), "--configure"], capture_output=True, text=True
+    ).stdout
+    # A collation that does not sort by bytes: ICU where the server has it
+    # (Debian's 15), else glibc's en_US.UTF-8 (scripts/setup.sh generates
+    # it; the wheels' 16 and 18 are built --without-icu).
+    LINGUISTIC_COLLATION = "en_US" if "--without-icu" in configure else "en-x-icu"
+
+
+PG_MAJOR = 15
+PG_BIN = ""
+LINGUISTIC_COLLATION = "en-x-icu"
+use_pg(os.environ.get("ETCD_FDW_PG"), os.environ.get("PG_BIN"))
 PG_OS_USER = os.environ.get("PG_OS_USER", "postgres")
 KEEP_TMP = os.environ.get("ETCD_FDW_TEST_KEEP_TMP") == "1"
 
@@ -163,7 +199,8 @@ class PgCluster:
     Listens on a unix socket in the temp dir and on 127.0.0.1:<free port>.
     """
 
-    def __init__(self):
+    def __init__(self, bindir: str | None = None):
+        self.bindir = bindir or PG_BIN
         self.base = tempfile.mkdtemp(prefix="etcdfdw-pg-")
         give_to_postgres(self.base, 0o755)
         self.datadir = os.path.join(self.base, "data")
@@ -177,7 +214,7 @@ class PgCluster:
     def start(self):
         run_pg_tool(
             [
-                os.path.join(PG_BIN, "initdb"),
+                os.path.join(self.bindir, "initdb"),
                 "-D", self.datadir,
                 "-U", "postgres",
                 "-A", "trust",
@@ -213,7 +250,7 @@ restart_after_crash = on
             give_to_postgres(os.path.join(self.datadir, "postgresql.auto.conf"), 0o600)
             p = run_pg_tool(
                 [
-                    os.path.join(PG_BIN, "pg_ctl"),
+                    os.path.join(self.bindir, "pg_ctl"),
                     "-D", self.datadir,
                     "-l", self.logfile,
                     "-w", "-t", "60",
@@ -231,7 +268,7 @@ restart_after_crash = on
     def stop(self):
         if not self.started:
             return
-        pg_ctl = os.path.join(PG_BIN, "pg_ctl")
+        pg_ctl = os.path.join(self.bindir, "pg_ctl")
         try:
             p = run_pg_tool(
                 [pg_ctl, "-D", self.datadir, "-m", "fast", "-w", "-t", "20", "stop"],

@@ -13,11 +13,12 @@ import time
 import psycopg
 import pytest
 
+import harness
 from harness import AUTH_PREFIX, EtcdctlError, QueryThread, expect_error, wait_backend_active
 
 
 def test_pg_cluster(bare_db, pg):
-    assert bare_db.scalar("SELECT current_setting('server_version_num')::int / 10000") == 15
+    assert bare_db.scalar("SELECT current_setting('server_version_num')::int / 10000") == harness.PG_MAJOR
     assert bare_db.scalar("SELECT current_setting('fsync')") == "off"
     assert bare_db.scalar("SELECT current_user") == "postgres"
     assert bare_db.scalar("SELECT current_database()") == bare_db.name
