@@ -18,6 +18,14 @@ PGRX_HOME=$(pgrx_home_of "$PG_MAJOR") cargo pgrx install "${flag[@]}" --pg-confi
 rc=$?
 set -e
 grep -Ev '^\s*(Compiling|Checking)' /tmp/etcd_fdw-install-$$.log | tail -n "$( ((rc)) && echo 40 || echo 5)"
+# ETCD_FDW_DENY_WARNINGS=1 (scripts/test.sh): a compiler warning fails the
+# install (only what was compiled now is seen: a cached build is clean).
+warnings=$(grep -cE '^(\x1b\[[0-9;]*m)*warning' /tmp/etcd_fdw-install-$$.log || true)
+if ((rc == 0 && warnings > 0)) && [[ "${ETCD_FDW_DENY_WARNINGS:-0}" == 1 ]]; then
+  grep -A8 -E '^(\x1b\[[0-9;]*m)*warning' /tmp/etcd_fdw-install-$$.log | head -n 60
+  echo "$warnings compiler warning(s) building for PostgreSQL $PG_MAJOR" >&2
+  rc=1
+fi
 rm -f /tmp/etcd_fdw-install-$$.log
 ((rc == 0)) || exit $rc
 # pgrx installs the current version's script and the update scripts of sql/;

@@ -84,3 +84,11 @@ fn etcd_fdw_get_connections() -> TableIterator<
 fn etcd_fdw_disconnect_all() -> bool {
     connection::disconnect_all()
 }
+
+/// The version of the loaded library (the `.so`), to compare with the SQL
+/// objects' version in `pg_extension.extversion` after an upgrade: they
+/// differ until `ALTER EXTENSION etcd_fdw UPDATE` has run.
+#[pg_extern(immutable, parallel_safe)]
+fn etcd_fdw_version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}

@@ -1,0 +1,10 @@
+-- etcd_fdw 0.1.0 -> 0.2.0 (ALTER EXTENSION etcd_fdw UPDATE TO '0.2.0').
+-- Every SQL object added or changed by 0.2.0 goes here, so that an updated
+-- installation equals a fresh CREATE EXTENSION (tests/test_upgrade.py
+-- compares the two).
+\echo Use "ALTER EXTENSION etcd_fdw UPDATE" to load this file. \quit
+
+CREATE FUNCTION "etcd_fdw_version"() RETURNS TEXT
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_fdw_version_wrapper';
