@@ -8,3 +8,16 @@ CREATE FUNCTION "etcd_fdw_version"() RETURNS TEXT
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'etcd_fdw_version_wrapper';
+
+-- etcd_fdw_get_connections() shows the endpoint in use.
+DROP FUNCTION "etcd_fdw_get_connections"();
+CREATE FUNCTION "etcd_fdw_get_connections"() RETURNS TABLE (
+	"server_name" TEXT,
+	"user_name" TEXT,
+	"endpoints" TEXT,
+	"endpoint" TEXT,
+	"connects" bigint
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_fdw_get_connections_wrapper';

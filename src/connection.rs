@@ -5,12 +5,15 @@
 //! it was opened with; when ALTER SERVER or ALTER USER MAPPING changes them
 //! the next use reconnects.  An entry is also dropped when etcd breaks the
 //! connection, so the next query reconnects (and, with several endpoints,
-//! fails over to a live member).
+//! fails over to a live member).  The backend remembers when each endpoint
+//! last failed: reconnects try the others first, so a member that failed
+//! recently is tried last but not skipped for good.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use etcd_fdw_core::client::{self, EtcdError};
+use etcd_fdw_core::client::{self, Backoff, EtcdError};
 use etcd_fdw_core::etcd_client::{Client, KvClient};
 use pgrx::pg_sys;
 
@@ -24,12 +27,16 @@ struct Entry {
     connects: i64,
     server_name: String,
     endpoints: String,
+    /// The member this connection talks to.
+    endpoint: String,
 }
 
 type Key = (u32, u32);
 
 thread_local! {
     static CACHE: RefCell<HashMap<Key, Entry>> = RefCell::new(HashMap::new());
+    /// When each endpoint (as written in connstr) last failed.
+    static FAILED_AT: RefCell<HashMap<String, Instant>> = RefCell::new(HashMap::new());
 }
 
 fn key(info: &ServerInfo) -> Key {
@@ -42,6 +49,10 @@ use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
 pub fn kv_client(info: &ServerInfo) -> KvClient {
     try_kv_client(info)
         .unwrap_or_else(|e| etcd_error(&e, &format!("server \"{}\"", info.server_name)))
+}
+
+fn mark_failed(endpoint: &str) {
+    FAILED_AT.with(|f| f.borrow_mut().insert(endpoint.to_string(), Instant::now()));
 }
 
 /// [`kv_client`], handing a connection failure to the caller.
@@ -58,8 +69,31 @@ pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
     if let Some(kv) = cached {
         return Ok(kv);
     }
-    let client = block_on(client::connect(&info.options))?;
-    let kv = client
+    let endpoints: Vec<String> = info
+        .options
+        .endpoints
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let failed_at: Vec<Option<Instant>> = FAILED_AT.with(|f| {
+        let f = f.borrow();
+        endpoints.iter().map(|e| f.get(e).copied()).collect()
+    });
+    let order = client::endpoint_order(&failed_at);
+    let connected = match block_on(client::connect_in_order(&info.options, &order)) {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(e, EtcdError::Connect { .. }) {
+                endpoints.iter().for_each(|e| mark_failed(e));
+            }
+            return Err(e);
+        }
+    };
+    for &i in &connected.skipped {
+        mark_failed(&endpoints[i]);
+    }
+    let kv = connected
+        .client
         .kv_client()
         .max_decoding_message_size(MAX_RESPONSE_BYTES);
     CACHE.with(|c| {
@@ -68,18 +102,30 @@ pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
         c.insert(
             k,
             Entry {
-                client,
+                client: connected.client,
                 fingerprint: fp,
                 connects,
                 server_name: info.server_name.clone(),
                 endpoints: info.options.endpoints_display(),
+                endpoint: endpoints[connected.endpoint].clone(),
             },
         );
     });
     Ok(kv)
 }
 
-/// Forget the connection of `info` if `err` says it is broken.
+/// The endpoint the cached connection of `info` uses, if any.
+fn endpoint_in_use(info: &ServerInfo) -> Option<String> {
+    CACHE.with(|c| c.borrow().get(&key(info)).map(|e| e.endpoint.clone()))
+}
+
+/// Whether this backend has connected to `info`'s server before.
+pub fn was_connected(info: &ServerInfo) -> bool {
+    CACHE.with(|c| c.borrow().contains_key(&key(info)))
+}
+
+/// Forget the connection of `info` if `err` says it is broken, and
+/// remember that its member failed.
 pub fn note_error(info: &ServerInfo, err: &EtcdError) {
     if err.breaks_connection() {
         let k = key(info);
@@ -88,14 +134,16 @@ pub fn note_error(info: &ServerInfo, err: &EtcdError) {
                 // Keep the entry (and its connect count) but force a
                 // reconnect on next use.
                 e.fingerprint = 0;
+                mark_failed(&e.endpoint);
             }
         });
     }
 }
 
-/// Run an idempotent request, retrying once on a fresh connection when the
-/// cached one turned out to be broken (etcd restarted, member died, auth
-/// token expired).
+/// Run an idempotent request, retrying on a fresh connection (the next
+/// endpoint first) with backoff while etcd is electing a leader, a member
+/// is gone or the cached connection broke (see [`EtcdError::retryable`]),
+/// until `request_timeout` is used up.
 pub fn with_retry<T, F, Fut>(info: &ServerInfo, what: &dyn Fn() -> String, f: F) -> T
 where
     F: Fn(KvClient) -> Fut,
@@ -104,30 +152,55 @@ where
     try_with_retry(info, f).unwrap_or_else(|e| etcd_error(&e, &what()))
 }
 
-/// [`with_retry`], handing the final error to the caller.
+/// [`with_retry`], handing the final error (an [`EtcdError::Retried`]
+/// listing every attempt when there were several) to the caller.
 pub fn try_with_retry<T, F, Fut>(info: &ServerInfo, f: F) -> Result<T, EtcdError>
 where
     F: Fn(KvClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
-    let first = match try_kv_client(info) {
-        Ok(kv) => block_on(f(kv)),
-        Err(e) => Err(e),
-    };
-    let result = match first {
-        Err(e) if e.retryable(info.options.endpoints.len()) => {
-            note_error(info, &e);
-            match try_kv_client(info) {
-                Ok(kv) => block_on(f(kv)),
-                Err(e) => Err(e),
-            }
+    let budget = info.options.request_timeout;
+    let start = Instant::now();
+    let mut backoff = Backoff::default();
+    let mut attempts: Vec<String> = Vec::new();
+    loop {
+        let was_connected = was_connected(info);
+        let result = try_kv_client(info).and_then(|kv| {
+            let left = budget
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(1));
+            block_on(async {
+                match tokio::time::timeout(left, f(kv)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(EtcdError::Timeout(budget)),
+                }
+            })
+        });
+        let e = match result {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let endpoint = match &e {
+            EtcdError::Connect { .. } => "connecting".to_string(),
+            _ => endpoint_in_use(info).unwrap_or_default(),
+        };
+        note_error(info, &e);
+        attempts.push(format!("{endpoint}: {e}"));
+        let delay = backoff.next_delay();
+        if !e.retryable(info.options.endpoints.len(), was_connected)
+            || start.elapsed() + delay >= budget
+        {
+            return Err(if attempts.len() > 1 {
+                EtcdError::Retried {
+                    last: Box::new(e),
+                    attempts,
+                }
+            } else {
+                e
+            });
         }
-        other => other,
-    };
-    if let Err(e) = &result {
-        note_error(info, e);
+        block_on(async move { tokio::time::sleep(delay).await });
     }
-    result
 }
 
 /// Run a non-idempotent request (a write) once.
@@ -144,16 +217,30 @@ where
     }
 }
 
-/// One row per cached connection: server name, user oid, endpoints,
-/// connects.
-pub fn list() -> Vec<(String, u32, String, i64)> {
+/// A cached connection, as `etcd_fdw_get_connections()` shows it.
+pub struct ConnectionInfo {
+    pub server_name: String,
+    pub user_oid: u32,
+    pub endpoints: String,
+    pub endpoint: String,
+    pub connects: i64,
+}
+
+/// One row per cached connection, by server name and user.
+pub fn list() -> Vec<ConnectionInfo> {
     CACHE.with(|c| {
         let mut v: Vec<_> = c
             .borrow()
             .iter()
-            .map(|(k, e)| (e.server_name.clone(), k.1, e.endpoints.clone(), e.connects))
+            .map(|(k, e)| ConnectionInfo {
+                server_name: e.server_name.clone(),
+                user_oid: k.1,
+                endpoints: e.endpoints.clone(),
+                endpoint: e.endpoint.clone(),
+                connects: e.connects,
+            })
             .collect();
-        v.sort();
+        v.sort_by(|a, b| (&a.server_name, a.user_oid).cmp(&(&b.server_name, b.user_oid)));
         v
     })
 }

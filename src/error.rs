@@ -59,7 +59,7 @@ pub fn option_error(e: &OptionError) -> ! {
 /// The SQLSTATE for an etcd failure.
 pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
     use etcd_fdw_core::tonic::Code;
-    match e {
+    match e.root() {
         EtcdError::Connect { .. } | EtcdError::TlsFile { .. } => {
             PgSqlErrorCode::ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION
         }
@@ -82,6 +82,7 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
             _ => PgSqlErrorCode::ERRCODE_FDW_ERROR,
         },
         EtcdError::Other(_) => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+        EtcdError::Retried { .. } => unreachable!("root() unwraps Retried"),
     }
 }
 
@@ -89,6 +90,8 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
 /// server and, where there is one, the key).
 #[track_caller]
 pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
+    let attempts = e.attempts();
+    let e = e.root();
     let hint = match e {
         EtcdError::Timeout(_) => {
             Some("Increase the server option \"request_timeout\" or check the etcd cluster's health.".to_string())
@@ -111,10 +114,14 @@ pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
         ),
         _ => None,
     };
-    raise_with(
-        etcd_sqlstate(e),
-        e.to_string(),
-        Some(context.to_string()),
-        hint,
-    )
+    let detail = if attempts.is_empty() {
+        context.to_string()
+    } else {
+        format!(
+            "{context}; {} attempts within request_timeout: {}",
+            attempts.len(),
+            attempts.join("; ")
+        )
+    };
+    raise_with(etcd_sqlstate(e), e.to_string(), Some(detail), hint)
 }

@@ -48,8 +48,9 @@ CREATE EVENT TRIGGER etcd_fdw_ddl_check ON ddl_command_end
     requires = [etcd_fdw_check_table],
 );
 
-/// The etcd connections this backend keeps open, with how many times each
-/// was (re)established.
+/// The etcd connections this backend keeps open: the endpoints of the
+/// server, the one in use, and how many times the connection was
+/// (re)established.
 #[pg_extern]
 fn etcd_fdw_get_connections() -> TableIterator<
     'static,
@@ -57,23 +58,30 @@ fn etcd_fdw_get_connections() -> TableIterator<
         name!(server_name, String),
         name!(user_name, String),
         name!(endpoints, String),
+        name!(endpoint, String),
         name!(connects, i64),
     ),
 > {
     let rows: Vec<_> = connection::list()
         .into_iter()
-        .map(|(server, user, endpoints, connects)| {
+        .map(|c| {
             // SAFETY: GetUserNameFromId with noerr = true returns NULL for
             // an unknown role.
             let user_name = unsafe {
-                let p = pg_sys::GetUserNameFromId(pg_sys::Oid::from(user), true);
+                let p = pg_sys::GetUserNameFromId(pg_sys::Oid::from(c.user_oid), true);
                 if p.is_null() {
-                    user.to_string()
+                    c.user_oid.to_string()
                 } else {
                     std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
                 }
             };
-            (server, user_name, endpoints, connects)
+            (
+                c.server_name,
+                user_name,
+                c.endpoints,
+                c.endpoint,
+                c.connects,
+            )
         })
         .collect();
     TableIterator::new(rows)

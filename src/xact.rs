@@ -14,8 +14,9 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
-use etcd_fdw_core::client::{self, EtcdError};
+use etcd_fdw_core::client::{self, Backoff, EtcdError};
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use etcd_fdw_core::pending::{CommitConflict, CommitOp, CommitTxn, PendingTxn};
 use etcd_fdw_core::writes::TxnLimits;
@@ -257,14 +258,36 @@ enum CommitFailure {
 
 fn commit_one(server: &ServerInfo, txn: &CommitTxn) -> Result<(), CommitFailure> {
     let timeout = server.options.request_timeout;
-    let kv = connection::try_kv_client(server).map_err(CommitFailure::NotApplied)?;
-    let request = txn.txn();
-    // Not interruptible: a cancel now would leave the outcome unknown;
-    // request_timeout bounds the wait.
-    let result = runtime::block_on_uncancellable(async move {
-        let mut kv = kv;
-        client::with_timeout(timeout, kv.txn(request)).await
-    });
+    let start = Instant::now();
+    let mut backoff = Backoff::default();
+    // Sent again only while etcd certainly did not apply it (no member
+    // could be reached), with backoff, until request_timeout is used up.
+    let result = loop {
+        let was_connected = connection::was_connected(server);
+        let sent = connection::try_kv_client(server).and_then(|kv| {
+            let request = txn.txn();
+            // Not interruptible: a cancel now would leave the outcome
+            // unknown; request_timeout bounds the wait.
+            runtime::block_on_uncancellable(async move {
+                let mut kv = kv;
+                client::with_timeout(timeout, kv.txn(request)).await
+            })
+        });
+        match sent {
+            Err(e)
+                if e.definitely_not_applied()
+                    && e.retryable(server.options.endpoints.len(), was_connected) =>
+            {
+                connection::note_error(server, &e);
+                let delay = backoff.next_delay();
+                if start.elapsed() + delay >= timeout {
+                    break Err(e);
+                }
+                runtime::block_on_uncancellable(async move { tokio::time::sleep(delay).await });
+            }
+            other => break other,
+        }
+    };
     match result {
         Ok(resp) if resp.succeeded() => Ok(()),
         Ok(_) => {
@@ -423,7 +446,7 @@ fn report_failure(server: &ServerInfo, f: &CommitFailure, committed: &[String]) 
             Some("Retry the transaction.".into()),
         ),
         CommitFailure::NotApplied(e) => raise_with(
-            if matches!(e, EtcdError::Connect { .. }) {
+            if matches!(e.root(), EtcdError::Connect { .. }) {
                 PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE
             } else {
                 crate::error::etcd_sqlstate(e)

@@ -705,6 +705,79 @@ def test_failover_mid_session_after_member_killed(db, healthy, kp):
         assert cluster.dump(m, kp)[kp + "w"] == "after failover"
 
 
+def endpoint_in_use(db, conn, server="s"):
+    rows = db.rows(
+        "SELECT endpoint FROM etcd_fdw_get_connections() WHERE server_name = %s", (server,), conn=conn
+    )
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
+def test_read_right_after_the_leader_is_killed(db, healthy, kp):
+    """Kill the leader a session is connected to and read at once, while
+    the survivors are still electing: the read is retried with backoff on
+    the next endpoint until it succeeds (no "leader changed" / "no leader"
+    reaches the client), within request_timeout."""
+    cluster = healthy
+    m1, m2, m3 = cluster.members
+    for i in range(3):
+        cluster.put(m2, f"{kp}k{i}", f"v{i}")
+    expected = [(f"{kp}k{i}", f"v{i}") for i in range(3)]
+    db.create_server("s", cluster.connstr, **TIMEOUTS)
+    db.create_table("t", "s", prefix=kp)
+    for round_ in range(3):
+        cluster.ensure_all_running()
+        cluster.move_leader("m1")
+        c = db.connect()
+        assert db.rows("SELECT key, value FROM t", conn=c) == expected
+        assert endpoint_in_use(db, c) == m1.endpoint
+        m1.kill()
+        time.sleep(0.2 * round_)  # at once, then a little into the election
+        t = timed_select(db, c, "SELECT key, value FROM t", None, limit=60)
+        assert t.error is None, (
+            f"round {round_}: the read after killing the leader failed after {t.elapsed:.2f}s: "
+            f"SQLSTATE {t.error.sqlstate}: {err_text(t.error)}"
+        )
+        assert t.rows == expected
+        assert t.elapsed <= REQUEST_TIMEOUT + 1, f"round {round_}: took {t.elapsed:.2f}s"
+        assert endpoint_in_use(db, c) in (m2.endpoint, m3.endpoint)
+        c.close()
+
+
+def test_session_returns_to_a_restarted_member(db, healthy, kp):
+    """connstr m1,m2: the session moves to m2 when m1 dies; m1 comes back,
+    then m2 dies: the session goes back to m1 (a member that failed longer
+    ago is tried before one that failed just now, never skipped for good)."""
+    cluster = healthy
+    m1, m2, m3 = cluster.members
+    cluster.put(m3, kp + "a", "1")
+    cluster.move_leader("m3")  # keep elections out of it
+    db.create_server("s", f"{m1.endpoint},{m2.endpoint}", **TIMEOUTS)
+    db.create_table("t", "s", prefix=kp)
+    c = db.connect()
+    assert db.rows("SELECT key, value FROM t", conn=c) == [(kp + "a", "1")]
+    assert endpoint_in_use(db, c) == m1.endpoint
+
+    m1.kill()
+    t = timed_select(db, c, "SELECT key, value FROM t", None, limit=60)
+    assert t.error is None, err_text(t.error)
+    assert endpoint_in_use(db, c) == m2.endpoint
+    assert connects(db, c) == 2
+
+    m1.start()
+    cluster.wait_healthy()
+    # still on m2 while it works
+    assert db.rows("SELECT key, value FROM t", conn=c) == [(kp + "a", "1")]
+    assert endpoint_in_use(db, c) == m2.endpoint
+
+    m2.kill()
+    t = timed_select(db, c, "SELECT key, value FROM t", None, limit=60)
+    assert t.error is None, err_text(t.error)
+    assert t.rows == [(kp + "a", "1")]
+    assert endpoint_in_use(db, c) == m1.endpoint
+    assert connects(db, c) == 3
+
+
 def test_all_members_dead(db, cluster, kp):
     """Every member killed: HV00N (or 08006) naming the endpoints, fast; the
     session stays usable."""
@@ -739,6 +812,16 @@ def test_all_members_dead(db, cluster, kp):
         for m in cluster.members:
             assert m.endpoint in text, f"{label}: {m.endpoint} not named in: {text}"
         assert t.elapsed <= limit, f"{label}: took {t.elapsed:.1f}s (limit {limit}s)"
+        detail = t.error.diag.message_detail or ""
+        if label == "new session":
+            # never connected: a wrong address fails at once, no retries
+            assert t.elapsed < CONNECT_TIMEOUT + 1, t.elapsed
+            assert "attempts" not in detail, detail
+        else:
+            # the cluster was there: waited for (with backoff) until
+            # request_timeout, every attempt listed
+            assert t.elapsed >= REQUEST_TIMEOUT - 1.5, t.elapsed
+            assert "attempts within request_timeout" in detail, detail
         assert not c.closed
         assert_session_usable(c)
         # still failing the same way, still usable

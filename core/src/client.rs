@@ -34,12 +34,27 @@ pub enum EtcdError {
     Status { code: tonic::Code, message: String },
     #[error("etcd request failed: {0}")]
     Other(String),
+    /// An idempotent request retried until `request_timeout` was used up:
+    /// the last error, and each attempt's endpoint and reason.
+    #[error("{last}")]
+    Retried {
+        last: Box<EtcdError>,
+        attempts: Vec<String>,
+    },
 }
 
 impl EtcdError {
+    /// The error itself, under any [`EtcdError::Retried`] wrapper.
+    pub fn root(&self) -> &EtcdError {
+        match self {
+            EtcdError::Retried { last, .. } => last.root(),
+            e => e,
+        }
+    }
+
     /// Whether the connection itself is suspect (drop it from the cache).
     pub fn breaks_connection(&self) -> bool {
-        match self {
+        match self.root() {
             EtcdError::Connect { .. } | EtcdError::Timeout(_) | EtcdError::Other(_) => true,
             EtcdError::Status { code, message } => {
                 matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown)
@@ -53,7 +68,7 @@ impl EtcdError {
     /// (tonic refuses to decode it; `size` is what etcd sent, when the
     /// message says): the request must ask for less.
     pub fn response_too_large(&self) -> Option<Option<u64>> {
-        let EtcdError::Status { code, message } = self else {
+        let EtcdError::Status { code, message } = self.root() else {
             return None;
         };
         if *code != tonic::Code::OutOfRange || !message.contains("message length too large") {
@@ -72,7 +87,7 @@ impl EtcdError {
     /// anything.  A timeout, a broken connection, `Unavailable` (which
     /// includes etcd's own "request timed out") may hide an applied write.
     pub fn definitely_not_applied(&self) -> bool {
-        match self {
+        match self.root() {
             EtcdError::Connect { .. } | EtcdError::TlsFile { .. } | EtcdError::Auth { .. } => true,
             EtcdError::Status { code, .. } => matches!(
                 code,
@@ -85,16 +100,20 @@ impl EtcdError {
                     | tonic::Code::NotFound
                     | tonic::Code::AlreadyExists
             ),
-            EtcdError::Timeout(_) | EtcdError::Other(_) => false,
+            EtcdError::Timeout(_) | EtcdError::Other(_) | EtcdError::Retried { .. } => false,
         }
     }
 
-    /// Whether an idempotent request may be retried once on a new
-    /// connection: the member went away (the connection broke or it is
-    /// unavailable), the auth token expired, or, when there are other
-    /// members to try (`endpoints > 1`), it stopped answering.
-    pub fn retryable(&self, endpoints: usize) -> bool {
-        match self {
+    /// Whether an idempotent request may be tried again, after a backoff,
+    /// on a new connection (the next endpoint first): the member went away
+    /// (the connection broke, or it is unavailable: no leader, leader
+    /// changed, etcd's own "request timed out"), the auth token expired,
+    /// or, when there are other members to try (`endpoints > 1`), it
+    /// stopped answering.  `was_connected`: this backend reached the
+    /// cluster before, so failing to connect now is an outage to wait out
+    /// (members restarting) rather than a wrong address.
+    pub fn retryable(&self, endpoints: usize, was_connected: bool) -> bool {
+        match self.root() {
             EtcdError::Status { code, message } => {
                 *code == tonic::Code::Unavailable
                     || (*code == tonic::Code::Unknown && message.contains("transport error"))
@@ -102,9 +121,56 @@ impl EtcdError {
             }
             EtcdError::Other(_) => true,
             EtcdError::Timeout(_) => endpoints > 1,
+            EtcdError::Connect { .. } => was_connected,
             _ => false,
         }
     }
+
+    /// Each attempt's endpoint and reason, when the request was retried.
+    pub fn attempts(&self) -> &[String] {
+        match self {
+            EtcdError::Retried { attempts, .. } => attempts,
+            _ => &[],
+        }
+    }
+}
+
+/// The waits between attempts of an idempotent request: 50 ms, doubling
+/// up to 1 s (an etcd election takes about one election timeout, 1 s by
+/// default; a restarted member a few seconds).
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Backoff {
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    /// The wait before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+}
+
+/// The order to try endpoints in: those that have not failed first (in
+/// connstr order), then the failed ones, longest ago first, so that a
+/// member that failed recently is tried last but never skipped for good.
+/// `failed_at[i]`: when endpoint `i` last failed (any monotonic stamp).
+pub fn endpoint_order<T: Ord + Copy>(failed_at: &[Option<T>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..failed_at.len()).collect();
+    // Stable: equal stamps (and all the never-failed ones) keep connstr order.
+    order.sort_by_key(|&i| failed_at[i]);
+    order
 }
 
 /// Full cause chain of an error, `a: b: c`, without repeats.
@@ -187,12 +253,42 @@ enum EndpointFailure {
 /// accepts TCP but does not answer (paused, overloaded) is skipped like a
 /// dead one; when every member fails, the error lists each one's reason.
 pub async fn connect(opts: &ServerOptions) -> Result<Client, EtcdError> {
+    let order: Vec<usize> = (0..opts.endpoints.len()).collect();
+    connect_in_order(opts, &order).await.map(|c| c.client)
+}
+
+/// A connection and how it was made.
+pub struct Connected {
+    pub client: Client,
+    /// Index (in `opts.endpoints`) of the member connected to.
+    pub endpoint: usize,
+    /// Endpoints tried first that did not answer.
+    pub skipped: Vec<usize>,
+}
+
+/// [`connect`], trying the endpoints in `order` (indices into
+/// `opts.endpoints`; see [`endpoint_order`]).
+pub async fn connect_in_order(
+    opts: &ServerOptions,
+    order: &[usize],
+) -> Result<Connected, EtcdError> {
     let tls = tls_config(opts)?;
     let mut failures = Vec::new();
-    for ep in &opts.endpoints {
+    let mut skipped = Vec::new();
+    for &i in order {
+        let ep = &opts.endpoints[i];
         match connect_endpoint(opts, ep, tls.as_ref()).await {
-            Ok(client) => return Ok(client),
-            Err(EndpointFailure::Dead(why)) => failures.push(format!("{ep}: {why}")),
+            Ok(client) => {
+                return Ok(Connected {
+                    client,
+                    endpoint: i,
+                    skipped,
+                })
+            }
+            Err(EndpointFailure::Dead(why)) => {
+                failures.push(format!("{ep}: {why}"));
+                skipped.push(i);
+            }
             Err(EndpointFailure::Fatal(e)) => return Err(e),
         }
     }
@@ -295,6 +391,65 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_that_failed_recently_go_last() {
+        assert_eq!(endpoint_order::<u32>(&[None, None, None]), vec![0, 1, 2]);
+        // 0 failed at 5, 2 at 3: never-failed 1 first, then 2 (longer ago), then 0
+        assert_eq!(endpoint_order(&[Some(5), None, Some(3)]), vec![1, 2, 0]);
+        // B (1) failed after A (0): back to A first
+        assert_eq!(endpoint_order(&[Some(1), Some(2)]), vec![0, 1]);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_second() {
+        let mut b = Backoff::default();
+        let d: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(d, vec![50, 100, 200, 400, 800, 1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn elections_are_retryable_and_wrappers_delegate() {
+        let status = |code, m: &str| EtcdError::Status {
+            code,
+            message: m.to_string(),
+        };
+        for m in [
+            "etcdserver: no leader",
+            "etcdserver: leader changed",
+            "etcdserver: request timed out",
+        ] {
+            assert!(
+                status(tonic::Code::Unavailable, m).retryable(1, false),
+                "{m}"
+            );
+        }
+        let refused = EtcdError::Connect {
+            endpoints: "a".into(),
+            detail: "refused".into(),
+        };
+        assert!(
+            !refused.retryable(3, false),
+            "a wrong address fails at once"
+        );
+        assert!(
+            refused.retryable(1, true),
+            "a cluster that was there is waited for"
+        );
+        assert!(!status(tonic::Code::PermissionDenied, "x").retryable(3, true));
+        let wrapped = EtcdError::Retried {
+            last: Box::new(status(tonic::Code::Unavailable, "etcdserver: no leader")),
+            attempts: vec!["a: x".into(), "b: y".into()],
+        };
+        assert!(wrapped.breaks_connection());
+        assert!(matches!(wrapped.root(), EtcdError::Status { .. }));
+        assert_eq!(
+            wrapped.to_string(),
+            "etcd request failed: etcdserver: no leader"
+        );
+        assert_eq!(wrapped.attempts().len(), 2);
+        assert!(!wrapped.definitely_not_applied());
+    }
 
     #[test]
     fn too_large_answers_are_recognised() {
