@@ -69,6 +69,7 @@ pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
     if let Some(kv) = cached {
         return Ok(kv);
     }
+    check_identity(info);
     let endpoints: Vec<String> = info
         .options
         .endpoints
@@ -112,6 +113,34 @@ pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
         );
     });
     Ok(kv)
+}
+
+/// A non-superuser must not act with an etcd identity a superuser set up
+/// (a client certificate, a server-level user) without a password of their
+/// own in the user mapping, unless a superuser set `password_required
+/// 'false'` on it: postgres_fdw's rule.  Raises 2F003 otherwise.
+fn check_identity(info: &ServerInfo) {
+    let Some(option) = info.options.borrowed_identity() else {
+        return;
+    };
+    // SAFETY: a syscache lookup of a role id.
+    if unsafe { pg_sys::superuser_arg(info.user_oid) } {
+        return;
+    }
+    let what = if option == "ssl_cert" {
+        "the client certificate of server option \"ssl_cert\""
+    } else {
+        "the etcd user of server option \"username\""
+    };
+    crate::error::raise_with(
+        pgrx::PgSqlErrorCode::ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED,
+        "password is required".into(),
+        Some(format!(
+            "Non-superuser cannot connect to etcd server \"{}\" as {what}: the user mapping must supply a password.",
+            info.server_name
+        )),
+        Some("Add username and password to the user mapping, or have a superuser set password_required 'false' on it.".into()),
+    )
 }
 
 /// The endpoint the cached connection of `info` uses, if any.

@@ -48,7 +48,8 @@ CREATE EVENT TRIGGER etcd_fdw_ddl_check ON ddl_command_end
     requires = [etcd_fdw_check_table],
 );
 
-/// The etcd connections this backend keeps open: the endpoints of the
+/// The etcd connections this backend keeps open (a non-superuser: only
+/// those of their own user mappings): the endpoints of the
 /// server, the one in use, and how many times the connection was
 /// (re)established.
 #[pg_extern]
@@ -62,8 +63,12 @@ fn etcd_fdw_get_connections() -> TableIterator<
         name!(connects, i64),
     ),
 > {
+    // SAFETY: superuser() and GetUserId() have no preconditions.
+    let (all, me) = unsafe { (pg_sys::superuser(), u32::from(pg_sys::GetUserId())) };
     let rows: Vec<_> = connection::list()
         .into_iter()
+        // a non-superuser sees only their own connections
+        .filter(|c| all || c.user_oid == me)
         .map(|c| {
             // SAFETY: GetUserNameFromId with noerr = true returns NULL for
             // an unknown role.

@@ -266,3 +266,85 @@ def test_explain_and_connections_do_not_show_passwords(db, etcd_auth):
     conns = db.rows("SELECT * FROM etcd_fdw_get_connections()")
     assert len(conns) == 2
     assert_no_password(repr(conns), *secrets)
+
+
+# --------------------------------------------------------------------------
+# Non-superusers and identities a superuser configured (password_required)
+# --------------------------------------------------------------------------
+
+
+def _plain_role(db, role="fdw_plain_user"):
+    rc = db.role_connection(role)
+    db.execute("GRANT USAGE ON FOREIGN SERVER s TO " + role)
+    db.execute(f"GRANT SELECT, INSERT ON t TO {role}")
+    return role, rc
+
+
+def test_non_superuser_cannot_borrow_the_servers_client_certificate(db, etcd_tls, certs, kp):
+    """The server's client certificate is the superuser's etcd identity: a
+    non-superuser without a password of their own gets 2F003 (before
+    anything is sent), until a superuser sets password_required 'false'."""
+    etcd_tls.put(kp + "a", "1")
+    tls_server(db, etcd_tls, certs)
+    db.create_table("t", "s", prefix=kp)
+    assert db.rows("SELECT key, value FROM t") == [(kp + "a", "1")]  # superuser: fine
+    role, rc = _plain_role(db)
+    for sql in ("SELECT key, value FROM t", f"INSERT INTO t VALUES ('{kp}b', '2')"):
+        e = expect_error(rc, sql, sqlstate="2F003", contains="password is required")
+        assert "ssl_cert" in err_text(e) and '"s"' in err_text(e), err_text(e)
+        assert "password_required" in (e.diag.message_hint or ""), e.diag.message_hint
+    assert etcd_tls.get(kp + "b") is None
+    # a mapping without a password changes nothing
+    db.execute(f"CREATE USER MAPPING FOR {role} SERVER s")
+    expect_error(rc, "SELECT key FROM t", sqlstate="2F003")
+    # the role cannot lift the rule itself ...
+    e = expect_error(
+        rc, "ALTER USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (ADD password_required 'false')",
+        sqlstate="42501",
+    )
+    assert "superuser" in err_text(e)
+    # ... a superuser can, explicitly
+    db.execute(f"ALTER USER MAPPING FOR {role} SERVER s OPTIONS (ADD password_required 'false')")
+    assert db.rows("SELECT key, value FROM t", conn=rc) == [(kp + "a", "1")]
+    # and take it back (the cached connection goes with the changed options)
+    db.execute(f"ALTER USER MAPPING FOR {role} SERVER s OPTIONS (SET password_required 'true')")
+    expect_error(rc, "SELECT key FROM t", sqlstate="2F003")
+    assert_session_usable(rc)
+
+
+def test_non_superuser_cannot_borrow_server_level_credentials(db, etcd_auth):
+    auth_server(db, etcd_auth, username="alice", password="alicepw")
+    db.create_table("t", "s", prefix=AUTH_PREFIX)
+    role, rc = _plain_role(db, "fdw_plain_user2")
+    e = expect_error(rc, "SELECT key, value FROM t", sqlstate="2F003")
+    assert '"username"' in err_text(e), err_text(e)
+    assert_no_password(err_text(e), "alicepw")
+    # with a password of their own (carol's, in their user mapping): fine
+    db.execute(f"CREATE USER MAPPING FOR {role} SERVER s OPTIONS (username 'carol', password '{CAROL_PASSWORD}')")
+    assert db.rows("SELECT key, value FROM t", conn=rc) == AUTH_ROWS
+    # a view owned by the superuser reads as the superuser (alice, from
+    # the server options) in the role's backend: that connection is not
+    # listed to the role; a superuser sees every connection of its backend
+    db.execute("CREATE VIEW v AS SELECT key FROM t")
+    db.execute(f"GRANT SELECT ON v TO {role}")
+    assert db.rows("SELECT key FROM v", conn=rc) == [(k,) for k, _ in AUTH_ROWS]
+    mine = db.rows("SELECT user_name FROM etcd_fdw_get_connections()", conn=rc)
+    assert mine == [(role,)], mine
+    db.execute(f"ALTER ROLE {role} SUPERUSER")
+    try:
+        every = db.rows("SELECT user_name FROM etcd_fdw_get_connections() ORDER BY 1", conn=rc)
+    finally:
+        db.execute(f"ALTER ROLE {role} NOSUPERUSER")
+    assert every == sorted([(role,), ("postgres",)]), every
+
+
+def test_non_superuser_without_any_etcd_identity_connects(db, etcd, kp):
+    """etcd without authentication and no client certificate: nothing is
+    borrowed, so no password is needed."""
+    etcd.put(kp + "a", "1")
+    db.create_server("s", etcd.endpoint)
+    db.create_table("t", "s", prefix=kp)
+    role, rc = _plain_role(db, "fdw_plain_user3")
+    assert db.rows("SELECT key, value FROM t", conn=rc) == [(kp + "a", "1")]
+    db.rows("SELECT key FROM t")  # a superuser connection in another backend
+    assert db.rows("SELECT user_name FROM etcd_fdw_get_connections()", conn=rc) == [(role,)]

@@ -33,7 +33,7 @@ impl OptionContext {
                 "fetch_size",
                 "batch_size",
             ],
-            OptionContext::UserMapping => &["username", "password"],
+            OptionContext::UserMapping => &["username", "password", "password_required"],
             OptionContext::Table => &[
                 "rowid_column",
                 "prefix",
@@ -298,9 +298,36 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     pub fetch_size: Option<u32>,
     pub batch_size: Option<u32>,
+    /// User mapping option `password_required` (default true): whether a
+    /// non-superuser must bring a password of their own (see
+    /// [`ServerOptions::borrowed_identity`]).
+    pub password_required: bool,
+    /// Whether the user mapping supplies the password.
+    pub mapping_password: bool,
 }
 
 impl ServerOptions {
+    /// The etcd identity this connection would act with that the user
+    /// mapping did not supply a password for: the server option that
+    /// carries it (`ssl_cert`, a client certificate only a superuser can
+    /// configure, or a server-level `username`).  A non-superuser may not
+    /// act with it unless a superuser set `password_required 'false'` on
+    /// the user mapping (postgres_fdw's rule for passwords).  `None`:
+    /// the mapping's own password authenticates, or there is no identity
+    /// at all (etcd without authentication).
+    pub fn borrowed_identity(&self) -> Option<&'static str> {
+        if !self.password_required || self.mapping_password {
+            return None;
+        }
+        if self.username.is_some() {
+            Some("username")
+        } else if self.ssl_cert.is_some() {
+            Some("ssl_cert")
+        } else {
+            None
+        }
+    }
+
     pub fn tls_configured(&self) -> bool {
         self.ssl_ca.is_some() || self.ssl_cert.is_some() || self.ssl_servername.is_some()
     }
@@ -430,6 +457,11 @@ pub fn parse_server(
         batch_size: get(server, "batch_size")
             .map(parse_batch_size)
             .transpose()?,
+        password_required: get(mapping, "password_required")
+            .map(|v| parse_bool("password_required", v))
+            .transpose()?
+            .unwrap_or(true),
+        mapping_password: get(mapping, "password").is_some(),
     };
     match (&opts.ssl_cert, &opts.ssl_key) {
         (Some(_), None) => return Err(OptionError::Requires("ssl_cert", "ssl_key")),
@@ -536,7 +568,13 @@ pub fn parse_table(opts: &[(String, String)]) -> Result<TableOptions, OptionErro
 pub fn validate(ctx: OptionContext, opts: &[(String, String)]) -> Result<(), OptionError> {
     match ctx {
         OptionContext::Server => parse_server(opts, &[]).map(|_| ()),
-        OptionContext::UserMapping => check_names(ctx, opts),
+        OptionContext::UserMapping => {
+            check_names(ctx, opts)?;
+            get(opts, "password_required")
+                .map(|v| parse_bool("password_required", v))
+                .transpose()
+                .map(|_| ())
+        }
         OptionContext::Table => parse_table(opts).map(|_| ()),
         OptionContext::Wrapper | OptionContext::Column => check_names(ctx, opts),
     }
@@ -564,6 +602,57 @@ pub fn effective_batch_size(server: &ServerOptions, table: &TableOptions) -> u32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identities_a_non_superuser_would_borrow() {
+        let o = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let srv = |extra: &[(&str, &str)]| {
+            let mut v = vec![("connstr", "127.0.0.1:2379")];
+            v.extend_from_slice(extra);
+            o(&v)
+        };
+        let cert = [("ssl_ca", "ca"), ("ssl_cert", "c"), ("ssl_key", "k")];
+        let borrowed = |server: &[(&str, &str)], mapping: &[(&str, &str)]| {
+            parse_server(&srv(server), &o(mapping))
+                .unwrap()
+                .borrowed_identity()
+        };
+        // no identity at all, or the mapping's own password
+        assert_eq!(borrowed(&[], &[]), None);
+        assert_eq!(borrowed(&[], &[("username", "u"), ("password", "p")]), None);
+        assert_eq!(
+            borrowed(&cert, &[("username", "u"), ("password", "p")]),
+            None
+        );
+        assert_eq!(borrowed(&[("username", "u")], &[("password", "p")]), None);
+        // borrowed: a client certificate or a server-level user
+        assert_eq!(borrowed(&cert, &[]), Some("ssl_cert"));
+        assert_eq!(
+            borrowed(&[("username", "u"), ("password", "p")], &[]),
+            Some("username")
+        );
+        assert_eq!(borrowed(&cert, &[("username", "u")]), Some("username"));
+        // ... unless a superuser said so on the mapping
+        assert_eq!(borrowed(&cert, &[("password_required", "false")]), None);
+        assert_eq!(
+            borrowed(&cert, &[("password_required", "true")]),
+            Some("ssl_cert")
+        );
+        assert!(validate(
+            OptionContext::UserMapping,
+            &o(&[("password_required", "maybe")])
+        )
+        .is_err());
+        assert!(validate(
+            OptionContext::UserMapping,
+            &o(&[("password_required", "off")])
+        )
+        .is_ok());
+    }
 
     fn o(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
