@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 protobuf-compiler etcd-server etcd-client
-              libclang-dev clang openssl sudo locales)
+              libclang-dev clang openssl libssl-dev pkg-config sudo locales)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

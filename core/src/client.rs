@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use tonic::transport::Endpoint;
 
 use crate::options::ServerOptions;
@@ -16,7 +16,7 @@ use crate::options::ServerOptions;
 pub enum EtcdError {
     #[error("could not connect to etcd at {endpoints}: {detail}")]
     Connect { endpoints: String, detail: String },
-    #[error("could not read {option} file \"{path}\": {detail}")]
+    #[error("could not load {option} file \"{path}\": {detail}")]
     TlsFile {
         option: &'static str,
         path: String,
@@ -199,35 +199,6 @@ impl From<etcd_client::Error> for EtcdError {
     }
 }
 
-fn read_file(option: &'static str, path: &str) -> Result<Vec<u8>, EtcdError> {
-    std::fs::read(path).map_err(|e| EtcdError::TlsFile {
-        option,
-        path: path.to_string(),
-        detail: e.to_string(),
-    })
-}
-
-/// The TLS settings the `ssl_*` options describe, if any.
-pub fn tls_config(opts: &ServerOptions) -> Result<Option<TlsOptions>, EtcdError> {
-    let any_https = opts.endpoints.iter().any(|e| e.tls == Some(true));
-    if !opts.tls_configured() && !any_https {
-        return Ok(None);
-    }
-    let mut tls = TlsOptions::new();
-    if let Some(ca) = &opts.ssl_ca {
-        tls = tls.ca_certificate(Certificate::from_pem(read_file("ssl_ca", ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&opts.ssl_cert, &opts.ssl_key) {
-        let cert = read_file("ssl_cert", cert)?;
-        let key = read_file("ssl_key", key)?;
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    if let Some(name) = &opts.ssl_servername {
-        tls = tls.domain_name(name.clone());
-    }
-    Ok(Some(tls))
-}
-
 /// Largest gRPC response the client accepts (tonic's default is 4 MiB; a
 /// page of large values can exceed it).  This is also the hard byte bound
 /// of a scan's page: a larger answer is refused by the client and the scan
@@ -272,7 +243,7 @@ pub async fn connect_in_order(
     opts: &ServerOptions,
     order: &[usize],
 ) -> Result<Connected, EtcdError> {
-    let tls = tls_config(opts)?;
+    let tls = crate::tls::tls_setup(opts)?;
     let mut failures = Vec::new();
     let mut skipped = Vec::new();
     for &i in order {
@@ -301,7 +272,7 @@ pub async fn connect_in_order(
 async fn connect_endpoint(
     opts: &ServerOptions,
     ep: &crate::options::EtcdEndpoint,
-    tls: Option<&TlsOptions>,
+    tls: Option<&crate::tls::TlsSetup>,
 ) -> Result<Client, EndpointFailure> {
     let timed_out = |what: &str| {
         EndpointFailure::Dead(format!(
@@ -316,7 +287,7 @@ async fn connect_endpoint(
             detail: error_chain(e),
         })
     };
-    let mut endpoint = Endpoint::from_shared(url.clone())
+    let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| bad_endpoint(&e))?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
@@ -326,12 +297,18 @@ async fn connect_endpoint(
         .initial_connection_window_size(2 * STREAM_WINDOW)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    if let (Some(tls), true) = (tls, url.starts_with("https://")) {
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .map_err(|e| bad_endpoint(&e))?;
-    }
-    let channel = match tokio::time::timeout(opts.connect_timeout, endpoint.connect()).await {
+    let connecting = async {
+        match tls {
+            // TLS with OpenSSL in our connector (see crate::tls).
+            Some(tls) if url.starts_with("https://") => {
+                endpoint
+                    .connect_with_connector(crate::tls::TlsConnector::new(tls.clone()))
+                    .await
+            }
+            _ => endpoint.connect().await,
+        }
+    };
+    let channel = match tokio::time::timeout(opts.connect_timeout, connecting).await {
         Ok(Ok(ch)) => ch,
         Ok(Err(e)) => return Err(EndpointFailure::Dead(error_chain(&e))),
         Err(_) => return Err(timed_out("connecting")),

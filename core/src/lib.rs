@@ -7,7 +7,8 @@
 //! * [`writes`]: guarded write operations packed into etcd transactions;
 //! * [`pending`]: a PostgreSQL transaction's writes until COMMIT (savepoint
 //!   levels, the overlay scans merge, the one commit transaction);
-//! * [`client`]: connecting (TLS, auth, endpoint failover) and errors.
+//! * [`client`]: connecting (auth, endpoint order, retries) and errors;
+//! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake).
 //!
 //! Everything here is covered by `cargo test -p etcd_fdw_core` without any
 //! server.
@@ -18,6 +19,7 @@ pub mod options;
 pub mod pending;
 pub mod plan;
 pub mod scan;
+pub mod tls;
 pub mod writes;
 
 pub use etcd_client;
