@@ -232,7 +232,8 @@ where
     }
 }
 
-/// Run a non-idempotent request (a write) once.
+/// Run a non-idempotent request (a write) once.  An error that may hide
+/// an applied write is 08007 (outcome unknown).
 pub fn run_once<T, Fut>(info: &ServerInfo, what: &dyn Fn() -> String, fut: Fut) -> T
 where
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
@@ -241,7 +242,20 @@ where
         Ok(v) => v,
         Err(e) => {
             note_error(info, &e);
-            etcd_error(&e, &what())
+            if e.definitely_not_applied() {
+                etcd_error(&e, &what())
+            }
+            // A timeout or a broken connection may hide an applied write:
+            // say so (08007) rather than report a plain failure.
+            crate::error::raise_with(
+                pgrx::PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
+                format!("the outcome of the write to etcd server \"{}\" is unknown: {e}", info.server_name),
+                Some(format!(
+                    "{}; etcd may or may not have applied it (statement mode writes are not read back).",
+                    what()
+                )),
+                Some("Read the keys to find out, or use etcd_fdw.commit_mode 'transaction', whose commits are resolved by reading them back.".into()),
+            )
         }
     }
 }

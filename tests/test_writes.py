@@ -1164,3 +1164,26 @@ def test_insert_select_of_large_jsonb_uses_per_row_memory(db, etcd_private):
     assert v["i"] == 100000 and len(v["pad"]) == 1000
     print(f"backend VmHWM grew by {growth_mb:.1f} MB for {n} rows of 1 KiB jsonb")
     assert growth_mb < 64, f"backend peak RSS grew by {growth_mb:.1f} MB"
+
+
+def test_statement_mode_write_with_unknown_outcome_is_08007(statement_mode, etcd_fresh):
+    """A statement-mode write whose request times out (etcd SIGSTOPped:
+    it may have applied it, as far as the client can tell) is reported as
+    08007 'outcome unknown', never as a plain failure; a write that never
+    reached etcd is reported with its own error."""
+    db = statement_mode
+    db.create_server("s", etcd_fresh.endpoint, request_timeout="2", connect_timeout="2")
+    db.create_table("t", "s", prefix="w/")
+    db.execute("INSERT INTO t VALUES ('w/a', '1')")  # a warm connection
+    etcd_fresh.stop()
+    try:
+        e = expect_error(db.conn, "INSERT INTO t VALUES ('w/b', '2')", sqlstate="08007")
+        assert "outcome of the write" in err_text(e) and '"s"' in err_text(e), err_text(e)
+        assert "commit_mode" in (e.diag.message_hint or "")
+        assert_session_usable(db.conn)
+    finally:
+        etcd_fresh.cont()
+    # a write that cannot even connect was certainly not applied: HV00N
+    db.create_server("dead", "127.0.0.1:1", connect_timeout="1")
+    db.create_table("td", "dead", prefix="w/")
+    expect_error(db.conn, "INSERT INTO td VALUES ('w/c', '3')", sqlstate="HV00N")
