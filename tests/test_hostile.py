@@ -526,3 +526,217 @@ def test_empty_key_in_where_writes_nothing(db, etcd_fresh, alive, mode):
     alive()
     assert raw_all(etcd) == keep
     assert n == 0
+
+
+# --------------------------------------------------------------------------
+# 10k-element lists and 1000-deep boolean trees (one etcd version)
+# --------------------------------------------------------------------------
+
+LP = "L/"
+PRESENT = {f"{LP}{i:05d}" for i in range(0, 12000, 2)}  # 6000 keys, the even numbers
+LIST_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def etcd_one():
+    """One etcd (3.5.1 when selected) holding PRESENT."""
+    with private_etcd() as srv:
+        srv.put_many([(k, k[len(LP):]) for k in sorted(PRESENT)])
+        yield srv
+
+
+@pytest.fixture
+def lt(db, etcd_one):
+    """db with foreign table t over PRESENT."""
+    make_server(db, etcd_one)
+    make_table(db, prefix=LP)
+    return db
+
+
+def keys_of(db, sql, params=None):
+    return [r[0] for r in db.rows(sql, params)]
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    out = fn()
+    return out, time.monotonic() - t0
+
+
+def sql_list(keys):
+    return ", ".join("NULL" if k is None else lit(k) for k in keys)
+
+
+def test_10k_in_list(lt, alive):
+    """10k distinct keys (half exist): one request per key (README), so the
+    time is bounded by 10k lookups: under 30 s, or on a loaded machine
+    under twice what 20 lists of 500 keys take."""
+    few = [f"{LP}{i:05d}" for i in range(10000, 10500)]
+    got, secs500 = timed(lambda: keys_of(lt, f"SELECT key FROM t WHERE key IN ({sql_list(few)})"))
+    assert sorted(got) == sorted(PRESENT & set(few))
+    keys = [f"{LP}{i:05d}" for i in range(10000)]
+    got, secs = timed(lambda: keys_of(lt, f"SELECT key FROM t WHERE key IN ({sql_list(keys)}) ORDER BY key"))
+    alive()
+    assert got == sorted(PRESENT & set(keys))
+    assert secs < max(LIST_SECONDS, 40 * secs500), f"{secs:.1f} s (500 keys: {secs500:.2f} s)"
+    plan = "\n".join(r[0] for r in lt.rows(f"EXPLAIN SELECT key FROM t WHERE key IN ({sql_list(keys)})"))
+    assert "10000 ranges" in plan and "key IN (10000 keys)" in plan, plan
+
+
+def test_10k_element_array_literal_with_duplicates_and_nulls(lt, alive):
+    """= ANY(ARRAY[...]) of 10k elements: 2000 keys twice each, NULLs and
+    6000 keys outside the table's prefix (no request for those); each
+    matching key comes once."""
+    distinct = [f"{LP}{i:05d}" for i in range(3000, 5000)]
+    arr = distinct + distinct[::-1] + [None] * 5 + [f"M/{i:05d}" for i in range(5995)] + ["L", "L0"]
+    assert len(arr) == 10002
+    got, secs = timed(lambda: keys_of(lt, f"SELECT key FROM t WHERE key = ANY(ARRAY[{sql_list(arr)}]::text[])"))
+    alive()
+    assert sorted(got) == sorted(PRESENT & set(distinct))
+    assert secs < LIST_SECONDS, f"{secs:.1f} s"
+
+
+def test_10k_element_parameter(lt, alive):
+    """= ANY($1) with a 10k-element array parameter (1000 inside the
+    table's prefix, 500 of them existing; duplicates and a NULL), in a
+    custom and in a generic plan (narrowed at run time)."""
+    inside = [f"{LP}{i:05d}" for i in range(5000, 6000)]
+    keys = inside + [f"K/{i:05d}" for i in range(8000)] + inside[:999] + [None]
+    assert len(keys) == 10000
+    want = sorted(PRESENT & set(inside))
+    sql = "SELECT key FROM t WHERE key = ANY(%s) ORDER BY key"
+    got, secs = timed(lambda: keys_of(lt, sql, (keys,)))
+    alive()
+    assert got == want and len(got) == 500
+    assert secs < LIST_SECONDS, f"{secs:.1f} s"
+    lt.execute("SET plan_cache_mode = force_generic_plan")
+    cur = lt.conn.execute(sql, (keys,), prepare=True)
+    assert [r[0] for r in cur.fetchall()] == want
+    lt.execute("PREPARE q(text[]) AS SELECT key FROM t WHERE key = ANY($1) ORDER BY key")
+    arr = lit("{" + ",".join("NULL" if k is None else f'"{k}"' for k in keys) + "}")
+    assert keys_of(lt, f"EXECUTE q({arr})") == want
+    plan = "\n".join(r[0] for r in lt.rows(f"EXPLAIN EXECUTE q({arr})"))
+    assert "narrowed at run time by parameter" in plan, plan
+    alive()
+
+
+def test_10k_not_in(lt, alive):
+    keys = [f"{LP}{i:05d}" for i in range(10000)]
+    got = keys_of(lt, f"SELECT key FROM t WHERE key NOT IN ({sql_list(keys)}) ORDER BY key")
+    assert got == sorted(PRESENT - set(keys))
+    # a NULL in NOT IN makes it never true
+    assert keys_of(lt, f"SELECT key FROM t WHERE key NOT IN ({sql_list(keys + [None])})") == []
+    assert keys_of(lt, "SELECT key FROM t WHERE key <> ALL(%s) ORDER BY key", (keys,)) == got
+    assert keys_of(lt, "SELECT key FROM t WHERE key <> ALL(%s)", (keys + [None],)) == []
+    alive()
+
+
+def test_10k_in_list_is_cancelled_by_statement_timeout(lt, alive):
+    keys = [f"{LP}{i:05d}" for i in range(10000)]
+    lt.execute("SET statement_timeout = '1s'")
+    t0 = time.monotonic()
+    expect_error(lt.conn, f"SELECT count(*) FROM t WHERE key IN ({sql_list(keys)})", sqlstate="57014")
+    assert time.monotonic() - t0 < 10
+    lt.execute("RESET statement_timeout")
+    alive()
+    assert lt.scalar(f"SELECT value FROM t WHERE key = '{LP}00042'") == "00042"
+
+
+def nested_or(keys):
+    s = f"key = {lit(keys[-1])}"
+    for k in reversed(keys[:-1]):
+        s = f"key = {lit(k)} OR ({s})"
+    return s
+
+
+def test_1000_deep_nested_or(lt, alive):
+    keys = [f"{LP}{i:05d}" for i in range(0, 3000, 3)]
+    got = keys_of(lt, f"SELECT key FROM t WHERE {nested_or(keys)} ORDER BY key")
+    alive()
+    assert got == sorted(PRESENT & set(keys))
+
+
+def test_1000_term_flat_or_of_mixed_conditions(lt, alive):
+    terms, preds = [], []
+    for i in range(1000):
+        k = f"{LP}{i * 11:05d}"
+        if i % 3 == 0:
+            terms.append(f"key = {lit(k)}")
+            preds.append(lambda x, k=k: x == k)
+        elif i % 3 == 1:
+            hi = f"{LP}{i * 11 + 3:05d}"
+            terms.append(f"key BETWEEN {lit(k)} AND {lit(hi)}")
+            preds.append(lambda x, k=k, hi=hi: k <= x <= hi)
+        else:
+            p = k[:-1]
+            terms.append(f"key LIKE {lit(p + '%')}")
+            preds.append(lambda x, p=p: x.startswith(p))
+    got = keys_of(lt, f"SELECT key FROM t WHERE {' OR '.join(terms)} ORDER BY key")
+    alive()
+    assert got == sorted(k for k in PRESENT if any(p(k) for p in preds))
+
+
+def alternating(n):
+    """key = a OR (key >= b AND (key = c OR (key >= d AND (... key = z)))),
+    n levels, with a Python predicate for it."""
+    ops = []
+    for i in range(1, n + 1):
+        if i % 2:
+            ops.append(("or", f"{LP}{(i * 14) % 12000:05d}"))
+        else:
+            ops.append(("and", f"{LP}{i % 9:05d}"))
+    leaf = f"{LP}00002"
+    s = f"key = {lit(leaf)}"
+    for op, k in reversed(ops):
+        s = f"key = {lit(k)} OR ({s})" if op == "or" else f"key >= {lit(k)} AND ({s})"
+
+    def pred(x):
+        v = x == leaf
+        for op, k in reversed(ops):
+            v = (x == k or v) if op == "or" else (x >= k and v)
+        return v
+
+    return s, pred
+
+
+def test_1000_deep_alternating_and_or(lt, alive):
+    cond, pred = alternating(1000)
+    got = keys_of(lt, f"SELECT key FROM t WHERE {cond} ORDER BY key")
+    alive()
+    assert got == sorted(k for k in PRESENT if pred(k))
+    assert got, "the tree selects something"
+
+
+def test_1000_anded_ranges(lt, alive):
+    bounds = [(f"{LP}{i:05d}", f"{LP}{9000 - i:05d}") for i in range(1000)]
+    cond = " AND ".join(f"key >= {lit(lo)} AND key < {lit(hi)}" for lo, hi in bounds)
+    got = keys_of(lt, f"SELECT key FROM t WHERE {cond} ORDER BY key")
+    alive()
+    assert got == sorted(k for k in PRESENT if all(lo <= k < hi for lo, hi in bounds))
+    assert len(got) == len([i for i in range(999, 8001) if i % 2 == 0])
+    # and with a contradiction at the end: nothing, and no request
+    cond2 = cond + f" AND key < {lit(LP + '00500')}"
+    assert keys_of(lt, f"SELECT key FROM t WHERE {cond2}") == []
+    plan = "\n".join(r[0] for r in lt.rows(f"EXPLAIN SELECT key FROM t WHERE {cond2}"))
+    assert "none (contradictory conditions)" in plan, plan
+
+
+@pytest.mark.parametrize("depth", [1000, 1001])
+def test_1000_deep_not(lt, alive, depth):
+    cond = f"key < {lit(LP + '00100')}"
+    for _ in range(depth):
+        cond = f"NOT ({cond})"
+    got = keys_of(lt, f"SELECT key FROM t WHERE {cond} ORDER BY key")
+    alive()
+    neg = depth % 2 == 1
+    assert got == sorted(k for k in PRESENT if (k < LP + "00100") != neg)
+
+
+def test_5000_deep_tree_is_postgres_error_and_backend_survives(lt, alive):
+    """Deeper than PostgreSQL's parser goes: PostgreSQL's own error (the
+    parser's 'memory exhausted' 42601, or 54001 stack depth), not a crash."""
+    cond, _ = alternating(5000)
+    e = expect_error(lt.conn, f"SELECT count(*) FROM t WHERE {cond}")
+    assert e.sqlstate in ("42601", "54001"), err_text(e)
+    assert "memory exhausted" in str(e) or "stack depth" in str(e), str(e)
+    alive()
