@@ -189,6 +189,13 @@ where
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
     let budget = info.options.request_timeout;
+    // With other members to try, one that stops answering (paused,
+    // partitioned) must not use up the whole budget: half of it each.
+    let per_attempt = if info.options.endpoints.len() > 1 {
+        budget / 2
+    } else {
+        budget
+    };
     let start = Instant::now();
     let mut backoff = Backoff::default();
     let mut attempts: Vec<String> = Vec::new();
@@ -197,11 +204,12 @@ where
         let result = try_kv_client(info).and_then(|kv| {
             let left = budget
                 .saturating_sub(start.elapsed())
+                .min(per_attempt)
                 .max(Duration::from_millis(1));
             block_on(async {
                 match tokio::time::timeout(left, f(kv)).await {
                     Ok(r) => r,
-                    Err(_) => Err(EtcdError::Timeout(budget)),
+                    Err(_) => Err(EtcdError::Timeout(left)),
                 }
             })
         });

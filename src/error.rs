@@ -78,7 +78,7 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
                 PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
             }
             Code::OutOfRange => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            Code::Unavailable => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            Code::Unavailable | Code::Cancelled => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
             _ => PgSqlErrorCode::ERRCODE_FDW_ERROR,
         },
         EtcdError::Other(_) => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,

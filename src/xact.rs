@@ -144,8 +144,8 @@ pub fn pin_snapshot(server: &ServerInfo, revision: i64) {
 }
 
 /// Refuse a statement whose writes would make the commit transaction
-/// larger than etcd accepts.
-pub fn check_size(server: &ServerInfo, max_ops: u32) {
+/// larger than etcd accepts; `key`: the row just added, which made it so.
+pub fn check_size(server: &ServerInfo, max_ops: u32, key: Option<&[u8]>) {
     let limits = TxnLimits::one_request(max_ops as usize);
     let Err(cost) = with_pending(server, |p| p.fits(&limits)) else {
         return;
@@ -157,7 +157,8 @@ pub fn check_size(server: &ServerInfo, max_ops: u32) {
             server.server_name
         ),
         Some(format!(
-            "They hold {} operations and about {} bytes; the limits are {} operations (option \"batch_size\") and {} bytes.",
+            "{}They hold {} operations and about {} bytes; the limits are {} operations (option \"batch_size\") and {} bytes.",
+            key.map_or(String::new(), |k| format!("Writing key \"{}\" made them exceed the limits. ", display_key(k))),
             cost.ops, cost.bytes, limits.max_ops, limits.max_bytes
         )),
         Some(

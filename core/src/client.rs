@@ -57,8 +57,10 @@ impl EtcdError {
         match self.root() {
             EtcdError::Connect { .. } | EtcdError::Timeout(_) | EtcdError::Other(_) => true,
             EtcdError::Status { code, message } => {
-                matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown)
-                    || message.contains("invalid auth token")
+                matches!(
+                    code,
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) || message.contains("invalid auth token")
             }
             _ => false,
         }
@@ -116,6 +118,8 @@ impl EtcdError {
         match self.root() {
             EtcdError::Status { code, message } => {
                 *code == tonic::Code::Unavailable
+                    // a stream cut when its member died mid-request
+                    || *code == tonic::Code::Cancelled
                     || (*code == tonic::Code::Unknown && message.contains("transport error"))
                     || message.contains("invalid auth token")
             }
@@ -401,6 +405,8 @@ mod tests {
                 "{m}"
             );
         }
+        let cancelled = status(tonic::Code::Cancelled, "operation was canceled");
+        assert!(cancelled.retryable(1, true) && cancelled.breaks_connection());
         let refused = EtcdError::Connect {
             endpoints: "a".into(),
             detail: "refused".into(),

@@ -129,6 +129,13 @@ impl KeyRange {
     /// "from the beginning" is `\0`, and an unbounded end is `\0` too
     /// (etcd's "all keys >= key").
     pub fn to_etcd(&self) -> (Vec<u8>, Vec<u8>) {
+        // One key: etcd's single-key form (no range_end), so a request
+        // carries a long key once, not twice (key and key + "\0").
+        if let Some(k) = self.as_single_key() {
+            if !k.is_empty() {
+                return (k.to_vec(), Vec::new());
+            }
+        }
         let key = if self.start.is_empty() {
             vec![0]
         } else {
@@ -345,6 +352,7 @@ mod tests {
     #[test]
     fn etcd_encoding() {
         assert_eq!(KeyRange::all().to_etcd(), (vec![0], vec![0]));
+        assert_eq!(KeyRange::single(b"ab").to_etcd(), (b"ab".to_vec(), vec![]));
         assert_eq!(
             KeyRange::prefix(b"ab").to_etcd(),
             (b"ab".to_vec(), b"ac".to_vec())

@@ -277,14 +277,16 @@ pub fn duplicate_insert(ops: &[WriteOp]) -> Option<&[u8]> {
 
 /// Split `ops` into transactions: each within `limits`, and no key twice
 /// in one transaction (etcd refuses that).  Inserts larger than the size
-/// budget go first, each alone: if etcd refuses one as too large, nothing
-/// else of the statement's batch has been written.  Otherwise order is
-/// preserved.
+/// budget go first, each alone, largest first: if etcd refuses one as too
+/// large, it is the first request, so nothing else of the statement's
+/// batch has been written.  Otherwise order is preserved.
 pub fn pack(mut ops: Vec<WriteOp>, limits: TxnLimits) -> Vec<WriteBatch> {
     let oversized =
         |op: &WriteOp| matches!(op, WriteOp::Insert { .. }) && op.bytes() > limits.max_bytes;
     if ops.iter().any(oversized) {
-        let (big, rest): (Vec<_>, Vec<_>) = ops.into_iter().partition(oversized);
+        let (mut big, rest): (Vec<_>, Vec<_>) = ops.into_iter().partition(oversized);
+        // Stable: equal sizes keep their order.
+        big.sort_by_key(|op| std::cmp::Reverse(op.bytes()));
         ops = big.into_iter().chain(rest).collect();
     }
     let mut out = Vec::new();

@@ -124,7 +124,7 @@ impl ModifyExec {
                 }
             }
         };
-        xact::check_size(&self.server, self.batch_size);
+        xact::check_size(&self.server, self.batch_size, Some(&returned.key));
         if self.returning {
             self.fill_slot(slot, &returned, whole_row, false);
         }
@@ -218,9 +218,9 @@ impl ModifyExec {
             if let Err(e) = self.pending(|p| p.insert(&key, value, lease, level, true)) {
                 self.refused(e);
             }
+            xact::check_size(&self.server, self.batch_size, Some(&key));
             out.push(Some(row));
         }
-        xact::check_size(&self.server, self.batch_size);
         out
     }
 }
@@ -237,5 +237,5 @@ pub fn defer_truncate(
             p.truncate(r.clone(), level);
         }
     });
-    xact::check_size(server, effective_batch_size(&server.options, table));
+    xact::check_size(server, effective_batch_size(&server.options, table), None);
 }
