@@ -247,12 +247,6 @@ def test_value_over_the_limit_is_54000_and_writes_nothing(db, etcd, kp, alive, m
     assert raw_get(etcd, kp + "after") == b"ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the 54000 for a value over etcd's request limit does not name the key "
-    "(statement mode: 'etcd request failed: etcdserver: request is too large' + the table; "
-    "transaction mode: 'the transaction's writes ... do not fit in one etcd transaction')",
-)
 @pytest.mark.parametrize("mode", MODES)
 def test_value_over_the_limit_error_names_the_key(db, etcd_one, kp, alive, mode):
     etcd = etcd_one  # one version is enough
@@ -268,12 +262,6 @@ def test_value_over_the_limit_error_names_the_key(db, etcd_one, kp, alive, mode)
     assert kp + "the-big-one" in err_text(e), err_text(e)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: statement mode, two inserts over 1 MiB in one batch: the one etcd accepts "
-    "(1.2 MiB) is committed before the one it refuses (1.6 MB), although the README says "
-    "'if etcd refuses it (54000) nothing else of its batch is written' (partial write)",
-)
 def test_statement_mode_oversized_rows_write_nothing_of_the_batch(statement_mode, etcd_one, kp, alive):
     etcd = etcd_one  # one version is enough
     db = statement_mode
@@ -843,13 +831,6 @@ def test_largest_writable_key(db, etcd_one, kp, alive, mode):
     assert raw_range(etcd, kp) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a lookup (key = / IN / LIKE prefix) sends the key twice (key and range_end), so "
-    "for a key over 1 MiB, which etcd holds (put by another client, under 1.5 MiB), it fails with "
-    "54000 'grpc: received message larger than max' while a scan of the table returns the row "
-    "(README: pushdown never changes a result)",
-)
 def test_lookup_of_a_key_over_1mib_that_etcd_holds(db, etcd_one, kp, alive):
     etcd = etcd_one  # one version is enough
     k = kp + "k" * (1200 * 1024)

@@ -53,6 +53,11 @@ impl ModifyExec {
         whole_row: bool,
     ) {
         let level = xact::nest_level();
+        // The key this row writes, to name it if it overflows the commit.
+        let written_key = match &op {
+            WriteOp::Insert { key, .. } | WriteOp::Delete { key, .. } => key.clone(),
+            WriteOp::Update { new_key, .. } => new_key.clone(),
+        };
         let returned = match op {
             WriteOp::Insert { key, value, lease } => {
                 let row = self.returning.then(|| RowAfter {
@@ -124,7 +129,7 @@ impl ModifyExec {
                 }
             }
         };
-        xact::check_size(&self.server, self.batch_size, Some(&returned.key));
+        xact::check_size(&self.server, self.batch_size, Some(&written_key));
         if self.returning {
             self.fill_slot(slot, &returned, whole_row, false);
         }

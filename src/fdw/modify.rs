@@ -404,7 +404,17 @@ impl ModifyExec {
     fn send(&self, batch: &WriteBatch) -> Result<Vec<RowAfter>, Conflict> {
         let timeout = self.server.options.request_timeout;
         let txn = batch.txn(self.returning);
-        let what = || self.what();
+        // Name the key(s): "request is too large" must say which row.
+        let what = || match batch.ops.as_slice() {
+            [op] => format!("{} (key \"{}\")", self.what(), display_key(op.keys()[0])),
+            ops => format!(
+                "{} ({} keys, the first \"{}\")",
+                self.what(),
+                ops.len(),
+                ops.first()
+                    .map_or(String::new(), |op| display_key(op.keys()[0]))
+            ),
+        };
         let kv = connection::kv_client(&self.server);
         let resp = connection::run_once(&self.server, &what, async move {
             let mut kv = kv;
