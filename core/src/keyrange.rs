@@ -86,9 +86,13 @@ impl KeyRange {
         }
     }
 
+    /// Whether the range holds no etcd key: its end is at or below its
+    /// start, or it is `["", "\0")`, which holds only the empty key (etcd
+    /// has none, and [`Self::to_etcd`] could not say so: it would send
+    /// `("\0", "\0")`, every key).
     pub fn is_empty(&self) -> bool {
         match &self.end {
-            Some(end) => end.as_slice() <= self.start.as_slice(),
+            Some(end) => end.as_slice() <= self.start.as_slice() || end.as_slice() == b"\0",
             None => false,
         }
     }
@@ -120,9 +124,10 @@ impl KeyRange {
         KeyRange { start, end }
     }
 
-    /// The `(key, range_end)` pair of an etcd range request for this range.
-    /// etcd has no empty key, so "from the beginning" is `\0`, and an
-    /// unbounded end is `\0` too (etcd's "all keys >= key").
+    /// The `(key, range_end)` pair of an etcd range request for this
+    /// (non-empty, see [`Self::is_empty`]) range.  etcd has no empty key, so
+    /// "from the beginning" is `\0`, and an unbounded end is `\0` too
+    /// (etcd's "all keys >= key").
     pub fn to_etcd(&self) -> (Vec<u8>, Vec<u8>) {
         let key = if self.start.is_empty() {
             vec![0]
@@ -236,9 +241,12 @@ impl KeySet {
 
 /// The literal prefix of a `LIKE` pattern with backslash as escape
 /// character, and whether the pattern is exactly `prefix%` (so that the
-/// prefix range alone decides the predicate).  Returns `None` when the
-/// pattern ends in a dangling escape (PostgreSQL raises an error for it; we
-/// leave that to the local recheck).
+/// prefix range alone decides the predicate) or has no wildcard at all (then
+/// it means equality with the prefix, see [`like_is_equality`]).  Returns
+/// `None` when the literal prefix ends in a dangling escape (PostgreSQL
+/// raises an error for it; we leave that to the local recheck); a dangling
+/// escape after a wildcard gives a prefix that is not exact, so the clause
+/// is rechecked too.
 pub fn like_prefix(pattern: &[u8]) -> Option<(Vec<u8>, bool)> {
     let mut prefix = Vec::new();
     let mut i = 0;
@@ -340,6 +348,28 @@ mod tests {
         assert_eq!(
             KeyRange::prefix(b"ab").to_etcd(),
             (b"ab".to_vec(), b"ac".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_range_of_only_the_empty_key_is_empty() {
+        // `key = ''`, `key <= ''`, `key < '\x00'`: only the empty key,
+        // which etcd does not have.  Sent to etcd, `["", "\0")` would be
+        // `("\0", "\0")`: every key.
+        for r in [
+            KeyRange::single(b""),
+            KeyRange::to(b"", true),
+            KeyRange::to(b"\0", false),
+            KeyRange::between(b"", Some(b"\0")),
+        ] {
+            assert!(r.is_empty(), "{r:?}");
+            assert!(KeySet::from_range(r).is_empty());
+        }
+        assert!(!KeyRange::to(b"\0", true).is_empty());
+        assert!(!KeyRange::between(b"", Some(b"\0\0")).is_empty());
+        assert_eq!(
+            KeySet::from_keys([&b""[..], b"a"]).ranges(),
+            &[KeyRange::single(b"a")]
         );
     }
 

@@ -784,6 +784,28 @@ mod tests {
     }
 
     #[test]
+    fn truncating_everything_then_writing_the_least_key() {
+        // The piece of the truncated keyspace below key "\0" is ["", "\0"),
+        // which holds no etcd key; sent, it would delete ("\0", "\0"): every
+        // key, the one put by the same transaction too.
+        let mut p = PendingTxn::new();
+        p.truncate(KeyRange::all(), 1);
+        p.insert(b"\0", b"v".to_vec(), None, 1, false).unwrap();
+        assert_eq!(
+            p.commit().unwrap().ops,
+            vec![
+                CommitOp::Put {
+                    key: b"\0".to_vec(),
+                    value: Some(b"v".to_vec()),
+                    lease: Some(0),
+                    guard: Guard::None
+                },
+                CommitOp::DeleteRange(KeyRange::from(b"\0", false)),
+            ]
+        );
+    }
+
+    #[test]
     fn diagnosis_names_the_failed_guard() {
         let mut p = PendingTxn::new();
         p.insert(b"new", b"1".to_vec(), None, 1, false).unwrap();
