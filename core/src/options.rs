@@ -281,6 +281,11 @@ pub fn parse_connstr(value: &str) -> Result<Vec<EtcdEndpoint>, OptionError> {
         if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
             return Err(invalid());
         }
+        // What connecting will dial (client.rs): refuse here what it would
+        // refuse then (spaces, non-ASCII or other characters no URI has).
+        if tonic::transport::Endpoint::from_shared(format!("http://{rest}")).is_err() {
+            return Err(invalid());
+        }
         out.push(EtcdEndpoint {
             authority: rest.to_string(),
             tls,
@@ -606,6 +611,29 @@ mod tests {
             "::1:2",
         ] {
             assert!(parse_connstr(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn connstrs_that_cannot_be_dialled_are_refused() {
+        // Accepted here once, they failed only when connecting ("invalid
+        // URI"); the validator refuses them now.
+        for bad in [
+            "a b:1",
+            "http:// h:1",
+            "h<x>:1",
+            "caf\u{e9}:2379",
+            "h\u{0}:1",
+        ] {
+            assert!(parse_connstr(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in [
+            "h:1",
+            "my-host.example:2379",
+            "[fe80::1]:2379",
+            "10.0.0.1:1",
+        ] {
+            assert!(parse_connstr(good).is_ok(), "{good:?}");
         }
     }
 
