@@ -1,12 +1,15 @@
 //! Property tests of `etcd_fdw_core` (proptest), one module per area:
 //!
 //! * [`keyrange`]: the key range algebra against brute force over small
-//!   byte alphabets with the edges 0x00 and 0xff.
+//!   byte alphabets with the edges 0x00 and 0xff;
+//! * [`options`]: option parsing never panics, checks every value, and
+//!   valid options round-trip.
 //!
 //! Each property runs [`cases`] cases by default (the whole suite stays
 //! well under a minute in debug builds); `PROPTEST_CASES=N` runs N instead.
 
 mod keyrange;
+mod options;
 
 use proptest::prelude::*;
 
