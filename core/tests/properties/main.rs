@@ -3,13 +3,17 @@
 //! * [`keyrange`]: the key range algebra against brute force over small
 //!   byte alphabets with the edges 0x00 and 0xff;
 //! * [`options`]: option parsing never panics, checks every value, and
-//!   valid options round-trip.
+//!   valid options round-trip;
+//! * [`scan`]: the pager against a fake etcd (revisions, limits, sorts,
+//!   oversized answers), `merge_top` against sorting the union,
+//!   `requests_for` against the pager.
 //!
 //! Each property runs [`cases`] cases by default (the whole suite stays
 //! well under a minute in debug builds); `PROPTEST_CASES=N` runs N instead.
 
 mod keyrange;
 mod options;
+mod scan;
 
 use proptest::prelude::*;
 
