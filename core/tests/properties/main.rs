@@ -6,13 +6,16 @@
 //!   valid options round-trip;
 //! * [`scan`]: the pager against a fake etcd (revisions, limits, sorts,
 //!   oversized answers), `merge_top` against sorting the union,
-//!   `requests_for` against the pager.
+//!   `requests_for` against the pager;
+//! * [`pending`]: the pending-writes overlay and its commit transaction
+//!   against a model with savepoints.
 //!
 //! Each property runs [`cases`] cases by default (the whole suite stays
 //! well under a minute in debug builds); `PROPTEST_CASES=N` runs N instead.
 
 mod keyrange;
 mod options;
+mod pending;
 mod scan;
 
 use proptest::prelude::*;
