@@ -8,7 +8,9 @@
 //!   oversized answers), `merge_top` against sorting the union,
 //!   `requests_for` against the pager;
 //! * [`pending`]: the pending-writes overlay and its commit transaction
-//!   against a model with savepoints.
+//!   against a model with savepoints;
+//! * [`plan`]: pushed-down conditions, the plan's text encoding, EXPLAIN's
+//!   key literals.
 //!
 //! Each property runs [`cases`] cases by default (the whole suite stays
 //! well under a minute in debug builds); `PROPTEST_CASES=N` runs N instead.
@@ -16,6 +18,7 @@
 mod keyrange;
 mod options;
 mod pending;
+mod plan;
 mod scan;
 
 use proptest::prelude::*;
