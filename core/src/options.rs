@@ -166,14 +166,19 @@ fn parse_seconds(name: &'static str, value: &str) -> Result<Duration, OptionErro
     let expected = "a positive number of seconds";
     match value.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 * 365.0 => {
-            Ok(Duration::from_secs_f64(v))
+            // Below a nanosecond, a positive number is still no time at all.
+            let d = Duration::from_secs_f64(v);
+            if !d.is_zero() {
+                return Ok(d);
+            }
         }
-        _ => Err(OptionError::InvalidValue {
-            name,
-            value: value.to_string(),
-            expected,
-        }),
+        _ => {}
     }
+    Err(OptionError::InvalidValue {
+        name,
+        value: value.to_string(),
+        expected,
+    })
 }
 
 fn parse_fetch_size(value: &str) -> Result<u32, OptionError> {
@@ -274,6 +279,11 @@ pub fn parse_connstr(value: &str) -> Result<Vec<EtcdEndpoint>, OptionError> {
             return Err(invalid());
         }
         if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(invalid());
+        }
+        // What connecting will dial (client.rs): refuse here what it would
+        // refuse then (spaces, non-ASCII or other characters no URI has).
+        if tonic::transport::Endpoint::from_shared(format!("http://{rest}")).is_err() {
             return Err(invalid());
         }
         out.push(EtcdEndpoint {
@@ -694,6 +704,29 @@ mod tests {
     }
 
     #[test]
+    fn connstrs_that_cannot_be_dialled_are_refused() {
+        // Accepted here once, they failed only when connecting ("invalid
+        // URI"); the validator refuses them now.
+        for bad in [
+            "a b:1",
+            "http:// h:1",
+            "h<x>:1",
+            "caf\u{e9}:2379",
+            "h\u{0}:1",
+        ] {
+            assert!(parse_connstr(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in [
+            "h:1",
+            "my-host.example:2379",
+            "[fe80::1]:2379",
+            "10.0.0.1:1",
+        ] {
+            assert!(parse_connstr(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
     fn unknown_option_lists_valid_ones() {
         let e = validate(
             OptionContext::Server,
@@ -744,6 +777,27 @@ mod tests {
             Err(OptionError::Requires("ssl_key", "ssl_cert"))
         );
         assert!(parse_server(&o(&[("connstr", "http://h:1"), ("ssl_ca", "/ca")]), &[]).is_err());
+    }
+
+    #[test]
+    fn timeouts_below_a_nanosecond_are_refused() {
+        // Positive, but Duration::from_secs_f64 makes them zero: a timeout
+        // that expires at once.
+        for v in ["1e-10", "0.0000000001", "4e-300"] {
+            let e = parse_server(&o(&[("connstr", "h:1"), ("request_timeout", v)]), &[]);
+            assert!(
+                matches!(
+                    e,
+                    Err(OptionError::InvalidValue {
+                        name: "request_timeout",
+                        ..
+                    })
+                ),
+                "{v}: {e:?}"
+            );
+        }
+        let s = parse_server(&o(&[("connstr", "h:1"), ("connect_timeout", "1e-9")]), &[]);
+        assert_eq!(s.unwrap().connect_timeout, Duration::from_nanos(1));
     }
 
     #[test]
