@@ -69,7 +69,7 @@ RD_BASE = 1_000_000  # read-only keys '1000000' .. for the pgbench lookups
 GEN_KEYS = 12  # keys per generation prefix; 8 present in every generation
 
 # error texts etcd sends while the cluster has no (or a changing) leader
-ELECTION_TEXTS = ("leader changed", "no leader", "request timed out", "timed out due to leader")
+ELECTION_TEXTS = ("etcdserver: leader changed", "etcdserver: no leader", "etcdserver: request timed out")
 
 PHASES = ("all up", "1 member down", "leader election", "quorum lost")
 
@@ -111,6 +111,23 @@ class Timeline:
                 if f["t_down"] <= t and (f["t_back"] is None or t < f["t_back"])
             )
         return PHASES[0] if down == 0 else PHASES[1] if down == 1 else PHASES[3]
+
+    def phase_during(self, t0, t1):
+        """The worst phase any moment of [t0, t1] was in (an operation that
+        started while a member was paused and timed out after it came back
+        belongs to '1 member down')."""
+        points = {t0, t1}
+        with self.lock:
+            for s, e in self.elections:
+                if s <= t1 and e >= t0:
+                    return "leader election"
+            for f in self.faults:
+                for x in (f["t_down"], f["t_back"]):
+                    if x is not None and t0 <= x <= t1:
+                        points.add(x)
+        rank = {p: i for i, p in enumerate(PHASES)}
+        rank["quorum lost"] = 9
+        return max((self.phase(t) for t in points), key=lambda p: rank[p])
 
     def durations(self, t0, t1, step=0.05):
         out = collections.Counter()
@@ -1043,13 +1060,15 @@ class Run:
             bump(op["kind"], "ok" if op["outcome"] == "ok" else
                  "unknown" if op["outcome"] == "unknown" else "error")
         # errors by SQLSTATE and phase
-        errs = [(op["sqlstate"] or "?", op["end"], op["message"] or "") for op in ops if op["outcome"] != "ok"]
-        errs += [(e["sqlstate"], e["t"], e["message"]) for e in self.pg_errors]
+        # (pgbench errors: the time PostgreSQL logged them; ours: the whole operation)
+        errs = [(op["sqlstate"] or "?", op["start"], op["end"], op["message"] or "")
+                for op in ops if op["outcome"] != "ok"]
+        errs += [(e["sqlstate"], e["t"], e["t"], e["message"]) for e in self.pg_errors]
         by_state = collections.defaultdict(collections.Counter)
         examples = {}
         election_msgs = collections.Counter()
-        for st, t, msg in errs:
-            by_state[st][self.tl.phase(t)] += 1
+        for st, t0, t1, msg in errs:
+            by_state[st][self.tl.phase_during(t0, t1)] += 1
             examples.setdefault(st, collections.Counter())[normalize(msg)] += 1
             if any(x in msg for x in ELECTION_TEXTS):
                 election_msgs[(st, normalize(msg))] += 1
@@ -1097,8 +1116,9 @@ class Run:
         for st in sorted(examples):
             for msg, n in examples[st].most_common(4):
                 P(f"    {st} x{n}: {msg}")
+        P(f"  etcd's election errors seen: {sum(election_msgs.values())}")
         if election_msgs:
-            P("  election errors (etcd: leader changed / no leader / request timed out):")
+            P("  etcd's election errors (etcdserver: leader changed / no leader / request timed out):")
             for (st, msg), n in election_msgs.most_common(8):
                 P(f"    {st} x{n}: {msg}")
         aborts = sum(len(r.aborts) for r in self.readers)
