@@ -197,6 +197,13 @@ class Chaos(threading.Thread):
     def one_fault(self):
         c = self.cluster
         leader = c.leader_fast(timeout=0.5)
+        if leader is None:  # an election still going on: wait for its end (at most 5 s)
+            for _ in range(10):
+                if self.stop.wait(0.5):
+                    return
+                leader = c.leader_fast(timeout=0.5)
+                if leader is not None:
+                    break
         if leader is not None and self.rng.random() < self.leader_share:
             target = c.member(leader)
         else:

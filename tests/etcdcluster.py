@@ -353,14 +353,19 @@ class EtcdCluster:
             return None
 
     def leader_fast(self, timeout=1.0):
-        """Name of the leader the answering members agree on (None: no
-        agreement, e.g. during an election); one gateway call per member."""
+        """Name of the leader a majority of the members report, itself
+        answering (None: no such leader, e.g. during an election); one
+        gateway call per member.  A member that has just restarted may not
+        know the leader yet; the majority does."""
         st = {m.name: self.gateway_status(m, timeout) for m in self.members}
         st = {n: s for n, s in st.items() if s is not None}
         ids = {mid: n for n, (mid, _l, _t) in st.items()}
-        leaders = {lead for (_m, lead, _t) in st.values()}
-        if len(leaders) == 1 and next(iter(leaders)) in ids:
-            return ids[next(iter(leaders))]
+        votes = {}
+        for (_m, lead, _t) in st.values():
+            votes[lead] = votes.get(lead, 0) + 1
+        for lead, n in votes.items():
+            if lead in ids and n > len(self.members) // 2:
+                return ids[lead]
         return None
 
     def put_many(self, items, batch=100, member=None):
