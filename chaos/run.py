@@ -262,6 +262,7 @@ class Session:
         self.pg, self.dbname, self.app = pg, dbname, app
         self.conn = None
         self.reconnects = 0
+        self.options = ""  # extra -c settings for the session
 
     def get(self):
         if self.conn is None or self.conn.closed or self.conn.broken:
@@ -273,7 +274,8 @@ class Session:
                     pass
             self.conn = psycopg.connect(
                 self.pg.conninfo(self.dbname)
-                + f" application_name={self.app} options='-c statement_timeout={STATEMENT_TIMEOUT}'",
+                + f" application_name={self.app} "
+                f"options='-c statement_timeout={STATEMENT_TIMEOUT} {self.options}'",
                 autocommit=True, connect_timeout=10,
             )
         return self.conn
@@ -321,11 +323,27 @@ class Worker(threading.Thread):
                                 err_message(e))
                     self.stop.wait(0.5)
                 self.stop.wait(self.rng.uniform(0, 0.01))
+            self.after_run_check()
         except Exception as e:  # noqa: BLE001
             self.crash = f"{type(e).__name__}: {e}"
             log(f"worker {self.name} died: {self.crash}")
         finally:
             self.session.close()
+
+    def after_run_check(self):
+        """Every member is back: the same session must read again (three
+        tries, a second apart, for a last election)."""
+        last = None
+        for _ in range(3):
+            try:
+                self.session.get().execute("SELECT count(*) FROM kv WHERE key = 'c/none'").fetchone()
+                return
+            except psycopg.Error as e:
+                last = f"{e.sqlstate}: {err_message(e)}"
+                time.sleep(1)
+        op = self.record("after-run read", time.time(), "failed", None, last)
+        op["wrong"] = [f"the session cannot read after every member is back: {last}"]
+        op["wrong_count"] = 1
 
 
 class KvWriter(Worker):
@@ -333,8 +351,11 @@ class KvWriter(Worker):
 
     Per key, the operations in order: (op id, value, outcome, rowcount)."""
 
-    def __init__(self, name, pg, dbname, stop, rng):
+    def __init__(self, name, pg, dbname, stop, rng, statement_mode=False):
         super().__init__(name, pg, dbname, stop, rng)
+        self.statement_mode = statement_mode
+        if statement_mode:
+            self.session.options = "-c etcd_fdw.commit_mode=statement"
         self.prefix = f"c/{name}/"
         self.keys = []  # keys we tried to insert
         self.model = collections.defaultdict(list)  # key -> [write dicts]
@@ -357,7 +378,9 @@ class KvWriter(Worker):
             self.insert()
         elif r < 0.65:
             self.update()
-        elif r < 0.9:
+        elif r < 0.9 and not self.statement_mode:
+            # (statement mode: a transaction's statements are applied one by
+            # one, so a failed transaction may have applied some: not judged)
             self.txn()
         else:
             self.check_scan()
@@ -842,6 +865,9 @@ class Run:
         deadline = t_start + a.duration
         self.writers = [KvWriter(f"w{i}", self.pg, "chaos", self.stop_work, random.Random(self.rng.random()))
                         for i in range(1, a.writers + 1)]
+        self.writers += [KvWriter(f"sw{i}", self.pg, "chaos", self.stop_work, random.Random(self.rng.random()),
+                                  statement_mode=True)
+                         for i in range(1, a.statement_writers + 1)]
         self.genw = [GenWriter(g, self.pg, "chaos", self.stop_work, random.Random(self.rng.random()))
                      for g in self.gens]
         self.scanners = [Scanner(f"s{i}", self.pg, "chaos", self.stop_work,
@@ -853,7 +879,9 @@ class Run:
         self.chaos = Chaos(self.cluster, self.tl, self.stop_faults, random.Random(self.rng.random()),
                            a.leader_share)
         workers = self.writers + self.genw + self.scanners
-        log(f"running {a.duration:.0f} s: {len(self.writers)} writers, {len(self.genw)} generation "
+        log(f"running {a.duration:.0f} s: {a.writers} writers"
+            + (f" + {a.statement_writers} in statement mode" if a.statement_writers else "")
+            + f", {len(self.genw)} generation "
             f"writers, {len(self.scanners)} scanners, {len(self.readers)} pgbench clients"
             + ("" if a.no_faults else "; faults every 2-6 s"))
         self.monitor.start()
@@ -1194,6 +1222,9 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=120, help="seconds of load and faults (default 120)")
     p.add_argument("--writers", type=int, default=4, help="Python writer sessions (default 4)")
+    p.add_argument("--statement-writers", type=int, default=0,
+                   help="more writers, in commit_mode 'statement' (INSERT/UPDATE only; default 0): "
+                        "their failed writes are judged like the others")
     p.add_argument("--gen-writers", type=int, default=2, help="generation writers (default 2)")
     p.add_argument("--scanners", type=int, default=2, help="Python scanner sessions (default 2)")
     p.add_argument("--readers", type=int, default=3, help="pgbench clients (default 3)")
