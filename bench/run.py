@@ -21,6 +21,7 @@ numbers.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
 import math
@@ -40,6 +41,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import harness  # noqa: E402
+import psycopg  # noqa: E402
 
 RAWCLIENT = os.path.join(ROOT, "target", "release", "rawclient")
 PGBENCH = os.path.join(harness.PG_BIN, "pgbench")
@@ -851,6 +853,250 @@ class Bench:
              "fdw_median": median(time_f), "raw_median": median(time_r)}
         self.record(f"full scan, {size}-byte values", n, m, target=None, kind="time")
 
+    # -- soak: one backend, many mixed statements, RSS growth ---------------------
+    def soak(self):
+        """--soak-statements mixed statements in ONE backend: point lookups,
+        prefix and top-n scans, writes in both commit modes, multi-statement
+        transactions, savepoint rollbacks, failing statements (23505, 22P02,
+        an error inside a savepoint) and cancelled scans (statement_timeout,
+        pg_cancel_backend from a second session).  Every answer and error is
+        checked.  VmRSS of the backend after the warm-up (the first 10%, at
+        most 10k statements) and at the end: growth < 5 MB."""
+        a = self.a
+        total = a.soak_statements
+        warm = min(10_000, max(1, total // 10))
+        nkeys = 2000
+        val = lambda i: f"{i:05d}" + "x" * 95  # noqa: E731
+        log(f"soak: loading {nkeys} keys under soak/")
+        self.etcd.put_many({f"soak/{i:05d}": val(i) for i in range(nkeys)})
+        self.table("soak", prefix="soak/")
+        self.table("soak_slow", prefix="soak/", fetch_size="10")  # 200 requests per scan
+        self.fdw.conn.execute(
+            "CREATE FOREIGN TABLE soak_w (key text, value text, version bigint) SERVER s "
+            "OPTIONS (rowid_column 'key', prefix 'soakw/')")
+        conn = self.pg.connect("bench")
+        conn.execute("SET statement_timeout = 0")
+        canceller = self.pg.connect("bench")
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        rng = random.Random(20261126)
+        st = {"n": 0, "unexpected": [], "cancelled": 0, "cancel_missed": 0,
+              "errors": collections.Counter()}
+
+        def rss():
+            out = {}
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k in ("VmRSS", "RssAnon", "RssShmem", "VmHWM"):
+                        out[k] = int(v.split()[0])
+            return out
+
+        def run(sql, params=None, expect=None, error=None):
+            """One statement; expect: rows (list) or a callable(rows, rowcount)
+            -> bool; error: the SQLSTATE it must fail with (a tuple: any of)."""
+            st["n"] += 1
+            try:
+                cur = conn.execute(sql, params)
+                rows = cur.fetchall() if cur.description is not None else None
+            except psycopg.Error as e:
+                if e.sqlstate is None:
+                    raise BenchError(f"soak: the backend died at statement {st['n']}: {e}") from e
+                st["errors"][e.sqlstate] += 1
+                ok = error is not None and e.sqlstate in (error if isinstance(error, tuple) else (error,))
+                if not ok and len(st["unexpected"]) < 20:
+                    st["unexpected"].append(f"{sql[:80]}: {e.sqlstate} {str(e).splitlines()[0][:120]}")
+                return None
+            if error is not None:
+                st["unexpected"].append(f"{sql[:80]}: succeeded, expected {error}")
+            elif expect is not None:
+                good = expect(rows, cur.rowcount) if callable(expect) else rows == expect
+                if not good and len(st["unexpected"]) < 20:
+                    st["unexpected"].append(f"{sql[:80]}: got {str(rows)[:120]}")
+            return rows
+
+        seq = [0]
+
+        def wkey():
+            seq[0] += 1
+            return f"soakw/{seq[0]}"
+
+        def lookup():
+            i = rng.randrange(nkeys)
+            run("SELECT value FROM soak WHERE key = %s", (f"soak/{i:05d}",), [(val(i),)])
+
+        def prefix_scan():
+            run("SELECT count(*), sum(length(value)) FROM soak WHERE key LIKE 'soak/001%'",
+                expect=[(100, 10000)])
+
+        def top_n():
+            run("SELECT key FROM soak ORDER BY key DESC LIMIT 3",
+                expect=[(f"soak/{i:05d}",) for i in (nkeys - 1, nkeys - 2, nkeys - 3)])
+
+
+        def rc1(_rows, rc):
+            return rc == 1
+
+        def writes_txn_mode():
+            k = wkey()
+            run("INSERT INTO soak_w VALUES (%s, 'a')", (k,), rc1)
+            run("UPDATE soak_w SET value = 'b' WHERE key = %s", (k,), rc1)
+            run("DELETE FROM soak_w WHERE key = %s", (k,), rc1)
+
+        def writes_statement_mode():
+            k = wkey()
+            run("SET etcd_fdw.commit_mode = 'statement'")
+            run("INSERT INTO soak_w VALUES (%s, 'a'), (%s, 'b')", (k, k + "/2"),
+                lambda _r, rc: rc == 2)
+            run("UPDATE soak_w SET value = value || 'x' WHERE key = %s RETURNING value, version",
+                (k,), [("ax", 2)])
+            run("INSERT INTO soak_w VALUES (%s, 'dup')", (k,), error="23505")
+            run("DELETE FROM soak_w WHERE key LIKE %s", (k + "%",), lambda _r, rc: rc == 2)
+            run("RESET etcd_fdw.commit_mode")
+
+        def transaction():
+            k1, k2 = wkey(), wkey()
+            run("BEGIN")
+            run("INSERT INTO soak_w VALUES (%s, 'a'), (%s, 'b')", (k1, k2))
+            run("UPDATE soak_w SET value = 'a2' WHERE key = %s", (k1,), rc1)
+            run("SELECT key, value FROM soak_w WHERE key = ANY(%s) ORDER BY key", ([k1, k2],),
+                sorted([(k1, "a2"), (k2, "b")]))
+            run("DELETE FROM soak_w WHERE key = %s", (k2,), rc1)
+            run("COMMIT")
+            run("SELECT value FROM soak_w WHERE key = ANY(%s)", ([k1, k2],), [("a2",)])
+            run("DELETE FROM soak_w WHERE key = %s", (k1,), rc1)
+
+        def savepoints():
+            k1, k2 = wkey(), wkey()
+            run("BEGIN")
+            run("INSERT INTO soak_w VALUES (%s, 'a')", (k1,))
+            run("SAVEPOINT a")
+            run("INSERT INTO soak_w VALUES (%s, 'b')", (k2,))
+            run("UPDATE soak_w SET value = 'changed' WHERE key = %s", (k1,), rc1)
+            run("ROLLBACK TO SAVEPOINT a")
+            run("SAVEPOINT b")
+            run("SELECT value::int FROM soak WHERE key = 'soak/00001'", error="22P02")
+            run("ROLLBACK TO SAVEPOINT b")
+            run("SELECT key, value FROM soak_w WHERE key = ANY(%s)", ([k1, k2],), [(k1, "a")])
+            run("RELEASE SAVEPOINT a")
+            run("COMMIT")
+            run("SELECT value FROM soak_w WHERE key = ANY(%s)", ([k1, k2],), [("a",)])
+            run("DELETE FROM soak_w WHERE key = %s", (k1,), rc1)
+
+        def failures():
+            r = rng.random()
+            if r < 0.4:  # duplicate key, transaction mode: refused at COMMIT
+                run("INSERT INTO soak VALUES ('soak/00002', 'dup')", error="23505")
+            elif r < 0.7:
+                run("SELECT value::int FROM soak WHERE key = 'soak/00003'", error="22P02")
+            else:  # an error after writes: the transaction's pending writes are discarded
+                k = wkey()
+                run("BEGIN")
+                run("INSERT INTO soak_w VALUES (%s, 'never')", (k,))
+                run("SELECT 1 / (count(*) - count(*)) FROM soak WHERE key = 'soak/00004'",
+                    error="22012")
+                run("ROLLBACK")
+                run("SELECT count(*) FROM soak_w WHERE key = %s", (k,), [(0,)])
+
+        scan_s = [None]
+
+        def cancelled_scan():
+            """A 200-request scan cancelled part-way: statement_timeout, or
+            pg_cancel_backend from the second session."""
+            if scan_s[0] is None:
+                t0 = time.perf_counter()
+                run("SELECT count(*) FROM soak_slow", expect=[(nkeys,)])
+                scan_s[0] = time.perf_counter() - t0
+            delay_ms = max(2, int(scan_s[0] * 1000 / 4))
+
+            def cancellable_scan():
+                st["n"] += 1
+                try:
+                    n = conn.execute("SELECT count(*) FROM soak_slow").fetchone()[0]
+                    st["cancel_missed"] += 1
+                    if n != nkeys:
+                        st["unexpected"].append(f"soak_slow: {n} keys")
+                except psycopg.errors.QueryCanceled:
+                    st["cancelled"] += 1
+                    st["errors"]["57014"] += 1
+
+            if rng.random() < 0.5:
+                run(f"SET statement_timeout = {delay_ms}")
+                cancellable_scan()
+                run("SET statement_timeout = 0")
+            else:
+                timer = threading.Timer(
+                    delay_ms / 1000, lambda: canceller.execute("SELECT pg_cancel_backend(%s)", (pid,)))
+                timer.start()
+                cancellable_scan()
+                timer.join()
+                # a cancel that arrives after the scan ended may hit this one instead
+                st["n"] += 1
+                try:
+                    conn.execute("SELECT 1").fetchall()
+                except psycopg.errors.QueryCanceled:
+                    st["errors"]["57014"] += 1
+
+        units = [(lookup, 30), (prefix_scan, 10), (top_n, 5), (writes_txn_mode, 8),
+                 (writes_statement_mode, 4), (transaction, 4), (savepoints, 3), (failures, 6),
+                 (cancelled_scan, 1)]
+        fns = [u for u, _w in units]
+        weights = [w for _u, w in units]
+        samples = []
+        log(f"soak: {total} statements in backend {pid} (RSS after {warm} statements and at the end)")
+        t_start = time.perf_counter()
+        r0 = None
+        next_sample = 0
+        while st["n"] < total:
+            rng.choices(fns, weights)[0]()
+            if r0 is None and st["n"] >= warm:
+                r0 = rss()
+                samples.append((st["n"], r0))
+            if st["n"] >= next_sample:
+                samples.append((st["n"], rss()))
+                next_sample += max(1, total // 20)
+        r1 = rss()
+        samples.append((st["n"], r1))
+        elapsed = time.perf_counter() - t_start
+        left = conn.execute("SELECT count(*) FROM soak_w").fetchone()[0]
+        alive = conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+        conn.close()
+        canceller.close()
+        growth = (r1["VmRSS"] - r0["VmRSS"]) / 1024
+        anon = (r1["RssAnon"] - r0["RssAnon"]) / 1024
+        problems = list(st["unexpected"])
+        if left:
+            problems.append(f"{left} keys left under soakw/ (every unit deletes what it wrote)")
+        if not alive:
+            problems.append("the backend changed")
+        if st["cancelled"] == 0:
+            problems.append("no scan was cancelled")
+        result = "pass" if growth < 5 and not problems else (
+            "FAIL" if not problems else f"FAIL ({len(problems)} unexpected results)")
+        self.res.add(
+            workload=f"soak: backend RSS growth (VmRSS) over {fmt_n(total)} mixed statements, "
+                     f"after a warm-up of {fmt_n(warm)}",
+            n=fmt_n(total), fdw=f"{growth:.1f} MB", raw="-", ratio="-", target="< 5 MB",
+            result=result, reps=f"1×{st['n']}", fdw_value=growth, raw_value=None,
+        )
+        self.res.samples["soak"] = {
+            "statements": st["n"], "warmup": warm, "seconds": elapsed,
+            "vmrss_warm_kb": r0["VmRSS"], "vmrss_end_kb": r1["VmRSS"],
+            "rssanon_warm_kb": r0["RssAnon"], "rssanon_end_kb": r1["RssAnon"],
+            "vmrss_growth_mb": growth, "rssanon_growth_mb": anon,
+            "errors_by_sqlstate": dict(st["errors"]), "cancelled": st["cancelled"],
+            "cancel_missed": st["cancel_missed"], "unexpected": problems,
+            "rss_samples": [(n, x["VmRSS"], x["RssAnon"]) for n, x in samples],
+        }
+        self.res.notes.append(
+            f"Soak: {st['n']} statements in {elapsed:.0f} s in one backend; VmRSS "
+            f"{r0['VmRSS'] / 1024:.1f} MB after the warm-up, {r1['VmRSS'] / 1024:.1f} MB at the end "
+            f"({growth:+.1f} MB; private anonymous memory RssAnon {anon:+.1f} MB); expected errors "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(st["errors"].items()))
+            + f"; {st['cancelled']} scans cancelled part-way ({st['cancel_missed']} finished before "
+            "the cancel)" + (f"; UNEXPECTED: {'; '.join(problems[:5])}" if problems else "") + ".")
+        log(f"  soak: {st['n']} statements in {elapsed:.0f} s, VmRSS {growth:+.2f} MB "
+            f"(RssAnon {anon:+.2f} MB), {len(problems)} unexpected")
+
     # -- output -------------------------------------------------------------------
     def table_md(self):
         head = ("| workload | N | FDW median | raw median | ratio FDW/raw | target | result "
@@ -902,6 +1148,15 @@ class Bench:
             "fresh backend, after a warm-up lookup, VmHWM from /proc/<backend pid>/status before "
             "and after `SELECT sum(length(value)) FROM mem`; raw: VmHWM of the raw client before "
             "and after the same paged scan.",
+            f"**soak**: {fmt_n(a.soak_statements)} statements in ONE backend, a seeded random mix "
+            "of point lookups, a 100-key prefix scan, ORDER BY key DESC LIMIT 3, INSERT/UPDATE/"
+            "DELETE in transaction mode (autocommit) and in statement mode (with RETURNING and a "
+            "23505), BEGIN ... COMMIT with read-your-writes, savepoints rolled back (with a 22P02 "
+            "inside one), failing statements (23505 at COMMIT, 22P02, 22012 after pending writes) "
+            "and 200-request scans cancelled part-way by statement_timeout or by "
+            "pg_cancel_backend from a second session; every answer and SQLSTATE is checked.  "
+            "VmRSS from /proc/<backend pid>/status after the warm-up (the first 10%, at most 10k "
+            "statements) and at the end.",
         ]
 
     def write_outputs(self, machine, error=None):
@@ -956,7 +1211,7 @@ class Bench:
             steps = [("scans", self.load_scan_sets), ("scans", self.scans),
                      ("lookups", self.lookups), ("writes", self.writes),
                      ("txwrites", self.txn_writes),
-                     ("memory", self.memory)]
+                     ("memory", self.memory), ("soak", self.soak)]
             for name, fn in steps:
                 if name in a.skip:
                     continue
@@ -1086,7 +1341,10 @@ def main(argv=None):
     p.add_argument("--mem-keys", type=parse_size, default=150_000)
     p.add_argument("--mem-value-size", type=int, default=1024)
     p.add_argument("--mem-reps", type=int, default=3)
-    p.add_argument("--skip", default="", help="comma list of: scans,lookups,writes,txwrites,memory")
+    p.add_argument("--soak-statements", type=parse_size, default=100_000,
+                   help="statements of the soak workload, in one backend (default 100k)")
+    p.add_argument("--skip", default="",
+                   help="comma list of: scans,lookups,writes,txwrites,memory,soak")
     p.add_argument("--out", default=None,
                    help="results directory (default bench/results for PostgreSQL 15, "
                         "bench/results/pgNN for the others)")
@@ -1107,8 +1365,15 @@ def main(argv=None):
     a.reps = max(1, a.reps)
     if a.lookup_keys > LOOKUP_BASE:
         p.error(f"--lookup-keys: at most {LOOKUP_BASE}")
-    for path, what in ((RAWCLIENT, "cargo build --release -p etcd_rawclient"),
-                       (PGBENCH, f"PostgreSQL {harness.PG_MAJOR} pgbench")):
+    unknown = a.skip - {"scans", "lookups", "writes", "txwrites", "memory", "soak"}
+    if unknown:
+        p.error(f"--skip: unknown workload(s) {', '.join(sorted(unknown))}")
+    needs = []  # the soak runs without the raw client and pgbench
+    if {"scans", "lookups", "writes", "txwrites", "memory"} - a.skip:
+        needs.append((RAWCLIENT, "cargo build --release -p etcd_rawclient"))
+    if "lookups" not in a.skip:
+        needs.append((PGBENCH, f"PostgreSQL {harness.PG_MAJOR} pgbench"))
+    for path, what in needs:
         if not os.path.exists(path):
             p.error(f"{path} not found ({what})")
     # SIGTERM: exit normally so that harness' atexit hook stops etcd/PostgreSQL
