@@ -19,6 +19,8 @@ import sys
 
 import pytest
 
+import harness
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -106,6 +108,8 @@ def _run(*args, timeout):
     p = subprocess.run(
         ["bash", os.path.join(ROOT, "scripts", "chaos.sh"), *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        # the suite runs against the extension scripts/test.sh installed
+        env={**os.environ, "ETCD_FDW_SKIP_INSTALL": "1", "ETCD_FDW_PG": str(harness.PG_MAJOR)},
     )
     return p, p.stdout + p.stderr
 
