@@ -133,3 +133,18 @@ def test_chaos_30s(tmp_path):
     sys.stdout.write(out[-8000:])
     assert p.returncode == 0, out[-8000:]
     assert "RESULT: PASS" in out
+
+
+@pytest.mark.parametrize("fault,rounds", [("stop", 2), ("kill", 5)])
+def test_scans_survive_their_member_going_down(fault, rounds):
+    """chaos/repro_member_down_mid_scan.py: the member a session reads from
+    is paused (SIGSTOP) or killed in the middle of multi-page scans; every
+    scan must still succeed (retried on another member within
+    request_timeout).  Failed before: a paused member used up the whole
+    budget (HV000 timed out), a killed one cut the stream (Cancelled)."""
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "chaos", "repro_member_down_mid_scan.py"), fault, str(rounds)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "ETCD_FDW_PG": str(harness.PG_MAJOR)},
+    )
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
