@@ -33,7 +33,8 @@ PG_BIN          an explicit PostgreSQL bin dir instead (overrides ETCD_FDW_PG)
 ETCD_FDW_TEST_KEEP_TMP=1   keep temp dirs (data dirs, logs) for debugging
 ETCD_FDW_RDIFF_SEED / ETCD_FDW_RDIFF_COUNT / ETCD_FDW_RDIFF_ONLY   the seed, the number
                 of queries and the query indexes of test_random_differential.py
-                (pytest --rdiff-seed / --rdiff-count / --rdiff-only do the same)
+                (pytest --rdiff-seed / --rdiff-count / --rdiff-only do the same);
+                ETCD_FDW_RDIFF_VARIANTS its table variants (default "C,ICU")
 """
 
 from __future__ import annotations

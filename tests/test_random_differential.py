@@ -41,6 +41,8 @@ Options (pytest / environment; see conftest.py):
                                         (default DEFAULT_COUNT)
   --rdiff-only  / ETCD_FDW_RDIFF_ONLY   comma list of query indexes to run
                                         (prints their SQL and plans)
+  ETCD_FDW_RDIFF_VARIANTS               the table variants (default "C,ICU";
+                                        also "C-varchar-paged")
 
 A sample of the queries is also EXPLAINed (VERBOSE) on the foreign table; the
 test prints (see -rA or -s) how many had a key range, a sort or a limit
@@ -70,6 +72,7 @@ from test_pushdown import (
     STEMS,
     TAILS,
     VALUE_POOL,
+    VARIANTS,
     _differential_tables,
     _sort_key,
     etcd_prop,
@@ -78,9 +81,10 @@ from test_pushdown import (
 
 DEFAULT_SEED = 20250611
 DEFAULT_COUNT = 750
-# (the bytea and paged varchar variants of test_pushdown are left to the
-# hand-written corpus: text literals and text functions do not apply to bytea)
-RDIFF_VARIANTS = ["C", "ICU"]
+# test_pushdown.VARIANTS to run; ETCD_FDW_RDIFF_VARIANTS=C,ICU,C-varchar-paged
+# adds the paged varchar table (bytea does not fit the generator: text
+# literals and text functions do not apply to it)
+RDIFF_VARIANTS = [v for v in os.environ.get("ETCD_FDW_RDIFF_VARIANTS", "C,ICU").split(",") if v]
 # EXPLAIN (VERBOSE) every n-th query (and every query of --rdiff-only)
 EXPLAIN_EVERY = 3
 # at most this many mismatches are printed in full
@@ -246,11 +250,16 @@ class Gen:
             return self.kp + self.rng.choice(WEIRD)
         return self.rng.choice(OUTSIDE).replace("{stem}", self.stem).replace("{kp}", self.kp)
 
-    def key_const(self, collate_ok=True):
+    def key_const(self):
         v = self.key_value()
         if self.pmode == "literal" and len(v) > 1 and self.chance(0.06):
             cut = self.rng.randint(1, len(v) - 1)
             return f"({sql_literal(v[:cut])} || {sql_literal(v[cut:])})"
+        if self.chance(0.02):
+            v = None
+        if self.pmode == "literal" and v is not None and self.chance(0.05):
+            return sql_literal(v) + self.rng.choice(["::text", "::varchar", "::varchar(300)", "::name",
+                                                     "::char(40)"])
         return self.lit(v)
 
     def collate(self):
@@ -351,8 +360,8 @@ class Gen:
             neg = "NOT " if r == 2 else ""
             return f"key {neg}IN ({', '.join(self.lit(v) for v in vals)})"
         if self.pmode != "literal" and r <= 5:
-            # a Python list as one parameter
-            self.params.append(vals)
+            # a Python list as one parameter (or NULL)
+            self.params.append(None if self.chance(0.05) else vals)
             op = self.rng.choice(["= ANY", "= ANY", "<> ALL"])
             return f"key {op}({PH})"
         if not vals:
@@ -362,6 +371,21 @@ class Gen:
             arr += "::text[]"
         op = self.rng.choices(["= ANY", "<> ALL", "< ANY", ">= ALL", "> ANY"], weights=[8, 2, 1, 1, 1])[0]
         return f"key {op}({arr})"
+
+    def a_subq(self):
+        """The key against a subquery on probe (an init plan: a run-time value)."""
+        n = self.rng.randint(1, 19)
+        r = self.rng.randrange(5)
+        if r == 0:
+            return f"key = (SELECT k FROM probe WHERE id = {n})"
+        if r == 1:
+            op = self.rng.choice(["<", "<=", ">", ">="])
+            return f"key {op} (SELECT {self.rng.choice(['min', 'max'])}(k) FROM probe WHERE id >= {n})"
+        if r == 2:
+            return f"key = ANY((SELECT array_agg(k) FROM probe WHERE id <= {n}))"
+        if r == 3:
+            return f"key LIKE (SELECT k FROM probe WHERE id = {n}) || '%'"
+        return f"starts_with(key, (SELECT k FROM probe WHERE id = {n}))"
 
     def a_null(self):
         return self.rng.choice(["key IS NULL", "key IS NOT NULL", "key IS NOT NULL"])
@@ -412,7 +436,7 @@ class Gen:
     def atom(self):
         kinds = [
             (self.a_cmp, 18), (self.a_between, 5), (self.a_like, 14), (self.a_prefix, 7),
-            (self.a_in, 12), (self.a_null, 1), (self.a_value, 6), (self.a_rev, 8),
+            (self.a_in, 12), (self.a_null, 1), (self.a_value, 6), (self.a_rev, 8), (self.a_subq, 2),
         ]
         f = self.rng.choices([k for k, _ in kinds], weights=[w for _, w in kinds])[0]
         return f()
@@ -556,6 +580,21 @@ class Gen:
         coll = ' COLLATE "C"' if col in ("key", "value") and self.chance(0.3) else ""
         return f"SELECT {', '.join(proj)} FROM {T} f{where} ORDER BY {col}{coll}{d}{lim}"
 
+    def q_setop(self, q):
+        """Two scans of the table combined by UNION / INTERSECT / EXCEPT."""
+        op = self.rng.choice(["UNION", "UNION ALL", "INTERSECT", "EXCEPT"])
+        a = f"SELECT key, version FROM {T} f{self.where(0)}"
+        b = f"SELECT key, version FROM {T} f{self.where(0)}"
+        q.shape = "set-op"
+        if self.chance(0.5):
+            # duplicates (UNION ALL) are equal rows: ORDER BY key fixes the order
+            q.compare = "ordered"
+            lim = self.limit() if self.chance(0.5) else ""
+            d = self.rng.choice(["", " DESC"])  # (no COLLATE after a set operation)
+            return f"({a}) {op} ({b}) ORDER BY key{d}{lim}"
+        q.compare = "multiset"
+        return f"({a}) {op} ({b})"
+
     def q_agg(self, q):
         q.shape = "aggregate"
         where = self.where()
@@ -638,7 +677,7 @@ class Gen:
         r = self.rng.random()
         self.pmode = "literal" if r < 0.62 else ("param" if r < 0.82 else "generic")
         shapes = [(self.q_plain, 52), (self.q_topn, 10), (self.q_agg, 7), (self.q_join, 12), (self.q_lateral, 11),
-                  (self.q_semi, 8)]
+                  (self.q_semi, 8), (self.q_setop, 3)]
         f = self.rng.choices([s for s, _ in shapes], weights=[w for _, w in shapes])[0]
         sql = f(q)
         if self.params:
@@ -778,6 +817,9 @@ def _nodeid(request):
     return f"{THIS}::{request.node.name}"
 
 
+assert set(RDIFF_VARIANTS) <= set(VARIANTS), RDIFF_VARIANTS
+
+
 @pytest.mark.parametrize("variant", RDIFF_VARIANTS)
 def test_random_differential(db, etcd, kp, variant, request):
     seed, count, only = rdiff_settings(request.config)
@@ -884,14 +926,15 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
         assert "FROM f f" in q.text("f") or "JOIN f f" in q.text("f"), q.sql
     shapes = {q.shape for q in a}
     assert {"plain", "plain-ordered", "plain-ordered-limit", "plain-partial", "plain-partial-limit",
-            "top-n", "count-limit", "aggregate", "join", "lateral", "lateral-count", "semi"} <= shapes
+            "top-n", "count-limit", "aggregate", "join", "lateral", "lateral-count", "semi",
+            "set-op"} <= shapes
     assert {q.mode for q in a} == {"literal", "param", "generic"}
     text = "\n".join(q.display() for q in a)
     for needle in (" LIKE ", " ILIKE ", " ESCAPE ", "starts_with(key", " ^@ ", " IN (", "= ANY(",
                    "<> ALL(", " BETWEEN ", "NOT (", " OR ", " AND ", "COLLATE \"C\"",
                    f"COLLATE \"{ICU}\"", "mod_revision", "create_revision", "version", "lease",
                    "value", " DESC", " LIMIT ", " OFFSET ", "LATERAL", "probe p JOIN f f", "LEFT JOIN f f", "EXISTS",
-                   "NULL", "😀", "\\", "'%'"):
+                   "NULL", "😀", "\\", "'%'", "(SELECT k FROM probe", "::varchar", " UNION "):
         assert needle in text, needle
     assert any(isinstance(p, list) for q in a for p in (q.params or [])), "no list parameter"
 
