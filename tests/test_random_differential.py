@@ -73,9 +73,13 @@ from test_pushdown import (
     TAILS,
     VALUE_POOL,
     VARIANTS,
+    META_NULL,
+    PENDING_WRITES,
     _differential_tables,
+    _subst,
     _sort_key,
     etcd_prop,
+    etcd_snapshot,
     tricky_suffixes,
 )
 
@@ -700,31 +704,48 @@ def make_query(seed, variant, index, kp, suffixes, base_rev, rev_span):
 # --------------------------------------------------------------------------
 
 
-def _run(conn, sql, params, prepare):
+def _run(conn, sql, params, prepare, in_xact=False):
+    """("ok", rows) or ("error", "SQLSTATE: message"); in a transaction the
+    statement runs in a savepoint, so that an error does not abort it."""
+    if in_xact:
+        conn.execute("SAVEPOINT rdiff_q")
     try:
         cur = conn.execute(sql, params, prepare=prepare)
-        return ("ok", cur.fetchall() if cur.description is not None else [])
+        out = ("ok", cur.fetchall() if cur.description is not None else [])
     except psycopg.Error as e:
         if e.sqlstate is None:
             raise  # psycopg's own error (e.g. a wrong parameter count): a bug of the test
         first = (str(e).splitlines() or [""])[0]
-        return ("error", f"{e.sqlstate}: {first}")
+        out = ("error", f"{e.sqlstate}: {first}")
+    if in_xact:
+        conn.execute("ROLLBACK TO SAVEPOINT rdiff_q")
+    return out
 
 
-def execute_pair(conn, q):
+class _settings:
+    """The query's SETs (and plan_cache_mode for a generic plan) around a block."""
+
+    def __init__(self, conn, q):
+        self.conn, self.q = conn, q
+
+    def __enter__(self):
+        for s in self.q.settings:
+            self.conn.execute(s)
+        if self.q.mode == "generic":
+            self.conn.execute("SET plan_cache_mode = force_generic_plan")
+
+    def __exit__(self, *exc):
+        self.conn.execute("RESET plan_cache_mode")
+        for s in self.q.settings:
+            self.conn.execute("RESET " + s.split()[1])
+
+
+def execute_pair(conn, q, in_xact=False):
     """Run q on f and on l: ((status, rows|error) foreign, local)."""
     prepare = q.mode == "generic"
-    for s in q.settings:
-        conn.execute(s)
-    if prepare:
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-    try:
-        fres = _run(conn, q.text("f"), q.params, prepare)
-        lres = _run(conn, q.text("l"), q.params, prepare)
-    finally:
-        conn.execute("RESET plan_cache_mode")
-        for s in q.settings:
-            conn.execute("RESET " + s.split()[1])
+    with _settings(conn, q):
+        fres = _run(conn, q.text("f"), q.params, prepare, in_xact)
+        lres = _run(conn, q.text("l"), q.params, prepare, in_xact)
     return fres, lres
 
 
@@ -765,18 +786,17 @@ def diff(q, fres, lres):
             f"    foreign {_brief(a)}\n    local   {_brief(b)}")
 
 
-def explain_lines(conn, q):
-    for s in q.settings:
-        conn.execute(s)
-    if q.mode == "generic":
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-    try:
-        cur = conn.execute("EXPLAIN (VERBOSE) " + q.text("f"), q.params)
-        return [r[0] for r in cur.fetchall()]
-    finally:
-        conn.execute("RESET plan_cache_mode")
-        for s in q.settings:
-            conn.execute("RESET " + s.split()[1])
+def explain_lines(conn, q, in_xact=False):
+    """EXPLAIN (VERBOSE) of q on f, as text lines (raises psycopg.Error)."""
+    with _settings(conn, q):
+        if in_xact:
+            conn.execute("SAVEPOINT rdiff_x")
+        try:
+            cur = conn.execute("EXPLAIN (VERBOSE) " + q.text("f"), q.params)
+            return [r[0] for r in cur.fetchall()]
+        finally:
+            if in_xact:
+                conn.execute("ROLLBACK TO SAVEPOINT rdiff_x")
 
 
 def pushed_shapes(plan, kp):
@@ -799,7 +819,7 @@ def pushed_shapes(plan, kp):
     return out
 
 
-def describe_case(q, seed, variant, nodeid, settings):
+def describe_case(q, seed, variant, nodeid):
     params = "" if q.params is None else f"\n  params: {q.params!r}"
     sets = "" if not q.settings else "\n  settings: " + "; ".join(q.settings)
     gen = "\n  plan_cache_mode: force_generic_plan (prepared)" if q.mode == "generic" else ""
@@ -823,6 +843,19 @@ assert set(RDIFF_VARIANTS) <= set(VARIANTS), RDIFF_VARIANTS
 @pytest.mark.parametrize("variant", RDIFF_VARIANTS)
 def test_random_differential(db, etcd, kp, variant, request):
     seed, count, only = rdiff_settings(request.config)
+    _rdiff(db, etcd, kp, variant, request, seed, count, only, pending=False)
+
+
+@pytest.mark.parametrize("variant", RDIFF_VARIANTS)
+def test_random_differential_pending_writes(db, etcd, kp, variant, request):
+    """The same in a transaction that has written to both tables
+    (test_pushdown.PENDING_WRITES): foreign scans merge the pending writes
+    with what etcd returns.  A quarter of the count."""
+    seed, count, only = rdiff_settings(request.config)
+    _rdiff(db, etcd, kp, variant, request, seed, max(1, count // 4), only, pending=True)
+
+
+def _rdiff(db, etcd, kp, variant, request, seed, count, only, pending):
     m, snap, key_type = _differential_tables(db, etcd, kp, variant)
     base = min(r["create_revision"] for r in snap)
     span = max(r["mod_revision"] for r in snap) - base
@@ -830,35 +863,46 @@ def test_random_differential(db, etcd, kp, variant, request):
     conn = db.conn
     conn.execute("SET statement_timeout = '60s'")
     nodeid = _nodeid(request)
+    # the generator's stream: another one for the pending-writes test
+    stream = variant + ("+pending" if pending else "")
+    if pending:
+        conn.execute("BEGIN")
+        for w in PENDING_WRITES:
+            nf = conn.execute(_subst(w, {**m, "t": "f", "meta": ""})).rowcount
+            nl = conn.execute(_subst(w, {**m, "t": "l", "meta": META_NULL})).rowcount
+            assert nf == nl, (w, nf, nl)
+        assert db.scalar("SELECT count(*) FROM f") == db.scalar("SELECT count(*) FROM l")
 
     indexes = only if only is not None else range(count)
     stats = collections.Counter()
     shapes = collections.Counter()
     pushed = collections.Counter()
+    errors = collections.Counter()  # SQLSTATEs of the local table's errors
     mismatches = []
     times = []
     t0 = time.perf_counter()
     for i in indexes:
-        q = make_query(seed, variant, i, kp, suffixes, base, span)
+        q = make_query(seed, stream, i, kp, suffixes, base, span)
         stats["queries"] += 1
         stats[q.mode] += 1
         shapes[q.shape] += 1
         if only is not None:
-            print(describe_case(q, seed, variant, nodeid, None))
+            print(describe_case(q, seed, stream, nodeid))
         tq = time.perf_counter()
-        fres, lres = execute_pair(conn, q)
+        fres, lres = execute_pair(conn, q, in_xact=pending)
         times.append((time.perf_counter() - tq, i, q.shape))
         if lres[0] != "ok":
             stats["errors (same on both sides)" if fres[0] == "error" else "errors"] += 1
+            errors[lres[1].split(":")[0]] += 1
         d = diff(q, fres, lres)
         if d:
-            mismatches.append(describe_case(q, seed, variant, nodeid, None) + "\n    " + d)
+            mismatches.append(describe_case(q, seed, stream, nodeid) + "\n    " + d)
         if only is not None or i % EXPLAIN_EVERY == 0:
             try:
-                plan = explain_lines(conn, q)
+                plan = explain_lines(conn, q, in_xact=pending)
             except psycopg.Error as e:
                 if lres[0] == "ok":
-                    mismatches.append(describe_case(q, seed, variant, nodeid, None)
+                    mismatches.append(describe_case(q, seed, stream, nodeid)
                                       + f"\n    EXPLAIN (VERBOSE) failed: {e.sqlstate}: {e}")
                 continue
             stats["explained"] += 1
@@ -870,12 +914,15 @@ def test_random_differential(db, etcd, kp, variant, request):
             if only is not None:
                 print("\n".join(plan))
     elapsed = time.perf_counter() - t0
+    if pending:
+        conn.execute("ROLLBACK")
+        assert etcd_snapshot(etcd, kp) == snap, "pending writes reached etcd"
 
     summary = (
-        f"rdiff {variant} etcd {etcd.version}: seed {seed}, {stats['queries']} queries in "
+        f"rdiff {stream} etcd {etcd.version}: seed {seed}, {stats['queries']} queries in "
         f"{elapsed:.1f}s ({stats['literal']} literal, {stats['param']} with parameters, "
         f"{stats['generic']} generic plans; {stats['errors (same on both sides)']} errors on both "
-        f"sides); shapes {dict(sorted(shapes.items()))}; of {stats['explained']} EXPLAINed: "
+        f"sides {dict(errors)}); shapes {dict(sorted(shapes.items()))}; of {stats['explained']} EXPLAINed: "
         f"pushed something {pushed['anything']}, range {pushed['range']} (run-time "
         f"{pushed['run-time range']}, empty {pushed['empty range']}), conditions "
         f"{pushed['conditions']}, sort {pushed['sort']}, limit {pushed['limit']}; "
@@ -887,14 +934,14 @@ def test_random_differential(db, etcd, kp, variant, request):
     if mismatches:
         pytest.fail(
             f"{len(mismatches)} of {stats['queries']} generated queries differ between the foreign "
-            f"table ({variant}, etcd {etcd.version}) and the local table:\n\n"
+            f"table ({stream}, etcd {etcd.version}) and the local table:\n\n"
             + "\n\n".join(mismatches[:SHOW_MISMATCHES])
             + (f"\n\n... and {len(mismatches) - SHOW_MISMATCHES} more"
                if len(mismatches) > SHOW_MISMATCHES else "")
             + "\n\n" + summary,
             pytrace=False,
         )
-    if only is None and count >= 200:
+    if only is None and count >= 200 and not pending:
         # the generator demonstrably exercises the pushdown
         for what in ("range", "run-time range", "conditions", "sort", "limit"):
             assert pushed[what] >= 3, f"too few queries with a pushed {what}: {summary}"
