@@ -87,10 +87,10 @@ from test_pushdown import (
     VALUE_POOL,
     VARIANTS,
     _differential_tables,
-    etcd_prop,
-    etcd_snapshot,
     _sort_key,
     _subst,
+    etcd_prop,
+    etcd_snapshot,
     tricky_suffixes,
 )
 
