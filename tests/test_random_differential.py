@@ -183,8 +183,7 @@ class Query:
         if self.params is None:
             return sql
         n = iter(range(1, 1000))
-        sql = re.sub(r"%s", lambda _m: f"${next(n)}", sql)
-        return sql.replace("%%", "%")
+        return re.sub(r"%%|%s", lambda m: "%" if m.group() == "%%" else f"${next(n)}", sql)
 
 
 class Gen:
@@ -917,7 +916,10 @@ def _rdiff(db, etcd, kp, variant, request, seed, count, only, pending):
         tq = time.perf_counter()
         fres, lres = execute_pair(conn, q, in_xact=pending)
         times.append((time.perf_counter() - tq, i, q.shape))
-        if lres[0] != "ok":
+        if lres[0] == "ok":
+            nrows = len(lres[1])
+            stats["empty" if nrows == 0 else ("one row" if nrows == 1 else "rows")] += 1
+        else:
             stats["errors (same on both sides)" if fres[0] == "error" else "errors"] += 1
             errors[lres[1].split(":")[0]] += 1
         d = diff(q, fres, lres)
@@ -947,7 +949,8 @@ def _rdiff(db, etcd, kp, variant, request, seed, count, only, pending):
     summary = (
         f"rdiff {stream} etcd {etcd.version}: seed {seed}, {stats['queries']} queries in "
         f"{elapsed:.1f}s ({stats['literal']} literal, {stats['param']} with parameters, "
-        f"{stats['generic']} generic plans; {stats['errors (same on both sides)']} errors on both "
+        f"{stats['generic']} generic plans; answers: {stats['empty']} empty, {stats['one row']} one row, "
+        f"{stats['rows']} more, {stats['errors (same on both sides)']} errors on both "
         f"sides {dict(errors)}); shapes {dict(sorted(shapes.items()))}; of {stats['explained']} EXPLAINed: "
         f"pushed something {pushed['anything']}, range {pushed['range']} (run-time "
         f"{pushed['run-time range']}, empty {pushed['empty range']}), conditions "
@@ -994,8 +997,11 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
     assert [q.sql for q in _gen_all(8, "C", 50)] != [q.sql for q in a[:50]]
     assert [q.sql for q in _gen_all(7, "ICU", 50)] != [q.sql for q in a[:50]]
     for q in a:
-        n = len(re.findall(r"(?<!%)%s", q.sql.replace("%%", "")))
+        n = len(re.findall(r"%s", q.sql.replace("%%", "")))
         assert n == len(q.params or []), (q.sql, q.params)
+        if q.params is not None:
+            d = q.display()
+            assert f"${n}" in d and f"${n + 1}" not in d and "%s" not in d, d
         assert "FROM f f" in q.text("f") or "JOIN f f" in q.text("f"), q.sql
     shapes = {q.shape for q in a}
     assert {"plain", "plain-ordered", "plain-ordered-limit", "plain-partial", "plain-partial-limit",
