@@ -29,7 +29,11 @@ table defined over a key range (options key / range_end) in the middle of
 the set instead of the prefix.  test_random_differential_pending_writes runs
 a quarter as many queries (another stream) inside a transaction that has
 written to both tables (test_pushdown.PENDING_WRITES): the foreign scans
-merge the pending writes with what etcd returns.
+merge the pending writes with what etcd returns.  There, some of the
+generated statements are writes (UPDATE value / UPDATE key / DELETE / INSERT
+... SELECT with a random WHERE, RETURNING) followed, in the same savepoint,
+by a read of the whole table and by a random query; the savepoint is then
+rolled back.
 
 Each query runs on the foreign table f and on the identical local table l;
 the local answer is the truth.  Rows are compared in order when the ORDER BY
@@ -134,6 +138,8 @@ def rdiff_settings(config):
 
 PH = "@P@"   # a parameter placeholder while generating (no key contains '@')
 T = "@T@"    # the table name: f (foreign) or l (local)
+M = "@M@"    # in an UPDATE's SET list: nothing on f, on l the metadata set to
+             # NULL (the foreign table's pending rows have none)
 
 COLUMNS = ["key", "value", "create_revision", "mod_revision", "version", "lease"]
 # suffixes (below the table prefix) of keys that are not in the set, chosen
@@ -147,6 +153,7 @@ WEIRD = [
 OUTSIDE = ["", "{stem}", "{stem}0", "{stem}.", "{stem}-", "{kp}", "t", "u", "zzz", "{kp}\x7f",
            "{kp}ÿ", "{kp}\U0010ffff", "\U0010ffff", "{stem}0/a"]
 LIMITS = [0, 1, 2, 3, 5, 7, 10, 40, 1000]
+DML_ROWS = 30
 OFFSETS = [0, 1, 2, 5, 30, 1000]
 
 
@@ -173,13 +180,15 @@ class Query:
         self.compare = "multiset"  # ordered | multiset | ("prefix", n, full_multiset)
         self.settings: list[str] = []
         self.shape = ""
+        # statements run after this one in the same savepoint (after a DML)
+        self.followups: list[Query] = []
 
     def text(self, table):
-        return self.sql.replace(T, table)
+        return self.sql.replace(T, table).replace(M, "" if table == "f" else META_NULL)
 
     def display(self, table="f"):
         """The SQL as the server sees it ($n for the parameters)."""
-        sql = self.text(table)
+        sql = self.sql.replace(T, table).replace(M, "")
         if self.params is None:
             return sql
         n = iter(range(1, 1000))
@@ -688,14 +697,54 @@ class Gen:
         w = f" WHERE {form}" + (" AND " + where[len(" WHERE "):] if where else "")
         return f"SELECT key, version FROM {T} f{w}"
 
-    def query(self, index):
-        q = Query(index)
-        r = self.rng.random()
-        self.pmode = "literal" if r < 0.62 else ("param" if r < 0.82 else "generic")
-        shapes = [(self.q_plain, 52), (self.q_topn, 10), (self.q_agg, 7), (self.q_join, 12), (self.q_lateral, 11),
-                  (self.q_semi, 8), (self.q_setop, 3)]
-        f = self.rng.choices([s for s, _ in shapes], weights=[w for _, w in shapes])[0]
-        sql = f(q)
+    def q_dml(self, q):
+        """UPDATE / DELETE / INSERT ... SELECT with a random WHERE (only in a
+        transaction: the foreign table's writes stay pending, and are rolled
+        back with the savepoint)."""
+        q.shape = "dml"
+        q.compare = "multiset"
+        # at most DML_ROWS rows: the transaction's writes must fit in one etcd
+        # transaction (--max-txn-ops, 128 by default; a new key is 2 operations)
+        if self.chance(0.6):
+            cond = self.cond(self.rng.choice([0, 1, 2, 3]))
+            p = self.narrow_prefix()
+            near = (f"starts_with(key, {self.lit(p)})" if self.chance(0.5)
+                    else f"key LIKE {self.lit(esc_like(p) + '%')}")
+            where = f" WHERE {near} AND {cond}" if self.chance(0.5) else f" WHERE {cond} AND {near}"
+        else:
+            where = (f" WHERE key IN (SELECT key FROM {T} g{self.where(p_none=0.1)} ORDER BY key"
+                     f"{self.rng.choice(['', ' DESC'])} LIMIT {self.num(self.rng.randint(0, DML_ROWS))})")
+        k = self.rng.randrange(5)
+        if k == 0:
+            return f"UPDATE {T} f SET value = {self.lit('upd')}{M}{where} RETURNING key, value"
+        if k == 1:
+            return f"DELETE FROM {T} f{where} RETURNING key, value"
+        if k == 2:
+            # a new key: delete + insert ('@' is in no key)
+            return f"UPDATE {T} f SET key = key || '@r'{M}{where} RETURNING key, value"
+        if k == 3:
+            return f"UPDATE {T} f SET value = value || 'x'{M}{where} RETURNING key"
+        return (f"INSERT INTO {T} (key, value) SELECT key || '@i', value FROM {T} f{where} "
+                "RETURNING key, value")
+
+    def narrow_prefix(self):
+        """kp + a prefix of a key of the set that at most DML_ROWS keys have."""
+        s = ""
+        while not s:
+            s = self.suffix()
+        for n in range(1, len(s) + 1):
+            if sum(1 for x in self.suffixes if x.startswith(s[:n])) <= DML_ROWS:
+                return self.kp + s[:n]
+        return self.kp + s
+
+    def q_state(self, q):
+        q.shape = "state"
+        q.compare = "ordered"
+        return f"SELECT key, value, version, mod_revision FROM {T} f ORDER BY key"
+
+    def _finish(self, q, make):
+        self.params = []
+        sql = make(q)
         if self.params:
             q.mode = self.pmode
             q.params = list(self.params)
@@ -705,10 +754,26 @@ class Gen:
             q.sql = sql
         return q
 
+    def select_shape(self):
+        shapes = [(self.q_plain, 52), (self.q_topn, 10), (self.q_agg, 7), (self.q_join, 12),
+                  (self.q_lateral, 11), (self.q_semi, 8), (self.q_setop, 3)]
+        return self.rng.choices([s for s, _ in shapes], weights=[w for _, w in shapes])[0]
 
-def make_query(seed, variant, index, kp, suffixes, base_rev, rev_span):
+    def query(self, index, dml=False):
+        r = self.rng.random()
+        self.pmode = "literal" if r < 0.62 else ("param" if r < 0.82 else "generic")
+        if dml and self.chance(0.15):
+            # a write, then the whole table and a random query in the same savepoint
+            q = self._finish(Query(index), self.q_dml)
+            q.followups = [self._finish(Query(index), self.q_state),
+                           self._finish(Query(index), self.select_shape())]
+            return q
+        return self._finish(Query(index), self.select_shape())
+
+
+def make_query(seed, variant, index, kp, suffixes, base_rev, rev_span, dml=False):
     rng = random.Random(f"{seed}:{variant}:{index}")
-    return Gen(rng, kp, suffixes, base_rev, rev_span).query(index)
+    return Gen(rng, kp, suffixes, base_rev, rev_span).query(index, dml=dml)
 
 
 # --------------------------------------------------------------------------
@@ -716,22 +781,53 @@ def make_query(seed, variant, index, kp, suffixes, base_rev, rev_span):
 # --------------------------------------------------------------------------
 
 
-def _run(conn, sql, params, prepare, in_xact=False):
-    """("ok", rows) or ("error", "SQLSTATE: message"); in a transaction the
-    statement runs in a savepoint, so that an error does not abort it."""
+def _set(conn, q):
+    for st in q.settings:
+        conn.execute(st)
+    if q.mode == "generic":
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+def _reset(conn, q):
+    conn.execute("RESET plan_cache_mode")
+    for st in q.settings:
+        conn.execute("RESET " + st.split()[1])
+
+
+def _side(conn, steps, table, in_xact):
+    """Run the statements on one table: a list of ("ok", rows) / ("error",
+    "SQLSTATE: message") / ("skipped", None) (after an error).  In a
+    transaction they run in one savepoint that is rolled back afterwards
+    (undoing their writes, errors and SETs)."""
+    res = []
     if in_xact:
         conn.execute("SAVEPOINT rdiff_q")
     try:
-        cur = conn.execute(sql, params, prepare=prepare)
-        out = ("ok", cur.fetchall() if cur.description is not None else [])
-    except psycopg.Error as e:
-        if e.sqlstate is None:
-            raise  # psycopg's own error (e.g. a wrong parameter count): a bug of the test
-        first = (str(e).splitlines() or [""])[0]
-        out = ("error", f"{e.sqlstate}: {first}")
-    if in_xact:
-        conn.execute("ROLLBACK TO SAVEPOINT rdiff_q")
-    return out
+        for q in steps:
+            _set(conn, q)
+            try:
+                cur = conn.execute(q.text(table), q.params, prepare=q.mode == "generic")
+                res.append(("ok", cur.fetchall() if cur.description is not None else []))
+            except psycopg.Error as e:
+                if e.sqlstate is None:
+                    raise  # psycopg's own error (e.g. a wrong parameter count): a bug of the test
+                first = (str(e).splitlines() or [""])[0]
+                res.append(("error", f"{e.sqlstate}: {first}"))
+                if not in_xact:
+                    _reset(conn, q)
+                break
+            _reset(conn, q)
+    finally:
+        if in_xact:
+            conn.execute("ROLLBACK TO SAVEPOINT rdiff_q")
+    return res + [("skipped", None)] * (len(steps) - len(res))
+
+
+def execute_pair(conn, q, in_xact=False):
+    """Run q (and its follow-ups) on f and on l: [(foreign, local), ...]
+    results, one pair per statement."""
+    steps = [q] + q.followups
+    return list(zip(_side(conn, steps, "f", in_xact), _side(conn, steps, "l", in_xact)))
 
 
 class _settings:
@@ -741,24 +837,10 @@ class _settings:
         self.conn, self.q = conn, q
 
     def __enter__(self):
-        for s in self.q.settings:
-            self.conn.execute(s)
-        if self.q.mode == "generic":
-            self.conn.execute("SET plan_cache_mode = force_generic_plan")
+        _set(self.conn, self.q)
 
     def __exit__(self, *exc):
-        self.conn.execute("RESET plan_cache_mode")
-        for s in self.q.settings:
-            self.conn.execute("RESET " + s.split()[1])
-
-
-def execute_pair(conn, q, in_xact=False):
-    """Run q on f and on l: ((status, rows|error) foreign, local)."""
-    prepare = q.mode == "generic"
-    with _settings(conn, q):
-        fres = _run(conn, q.text("f"), q.params, prepare, in_xact)
-        lres = _run(conn, q.text("l"), q.params, prepare, in_xact)
-    return fres, lres
+        _reset(self.conn, self.q)
 
 
 def _brief(rows, n=6):
@@ -768,6 +850,10 @@ def _brief(rows, n=6):
 
 def diff(q, fres, lres):
     """None when the foreign answer is right, else a description."""
+    if "skipped" in (fres[0], lres[0]):
+        if fres[0] == lres[0]:
+            return None
+        return f"foreign {fres[0]}, local {lres[0]} (after an earlier statement)"
     if lres[0] != "ok":
         if fres[0] == "error" and fres[1].split(":")[0] == lres[1].split(":")[0]:
             return None
@@ -838,9 +924,14 @@ def describe_case(q, seed, variant, nodeid):
     sql = q.display("f")
     # control characters (\x01, tab, newline) are in some keys: say where
     raw = f"\n  SQL as a Python string: {sql!r}" if any(c < " " or c == "\x7f" for c in sql) else ""
+    follow = "".join(f"\n  then, in the same savepoint: {f.display('f')}"
+                     + ("" if f.params is None else f"\n    params: {f.params!r}")
+                     + ("" if not f.settings else "\n    settings: " + "; ".join(f.settings))
+                     + ("\n    (generic plan)" if f.mode == "generic" else "")
+                     for f in q.followups)
     return (
         f"seed {seed}, query {q.index} ({variant}, {q.shape}, {q.mode}, compare {q.compare})\n"
-        f"  SQL: {sql}{raw}{params}{sets}{gen}\n"
+        f"  SQL: {sql}{raw}{params}{sets}{gen}{follow}\n"
         f"  reproduce: python3 -m pytest '{nodeid}' --rdiff-seed {seed} --rdiff-only {q.index}"
     )
 
@@ -907,24 +998,28 @@ def _rdiff(db, etcd, kp, variant, request, seed, count, only, pending):
     times = []
     t0 = time.perf_counter()
     for i in indexes:
-        q = make_query(seed, stream, i, kp, suffixes, base, span)
+        q = make_query(seed, stream, i, kp, suffixes, base, span, dml=pending)
         stats["queries"] += 1
         stats[q.mode] += 1
         shapes[q.shape] += 1
         if only is not None:
             print(describe_case(q, seed, stream, nodeid))
         tq = time.perf_counter()
-        fres, lres = execute_pair(conn, q, in_xact=pending)
+        results = execute_pair(conn, q, in_xact=pending)
         times.append((time.perf_counter() - tq, i, q.shape))
+        fres, lres = results[0]
         if lres[0] == "ok":
             nrows = len(lres[1])
             stats["empty" if nrows == 0 else ("one row" if nrows == 1 else "rows")] += 1
         else:
             stats["errors (same on both sides)" if fres[0] == "error" else "errors"] += 1
             errors[lres[1].split(":")[0]] += 1
-        d = diff(q, fres, lres)
-        if d:
-            mismatches.append(describe_case(q, seed, stream, nodeid) + "\n    " + d)
+        for n, (step, (a, b)) in enumerate(zip([q] + q.followups, results)):
+            d = diff(step, a, b)
+            if d:
+                which = "" if n == 0 else f"statement {n + 1} ({step.shape}): "
+                mismatches.append(describe_case(q, seed, stream, nodeid) + "\n    " + which + d)
+                break
         if only is not None or i % EXPLAIN_EVERY == 0:
             try:
                 plan = explain_lines(conn, q, in_xact=pending)
@@ -997,6 +1092,7 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
     assert [q.sql for q in _gen_all(8, "C", 50)] != [q.sql for q in a[:50]]
     assert [q.sql for q in _gen_all(7, "ICU", 50)] != [q.sql for q in a[:50]]
     for q in a:
+        assert not re.search("@[TPM]@", q.text("f") + q.text("l")), q.text("f")
         n = len(re.findall(r"%s", q.sql.replace("%%", "")))
         assert n == len(q.params or []), (q.sql, q.params)
         if q.params is not None:
@@ -1016,6 +1112,17 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
                    "NULL", "😀", "\\", "'%'", "(SELECT k FROM probe", "::varchar", " UNION "):
         assert needle in text, needle
     assert any(isinstance(p, list) for q in a for p in (q.params or [])), "no list parameter"
+    # writes (pending-writes test only), followed by two queries
+    suffixes = tricky_suffixes()
+    d = [make_query(7, "C+pending", i, "t9/", suffixes, 100, 30, dml=True) for i in range(300)]
+    dml = [q for q in d if q.shape == "dml"]
+    assert 20 < len(dml) < 100 and all(len(q.followups) == 2 for q in dml)
+    assert not any(q.followups for q in d if q.shape != "dml")
+    assert not any(q.shape == "dml" for q in a)
+    for q in dml:
+        assert not re.search("@[TPM]@", q.text("f") + q.text("l")), q.text("f")
+        if "UPDATE" in q.sql:
+            assert "version = NULL" in q.text("l") and "version = NULL" not in q.text("f")
 
 
 def test_rdiff_comparison_detects_differences():
