@@ -31,6 +31,10 @@ ETCD_FDW_PG     PostgreSQL major to test: 15 (default, the system one), 16 or 18
                 (the wheels under .pg/, see scripts/pg.sh); pytest --pg N does the same
 PG_BIN          an explicit PostgreSQL bin dir instead (overrides ETCD_FDW_PG)
 ETCD_FDW_TEST_KEEP_TMP=1   keep temp dirs (data dirs, logs) for debugging
+ETCD_FDW_RDIFF_SEED / ETCD_FDW_RDIFF_COUNT / ETCD_FDW_RDIFF_ONLY   the seed, the number
+                of queries and the query indexes of test_random_differential.py
+                (pytest --rdiff-seed / --rdiff-count / --rdiff-only do the same);
+                ETCD_FDW_RDIFF_VARIANTS its table variants (default "C,ICU")
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ from harness import (
 
 def pytest_addoption(parser):
     parser.addoption("--pg", default=None, help="PostgreSQL major to test (15, 16, 18); or ETCD_FDW_PG")
+    # test_random_differential.py
+    parser.addoption("--rdiff-seed", default=None, type=int,
+                     help="seed of the random differential test; or ETCD_FDW_RDIFF_SEED")
+    parser.addoption("--rdiff-count", default=None, type=int,
+                     help="queries per variant and etcd version of the random differential test; "
+                          "or ETCD_FDW_RDIFF_COUNT")
+    parser.addoption("--rdiff-only", default=None,
+                     help="comma list of query indexes: run only these (prints SQL and plans); "
+                          "or ETCD_FDW_RDIFF_ONLY")
 
 
 def pytest_configure(config):
