@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Chaos run: reads and writes through etcd_fdw against a 3-member etcd 3.5.1
+# Chaos run: reads and writes through etcd_fdw against a 3-member etcd 3.4.23
 # cluster while members are killed/restarted and paused/continued; checks
 # that nothing acknowledged is lost, no read is wrong, no backend crashes.
 #

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # README command 2: set up the machine, then run every test: the pure-Rust
-# unit tests once, a type-check for PostgreSQL 17 (scripts/check-pg17.sh),
-# then builds without warnings and runs the integration tests against throwaway PostgreSQL
-# clusters and etcd 3.4.23 / 3.5.1 servers on each PostgreSQL major:
-#   15 (Debian) and 18 (wheel): the whole suite;
+# unit and property tests once, a type-check for PostgreSQL 17
+# (scripts/check-pg17.sh), then builds without warnings for each major and
+# runs the integration tests against throwaway PostgreSQL clusters and etcd
+# 3.4.23 / 3.5.1 servers:
+#   15 (Debian) and 18 (wheel): the whole suite, the two majors' runs side
+#       by side (each starts its own servers on free ports) to keep the wall
+#       time down on two cores;
 #   16 (wheel): the spec example, options, pushdown differential, writes,
-#               upgrade and packaging tests.
-# Extra arguments go to every pytest run.  PG_MAJORS_TO_TEST="15 18" restricts
-# the majors.  A failure on one major fails the run and names the major.
+#       upgrade and packaging tests.
+# Extra arguments go to every pytest run.  PG_MAJORS_TO_TEST="15 18"
+# restricts the majors.  A failure on one major fails the run and names the
+# major; its log is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/pg.sh
 majors=(${PG_MAJORS_TO_TEST:-15 18 16})
+has() { [[ " ${majors[*]} " == *" $1 "* ]]; }
 
-echo "==> unit tests (cargo test -p etcd_fdw_core)"
+echo "==> unit and property tests (cargo test -p etcd_fdw_core)"
 cargo test -q -p etcd_fdw_core 2>&1 | grep -Ev '^\s*(Compiling|Downloaded|Downloading)'
 echo "==> build the benchmark's raw client (bench/rawclient)"
 cargo build -q -p etcd_rawclient
@@ -27,24 +32,51 @@ declare -A suite=(
   [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_upgrade.py tests/test_package.py"
 )
 failed=()
+built=()
 for major in "${majors[@]}"; do
   echo "==> PostgreSQL $major: build and install"
-  if ! bash scripts/install.sh --pg "$major"; then
-    failed+=("$major (build)"); continue
-  fi
-  package=""
-  if [[ $major == 16 ]]; then
-    echo "==> PostgreSQL $major: scripts/package.sh --debug"
-    package=$(bash scripts/package.sh --pg-config "$(pg_config_of "$major")" --debug | tail -n 1) || {
-      failed+=("$major (package)"); continue; }
-  fi
-  echo "==> PostgreSQL $major: integration tests (pytest ${suite[$major]})"
+  if bash scripts/install.sh --pg "$major"; then built+=("$major"); else failed+=("$major (build)"); fi
+done
+package=""
+if has 16 && [[ " ${built[*]} " == *" 16 "* ]]; then
+  echo "==> PostgreSQL 16: scripts/package.sh --debug"
+  package=$(bash scripts/package.sh --pg-config "$(pg_config_of 16)" --debug | tail -n 1) || failed+=("16 (package)")
+fi
+
+logdir=$(mktemp -d /tmp/etcd_fdw-test.XXXXXX)
+run_suite() {  # major -> runs pytest, output in $logdir/pgN.log
+  local major=$1
   # shellcheck disable=SC2086
-  if ! ETCD_FDW_PG=$major ETCD_FDW_PACKAGE=$package \
-      python3 -m pytest ${suite[$major]} -q -p no:cacheprovider "$@"; then
-    failed+=("$major")
+  ETCD_FDW_PG=$major ETCD_FDW_PACKAGE=$package \
+    python3 -m pytest ${suite[$major]} -q -p no:cacheprovider "${@:2}" >"$logdir/pg$major.log" 2>&1
+}
+report() {  # major rc
+  if (($2 == 0)); then
+    echo "==> PostgreSQL $1: $(tail -n 1 "$logdir/pg$1.log")"
+  else
+    echo "==> PostgreSQL $1: FAILED; its log:"
+    cat "$logdir/pg$1.log"
+    failed+=("$1")
+  fi
+}
+# the whole suite on 15 and 18 side by side, then 16's part
+declare -A pids=()
+for major in 15 18; do
+  if has "$major" && [[ " ${built[*]} " == *" $major "* ]]; then
+    echo "==> PostgreSQL $major: integration tests (pytest ${suite[$major]}), log $logdir/pg$major.log"
+    run_suite "$major" "$@" &
+    pids[$major]=$!
   fi
 done
+for major in "${!pids[@]}"; do
+  rc=0; wait "${pids[$major]}" || rc=$?
+  report "$major" "$rc"
+done
+if has 16 && [[ " ${built[*]} " == *" 16 "* ]]; then
+  echo "==> PostgreSQL 16: integration tests (pytest ${suite[16]})"
+  rc=0; run_suite 16 "$@" || rc=$?
+  report 16 "$rc"
+fi
 if ((${#failed[@]})); then
   echo "FAILED on PostgreSQL ${failed[*]}" >&2
   exit 1
