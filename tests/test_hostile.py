@@ -451,13 +451,6 @@ def _database(pg, encoding):
         admin.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: in a SQL_ASCII database, prefix/key/range_end options holding a byte that is "
-    "not UTF-8 (E'\\377') are accepted and silently turned into U+FFFD (EF BF BD): the table "
-    "reads and accepts other keys than the option says, while WHERE key = E'...\\377' "
-    "(a datum) sends the raw byte",
-)
 @pytest.mark.parametrize("opt", ["prefix", "key", "range_end"])
 def test_sql_ascii_range_options_with_a_non_utf8_byte(pg, etcd_one, kp, opt):
     etcd = etcd_one  # one version is enough

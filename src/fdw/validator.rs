@@ -28,7 +28,9 @@ const SUPERUSER_OPTIONS: &[&str] = &["ssl_key", "ssl_cert", "ssl_ca"];
 /// `options` is the text[] datum PostgreSQL passes to a validator.
 pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
     let ctx = context_of(catalog);
-    let pairs = deflist_to_pairs(pg_sys::untransformRelOptions(options));
+    let list = pg_sys::untransformRelOptions(options);
+    refuse_non_utf8(list);
+    let pairs = deflist_to_pairs(list);
     if let Err(e) = options::validate(ctx, &pairs) {
         option_error(&e);
     }
@@ -70,6 +72,42 @@ pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
                 None,
             );
         }
+    }
+}
+
+/// In a SQL_ASCII database an option value may hold any bytes, but options
+/// are read as UTF-8 text: a value that is not UTF-8 would silently change
+/// (to U+FFFD) and select other keys than it says.  Refuse it.
+///
+/// # Safety
+/// `list` is a List of DefElem (the validator's options).
+unsafe fn refuse_non_utf8(list: *mut pg_sys::List) {
+    if crate::encoding::db_encoding() != pg_sys::pg_enc::PG_SQL_ASCII {
+        return;
+    }
+    let bad: Vec<String> = pgrx::PgList::<pg_sys::DefElem>::from_pg(list)
+        .iter_ptr()
+        .filter(|&def| {
+            // SAFETY: defGetString returns the option's NUL-terminated value.
+            let value = std::ffi::CStr::from_ptr(pg_sys::defGetString(def)).to_bytes();
+            std::str::from_utf8(value).is_err()
+        })
+        .map(|def| {
+            std::ffi::CStr::from_ptr((*def).defname)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    if let Some(first) = bad.first() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE,
+            format!("invalid value for option \"{first}\": not valid UTF-8"),
+            Some(format!(
+                "etcd_fdw reads option values as UTF-8 text; in this SQL_ASCII database the value of {} holds other bytes.",
+                bad.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+            )),
+            Some("Give the key bytes as UTF-8, or reach other keys through a bytea key column and WHERE conditions.".into()),
+        );
     }
 }
 
