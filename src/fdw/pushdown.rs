@@ -83,51 +83,40 @@ unsafe fn get_struct<T>(tup: pg_sys::HeapTuple) -> *const T {
 }
 
 unsafe fn lookup_collation_is_c(collid: pg_sys::Oid) -> bool {
-    let is_c_name = |p: *const std::ffi::c_char| {
-        !p.is_null() && matches!(CStr::from_ptr(p).to_bytes(), b"C" | b"POSIX")
+    // The database's collation is pg_database.datcollate, not the
+    // lc_collate setting: PostgreSQL 16 removed that GUC (reading it gave
+    // NULL there, so nothing was pushed in a C database).
+    let (cache, key, attnum) = if collid == pg_sys::DEFAULT_COLLATION_OID {
+        (
+            pg_sys::SysCacheIdentifier::DATABASEOID,
+            pg_sys::MyDatabaseId,
+            pg_sys::Anum_pg_database_datcollate,
+        )
+    } else {
+        (
+            pg_sys::SysCacheIdentifier::COLLOID,
+            collid,
+            pg_sys::Anum_pg_collation_collcollate,
+        )
     };
-    if collid == pg_sys::DEFAULT_COLLATION_OID {
-        // The database's collation: libc provider with LC_COLLATE C/POSIX.
-        let tup = pg_sys::SearchSysCache1(
-            pg_sys::SysCacheIdentifier::DATABASEOID as _,
-            pg_sys::Datum::from(pg_sys::MyDatabaseId),
-        );
-        if tup.is_null() {
-            return false;
-        }
-        // pg_database.datcollate, not the lc_collate setting: PostgreSQL 16
-        // removed that GUC (reading it gave NULL there, so nothing was
-        // pushed in a C database).
-        let form = get_struct::<pg_sys::FormData_pg_database>(tup);
-        let libc = (*form).datlocprovider as u8 == b'c';
-        let mut isnull = false;
-        let d = pg_sys::SysCacheGetAttr(
-            pg_sys::SysCacheIdentifier::DATABASEOID as _,
-            tup,
-            pg_sys::Anum_pg_database_datcollate as _,
-            &mut isnull,
-        );
-        let c = libc && !isnull && is_c_name(pg_sys::text_to_cstring(d.cast_mut_ptr()));
-        pg_sys::ReleaseSysCache(tup);
-        return c;
-    }
-    let tup = pg_sys::SearchSysCache1(
-        pg_sys::SysCacheIdentifier::COLLOID as _,
-        pg_sys::Datum::from(collid),
-    );
+    let tup = pg_sys::SearchSysCache1(cache as _, pg_sys::Datum::from(key));
     if tup.is_null() {
         return false;
     }
-    let form = get_struct::<pg_sys::FormData_pg_collation>(tup);
-    let libc = (*form).collprovider as u8 == b'c';
+    // Only the libc provider with LC_COLLATE C or POSIX compares bytes.
+    let provider = if collid == pg_sys::DEFAULT_COLLATION_OID {
+        (*get_struct::<pg_sys::FormData_pg_database>(tup)).datlocprovider
+    } else {
+        (*get_struct::<pg_sys::FormData_pg_collation>(tup)).collprovider
+    };
     let mut isnull = false;
-    let d = pg_sys::SysCacheGetAttr(
-        pg_sys::SysCacheIdentifier::COLLOID as _,
-        tup,
-        pg_sys::Anum_pg_collation_collcollate as _,
-        &mut isnull,
-    );
-    let c = libc && !isnull && is_c_name(pg_sys::text_to_cstring(d.cast_mut_ptr()));
+    let d = pg_sys::SysCacheGetAttr(cache as _, tup, attnum as _, &mut isnull);
+    let c = provider as u8 == b'c'
+        && !isnull
+        && matches!(
+            CStr::from_ptr(pg_sys::text_to_cstring(d.cast_mut_ptr())).to_bytes(),
+            b"C" | b"POSIX"
+        );
     pg_sys::ReleaseSysCache(tup);
     c
 }
