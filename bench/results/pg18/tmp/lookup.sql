@@ -1,0 +1,2 @@
+\set k random(1000000, 1099999)
+SELECT value FROM lk WHERE key = :k;
