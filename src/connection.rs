@@ -223,10 +223,11 @@ where
         };
         note_error(info, &e);
         attempts.push(format!("{endpoint}: {e}"));
-        let delay = backoff.next_delay();
-        if !e.retryable(info.options.endpoints.len(), was_connected)
-            || start.elapsed() + delay >= budget
-        {
+        let delay = e
+            .retryable(info.options.endpoints.len(), was_connected)
+            .then(|| backoff.next_delay_within(start, budget))
+            .flatten();
+        let Some(delay) = delay else {
             return Err(if attempts.len() > 1 {
                 EtcdError::Retried {
                     last: Box::new(e),
@@ -235,7 +236,7 @@ where
             } else {
                 e
             });
-        }
+        };
         block_on(async move { tokio::time::sleep(delay).await });
     }
 }

@@ -280,10 +280,9 @@ fn commit_one(server: &ServerInfo, txn: &CommitTxn) -> Result<(), CommitFailure>
                     && e.retryable(server.options.endpoints.len(), was_connected) =>
             {
                 connection::note_error(server, &e);
-                let delay = backoff.next_delay();
-                if start.elapsed() + delay >= timeout {
+                let Some(delay) = backoff.next_delay_within(start, timeout) else {
                     break Err(e);
-                }
+                };
                 runtime::block_on_uncancellable(async move { tokio::time::sleep(delay).await });
             }
             other => break other,

@@ -158,6 +158,17 @@ impl Default for Backoff {
 impl Backoff {
     pub const MAX: Duration = Duration::from_secs(1);
 
+    /// The wait before the next attempt, or `None` when it would end
+    /// at or after `budget` from `start` (give up instead).
+    pub fn next_delay_within(
+        &mut self,
+        start: std::time::Instant,
+        budget: Duration,
+    ) -> Option<Duration> {
+        let d = self.next_delay();
+        (start.elapsed() + d < budget).then_some(d)
+    }
+
     /// The wait before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
@@ -387,6 +398,15 @@ mod tests {
         let mut b = Backoff::default();
         let d: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
         assert_eq!(d, vec![50, 100, 200, 400, 800, 1000, 1000, 1000]);
+        let now = std::time::Instant::now();
+        assert_eq!(
+            Backoff::default().next_delay_within(now, Duration::from_secs(5)),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(
+            Backoff::default().next_delay_within(now, Duration::from_millis(40)),
+            None
+        );
     }
 
     #[test]

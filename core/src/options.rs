@@ -418,6 +418,14 @@ fn get<'a>(opts: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// A user mapping's `password_required` (default true).
+pub fn password_required(mapping: &[(String, String)]) -> Result<bool, OptionError> {
+    get(mapping, "password_required")
+        .map(|v| parse_bool("password_required", v))
+        .transpose()
+        .map(|v| v.unwrap_or(true))
+}
+
 /// Parse a server's options, with the user mapping's `username`/`password`
 /// taking precedence.
 pub fn parse_server(
@@ -467,10 +475,7 @@ pub fn parse_server(
         batch_size: get(server, "batch_size")
             .map(parse_batch_size)
             .transpose()?,
-        password_required: get(mapping, "password_required")
-            .map(|v| parse_bool("password_required", v))
-            .transpose()?
-            .unwrap_or(true),
+        password_required: password_required(mapping)?,
         mapping_password: get(mapping, "password").is_some(),
     };
     match (&opts.ssl_cert, &opts.ssl_key) {
@@ -580,10 +585,7 @@ pub fn validate(ctx: OptionContext, opts: &[(String, String)]) -> Result<(), Opt
         OptionContext::Server => parse_server(opts, &[]).map(|_| ()),
         OptionContext::UserMapping => {
             check_names(ctx, opts)?;
-            get(opts, "password_required")
-                .map(|v| parse_bool("password_required", v))
-                .transpose()
-                .map(|_| ())
+            password_required(opts).map(|_| ())
         }
         OptionContext::Table => parse_table(opts).map(|_| ()),
         OptionContext::Wrapper | OptionContext::Column => check_names(ctx, opts),

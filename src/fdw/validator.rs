@@ -46,18 +46,14 @@ pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
     if ctx == OptionContext::UserMapping && !pg_sys::superuser() {
         // As postgres_fdw: only a superuser may let a non-superuser act
         // without a password of their own.
-        if let Some((_, v)) = pairs.iter().rev().find(|(n, _)| n == "password_required") {
-            if matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "false" | "off" | "no" | "0" | "f" | "n"
-            ) {
-                raise_with(
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    "password_required=false is superuser-only".into(),
-                    None,
-                    Some("User mappings with the password_required option set to false may only be created or modified by the superuser.".into()),
-                );
-            }
+        // (options::validate above has refused a value that is no boolean)
+        if options::password_required(&pairs) == Ok(false) {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "password_required=false is superuser-only".into(),
+                None,
+                Some("User mappings with the password_required option set to false may only be created or modified by the superuser.".into()),
+            );
         }
     }
     if ctx == OptionContext::Server && !pg_sys::superuser() {
