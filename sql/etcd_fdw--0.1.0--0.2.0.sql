@@ -21,3 +21,9 @@ CREATE FUNCTION "etcd_fdw_get_connections"() RETURNS TABLE (
 STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'etcd_fdw_get_connections_wrapper';
+
+-- etcd's API in SQL (src/api/).
+CREATE FUNCTION "etcd_revision"("server" name) RETURNS bigint
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_revision_wrapper';

@@ -57,17 +57,29 @@ fn mark_failed(endpoint: &str) {
 
 /// [`kv_client`], handing a connection failure to the caller.
 pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
+    try_client(info).map(|c| kv_of(&c))
+}
+
+fn kv_of(client: &Client) -> KvClient {
+    client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// The whole etcd client of `info` (leases, watch, cluster, maintenance
+/// besides KV), connecting (or reconnecting) when needed.  Cloning a
+/// `Client` shares its channel.
+pub fn try_client(info: &ServerInfo) -> Result<Client, EtcdError> {
     let k = key(info);
     let fp = info.fingerprint;
     let cached = CACHE.with(|c| {
-        c.borrow().get(&k).filter(|e| e.fingerprint == fp).map(|e| {
-            e.client
-                .kv_client()
-                .max_decoding_message_size(MAX_RESPONSE_BYTES)
-        })
+        c.borrow()
+            .get(&k)
+            .filter(|e| e.fingerprint == fp)
+            .map(|e| e.client.clone())
     });
-    if let Some(kv) = cached {
-        return Ok(kv);
+    if let Some(client) = cached {
+        return Ok(client);
     }
     check_identity(info);
     let endpoints: Vec<String> = info
@@ -93,10 +105,7 @@ pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
     for &i in &connected.skipped {
         mark_failed(&endpoints[i]);
     }
-    let kv = connected
-        .client
-        .kv_client()
-        .max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let client = connected.client.clone();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let connects = c.get(&k).map_or(0, |e| e.connects) + 1;
@@ -112,7 +121,7 @@ pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
             },
         );
     });
-    Ok(kv)
+    Ok(client)
 }
 
 /// A non-superuser must not act with an etcd identity a superuser set up
@@ -188,6 +197,25 @@ where
     F: Fn(KvClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
+    try_with_retry_client(info, |c| f(kv_of(&c)))
+}
+
+/// [`with_retry`] for requests beyond KV (leases, cluster, maintenance):
+/// `f` gets the whole client.
+pub fn with_client_retry<T, F, Fut>(info: &ServerInfo, what: &dyn Fn() -> String, f: F) -> T
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
+    try_with_retry_client(info, f).unwrap_or_else(|e| etcd_error(&e, &what()))
+}
+
+/// [`try_with_retry`] on the whole client.
+pub fn try_with_retry_client<T, F, Fut>(info: &ServerInfo, f: F) -> Result<T, EtcdError>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
     let budget = info.options.request_timeout;
     // With other members to try, one that stops answering (paused,
     // partitioned) must not use up the whole budget: half of it each.
@@ -201,13 +229,13 @@ where
     let mut attempts: Vec<String> = Vec::new();
     loop {
         let was_connected = was_connected(info);
-        let result = try_kv_client(info).and_then(|kv| {
+        let result = try_client(info).and_then(|client| {
             let left = budget
                 .saturating_sub(start.elapsed())
                 .min(per_attempt)
                 .max(Duration::from_millis(1));
             block_on(async {
-                match tokio::time::timeout(left, f(kv)).await {
+                match tokio::time::timeout(left, f(client)).await {
                     Ok(r) => r,
                     Err(_) => Err(EtcdError::Timeout(left)),
                 }

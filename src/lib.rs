@@ -13,7 +13,8 @@
 //! * [`columns`]: column mapping and etcd bytes <-> datums;
 //! * [`fdw`]: the `FdwRoutine` callbacks (planning, scanning, modifying,
 //!   EXPLAIN) and the validator;
-//! * [`sqlfuncs`]: SQL-callable helper functions;
+//! * [`sqlfuncs`]: SQL-callable helper functions (handler, connections);
+//! * [`api`]: etcd's API as SQL functions (leases, watch, cluster, get/put);
 //! * [`pgver`]: the differences between PostgreSQL majors (15, 16, 18).
 
 use pgrx::prelude::*;
@@ -34,6 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     xact::register();
 }
 
+mod api;
 mod catalog;
 mod columns;
 mod connection;

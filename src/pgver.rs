@@ -207,3 +207,23 @@ pub unsafe fn create_foreignscan_path(
         )
     }
 }
+
+/// Whether `role` holds USAGE on the foreign server `server_oid`.
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
+pub unsafe fn has_server_usage(server_oid: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    let result =
+        unsafe { pg_sys::pg_foreign_server_aclcheck(server_oid, role, pg_sys::ACL_USAGE as _) };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    let result = unsafe {
+        pg_sys::object_aclcheck(
+            pg_sys::ForeignServerRelationId,
+            server_oid,
+            role,
+            pg_sys::ACL_USAGE as _,
+        )
+    };
+    result == pg_sys::AclResult::ACLCHECK_OK
+}

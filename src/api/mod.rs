@@ -1,0 +1,123 @@
+//! etcd's own API as SQL functions (beyond the rows a foreign table maps):
+//! each takes a foreign server's name, checks the caller's USAGE on it and
+//! talks to etcd with the caller's user mapping, like a scan would.
+
+use pgrx::{pg_sys, PgSqlErrorCode};
+
+use crate::catalog::{self, ServerInfo};
+use crate::encoding;
+use crate::error::raise;
+
+/// The etcd_fdw server `server` with the current user's mapping applied,
+/// after checking the current user's USAGE on it: 42704 when there is no
+/// such server, 42809 when it belongs to another foreign data wrapper,
+/// 42501 without USAGE.
+pub fn server_for_call(server: &ServerName) -> ServerInfo {
+    let name = &server.display;
+    // SAFETY: catalog lookups in the caller's transaction; missing_ok =
+    // true returns NULL instead of raising, get_func_name returns NULL or
+    // a palloc'd string.
+    let (server_oid, is_ours) = unsafe {
+        let server = pg_sys::GetForeignServerByName(server.raw.as_ptr(), true);
+        if server.is_null() {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("server \"{name}\" does not exist"),
+            );
+        }
+        let fdw = pg_sys::GetForeignDataWrapper((*server).fdwid);
+        let handler = if (*fdw).fdwhandler == pg_sys::InvalidOid {
+            std::ptr::null_mut()
+        } else {
+            pg_sys::get_func_name((*fdw).fdwhandler)
+        };
+        let is_ours = !handler.is_null()
+            && std::ffi::CStr::from_ptr(handler).to_bytes() == b"etcd_fdw_handler";
+        ((*server).serverid, is_ours)
+    };
+    if !is_ours {
+        raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("server \"{name}\" is not an etcd_fdw server"),
+        );
+    }
+    // SAFETY: GetUserId has no preconditions; the ACL check reads catalogs.
+    let user = unsafe { pg_sys::GetUserId() };
+    if !unsafe { crate::pgver::has_server_usage(server_oid, user) } {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for foreign server {name}"),
+        );
+    }
+    catalog::server_info(server_oid, user)
+}
+
+/// A function argument of SQL type `name` (a foreign server's name): pgrx
+/// maps no Rust type to `name`, whose datum points at a fixed 64-byte,
+/// NUL-padded `NameData` (not a varlena like `text`).
+pub struct ServerName {
+    /// As stored in the catalogs (server encoding), for the lookup.
+    raw: std::ffi::CString,
+    /// As UTF-8, for messages.
+    display: String,
+}
+
+impl pgrx::FromDatum for ServerName {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a non-null `name` datum points at a NUL-terminated
+        // NameData in the function call's memory.
+        let p = datum.cast_mut_ptr::<std::ffi::c_char>();
+        // SAFETY: as above.
+        let (raw, display) = unsafe {
+            (
+                std::ffi::CStr::from_ptr(p).to_owned(),
+                encoding::server_cstr(p),
+            )
+        };
+        Some(ServerName { raw, display })
+    }
+}
+
+// SAFETY: unboxes like pgrx's own FromDatum-based argument types; a NULL
+// argument of a STRICT function never reaches here.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for ServerName {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the argument is a `name` datum (the SQL signature says so).
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+// SAFETY: the SQL type named here is the one FromDatum reads.
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for ServerName {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(ServerName);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("name"));
+    const RETURN_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("name"),
+    ));
+}
+
+impl ServerName {
+    /// The server, after the checks of [`server_for_call`].
+    pub fn resolve(&self) -> ServerInfo {
+        server_for_call(self)
+    }
+}
+
+mod cluster;
