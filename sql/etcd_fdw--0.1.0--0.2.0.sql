@@ -27,3 +27,34 @@ CREATE FUNCTION "etcd_revision"("server" name) RETURNS bigint
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'etcd_revision_wrapper';
+
+-- Everyday key-value functions (src/api/kv.rs).
+CREATE FUNCTION "etcd_get"("server" name, "key" TEXT) RETURNS TEXT
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_get_wrapper';
+
+CREATE FUNCTION "etcd_get_bytea"("server" name, "key" TEXT) RETURNS bytea
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_get_bytea_wrapper';
+
+CREATE FUNCTION "etcd_put"("server" name, "key" TEXT, "value" TEXT, "lease" bigint DEFAULT 0) RETURNS bigint
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_put_wrapper';
+
+CREATE FUNCTION "etcd_put"("server" name, "key" TEXT, "value" bytea, "lease" bigint DEFAULT 0) RETURNS bigint
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_put_bytea_wrapper';
+
+CREATE FUNCTION "etcd_delete"("server" name, "key" TEXT, "range_end" TEXT DEFAULT NULL, "allow_all" bool DEFAULT false) RETURNS bigint
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_delete_wrapper';
+
+CREATE FUNCTION "etcd_delete_prefix"("server" name, "prefix" TEXT, "allow_all" bool DEFAULT false) RETURNS bigint
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_delete_prefix_wrapper';

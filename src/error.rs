@@ -79,6 +79,11 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
             }
             Code::OutOfRange => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Code::Unavailable | Code::Cancelled => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            // "requested lease not found": a write naming an unknown or
+            // expired lease.
+            Code::NotFound if message.contains("lease not found") => {
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
+            }
             _ => PgSqlErrorCode::ERRCODE_FDW_ERROR,
         },
         EtcdError::Other(_) => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
@@ -101,6 +106,9 @@ pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
         ),
         EtcdError::Status { message, .. } if message.contains("request is too large") => Some(
             "etcd refuses requests larger than its --max-request-bytes (1.5 MiB by default).".to_string(),
+        ),
+        EtcdError::Status { message, .. } if message.contains("lease not found") => Some(
+            "The lease does not exist or has expired; grant one with etcd_lease_grant().".to_string(),
         ),
         EtcdError::Status { message, .. } if message.contains("too many operations") => Some(
             "Lower the option \"batch_size\" to at most the etcd cluster's --max-txn-ops (128 by default).".to_string(),

@@ -9,6 +9,8 @@
 //! * [`xact`]: transactions over etcd (pending writes, COMMIT, savepoints,
 //!   snapshots);
 //! * [`catalog`]: reading server, user mapping and table options;
+//! * [`errcontext`]: CONTEXT lines naming the key, column and table of a
+//!   conversion error;
 //! * [`encoding`]: the database encoding and text conversions to/from UTF-8;
 //! * [`columns`]: column mapping and etcd bytes <-> datums;
 //! * [`fdw`]: the `FdwRoutine` callbacks (planning, scanning, modifying,
@@ -40,6 +42,7 @@ mod catalog;
 mod columns;
 mod connection;
 mod encoding;
+mod errcontext;
 mod error;
 mod fdw;
 mod pgver;

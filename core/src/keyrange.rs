@@ -70,6 +70,24 @@ impl KeyRange {
         }
     }
 
+    /// The range of etcd's delete request as `etcdctl del` takes it: `key`
+    /// alone (`range_end` `None`), `[key, range_end)`, or with an empty
+    /// `range_end` every key `>= key` (etcd's `\0`).  An empty `key`
+    /// alone names no key: `None`.
+    pub fn of_request(key: &[u8], range_end: Option<&[u8]>) -> Option<Self> {
+        match range_end {
+            None if key.is_empty() => None,
+            None => Some(KeyRange::single(key)),
+            Some([]) => Some(KeyRange::from(key, true)),
+            Some(end) => Some(KeyRange::between(key, Some(end))),
+        }
+    }
+
+    /// Whether this is every key etcd can hold.
+    pub fn is_all(&self) -> bool {
+        self.start.is_empty() && self.end.is_none()
+    }
+
     /// Keys `> k` (`inclusive == false`) or `>= k`.
     pub fn from(k: &[u8], inclusive: bool) -> Self {
         KeyRange {
@@ -296,6 +314,23 @@ pub fn like_is_equality(pattern: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ranges() {
+        assert_eq!(KeyRange::of_request(b"", None), None);
+        assert_eq!(
+            KeyRange::of_request(b"a", None),
+            Some(KeyRange::single(b"a"))
+        );
+        let all = KeyRange::of_request(b"", Some(b"")).unwrap();
+        assert!(all.is_all());
+        assert_eq!(all.to_etcd(), (vec![0], vec![0]));
+        let from = KeyRange::of_request(b"m", Some(b"")).unwrap();
+        assert!(!from.is_all() && from.contains(b"zz") && !from.contains(b"a"));
+        let between = KeyRange::of_request(b"a", Some(b"c")).unwrap();
+        assert!(between.contains(b"b") && !between.contains(b"c"));
+        assert!(!KeyRange::prefix(b"/").is_all() && KeyRange::prefix(b"").is_all());
+    }
 
     #[test]
     fn prefix_end_rules() {

@@ -32,6 +32,7 @@ impl OptionContext {
                 "request_timeout",
                 "fetch_size",
                 "batch_size",
+                "insert_mode",
             ],
             OptionContext::UserMapping => &["username", "password", "password_required"],
             OptionContext::Table => &[
@@ -44,6 +45,7 @@ impl OptionContext {
                 "consistency",
                 "fetch_size",
                 "batch_size",
+                "insert_mode",
             ],
             OptionContext::Column => &[],
         }
@@ -203,6 +205,37 @@ fn parse_batch_size(value: &str) -> Result<u32, OptionError> {
     .map(|v| v as u32)
 }
 
+/// What INSERT (and COPY) does with a key that exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InsertMode {
+    /// The key must not exist (23505 otherwise): SQL's INSERT.
+    #[default]
+    Create,
+    /// Create or overwrite, like `etcdctl put`.
+    Put,
+}
+
+impl InsertMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            InsertMode::Create => "create",
+            InsertMode::Put => "put",
+        }
+    }
+}
+
+fn parse_insert_mode(value: &str) -> Result<InsertMode, OptionError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "create" => Ok(InsertMode::Create),
+        "put" => Ok(InsertMode::Put),
+        _ => Err(OptionError::InvalidValue {
+            name: "insert_mode",
+            value: value.to_string(),
+            expected: "create or put",
+        }),
+    }
+}
+
 fn parse_consistency(value: &str) -> Result<Consistency, OptionError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "l" | "linearizable" => Ok(Consistency::Linearizable),
@@ -308,6 +341,7 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     pub fetch_size: Option<u32>,
     pub batch_size: Option<u32>,
+    pub insert_mode: Option<InsertMode>,
     /// User mapping option `password_required` (default true): whether a
     /// non-superuser must bring a password of their own (see
     /// [`ServerOptions::borrowed_identity`]).
@@ -364,6 +398,7 @@ pub struct TableOptions {
     pub consistency: Consistency,
     pub fetch_size: Option<u32>,
     pub batch_size: Option<u32>,
+    pub insert_mode: Option<InsertMode>,
 }
 
 impl TableOptions {
@@ -475,6 +510,9 @@ pub fn parse_server(
         batch_size: get(server, "batch_size")
             .map(parse_batch_size)
             .transpose()?,
+        insert_mode: get(server, "insert_mode")
+            .map(parse_insert_mode)
+            .transpose()?,
         password_required: password_required(mapping)?,
         mapping_password: get(mapping, "password").is_some(),
     };
@@ -550,6 +588,9 @@ pub fn parse_table(opts: &[(String, String)]) -> Result<TableOptions, OptionErro
             .unwrap_or(Consistency::Linearizable),
         fetch_size: get(opts, "fetch_size").map(parse_fetch_size).transpose()?,
         batch_size: get(opts, "batch_size").map(parse_batch_size).transpose()?,
+        insert_mode: get(opts, "insert_mode")
+            .map(parse_insert_mode)
+            .transpose()?,
     };
     if t.prefix.is_some() {
         if t.key.is_some() {
@@ -607,13 +648,48 @@ pub fn effective_fetch_size(server: &ServerOptions, table: &TableOptions) -> (u3
 pub fn effective_batch_size(server: &ServerOptions, table: &TableOptions) -> u32 {
     table
         .batch_size
-        .or(server.batch_size)
-        .unwrap_or(DEFAULT_BATCH_SIZE)
+        .unwrap_or_else(|| server_batch_size(server))
+}
+
+/// The write batch size of writes that belong to no table (the key-value
+/// functions): the server option, then the default.
+pub fn server_batch_size(server: &ServerOptions) -> u32 {
+    server.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+}
+
+/// Effective insert mode: table option, then server option, then `create`.
+pub fn effective_insert_mode(server: &ServerOptions, table: &TableOptions) -> InsertMode {
+    table.insert_mode.or(server.insert_mode).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_mode_table_over_server() {
+        let o = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let server = parse_server(
+            &o(&[("connstr", "127.0.0.1:2379"), ("insert_mode", "PUT")]),
+            &[],
+        )
+        .unwrap();
+        let plain = parse_table(&o(&[("rowid_column", "key")])).unwrap();
+        let create =
+            parse_table(&o(&[("rowid_column", "key"), ("insert_mode", "create")])).unwrap();
+        assert_eq!(effective_insert_mode(&server, &plain), InsertMode::Put);
+        assert_eq!(effective_insert_mode(&server, &create), InsertMode::Create);
+        let bare = parse_server(&o(&[("connstr", "127.0.0.1:2379")]), &[]).unwrap();
+        assert_eq!(effective_insert_mode(&bare, &plain), InsertMode::Create);
+        let err =
+            parse_table(&o(&[("rowid_column", "key"), ("insert_mode", "upsert")])).unwrap_err();
+        assert!(err.to_string().contains("insert_mode"), "{err}");
+        assert!(err.hint().unwrap().contains("create or put"), "{err}");
+    }
 
     #[test]
     fn identities_a_non_superuser_would_borrow() {

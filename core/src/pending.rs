@@ -338,6 +338,17 @@ impl PendingTxn {
         Ok(())
     }
 
+    /// An unguarded put of `key` (`insert_mode 'put'`, `etcd_put()`):
+    /// created or overwritten whatever etcd holds at commit.  A key the
+    /// transaction already wrote keeps the guard it had.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: Option<i64>, level: u32) {
+        let state = Pending::Put {
+            value: Some(value),
+            lease: Some(lease.unwrap_or(0)),
+        };
+        self.push(key, Guard::None, state, level);
+    }
+
     /// UPDATE (same key) or DELETE of a row read as `read`.
     pub fn change(
         &mut self,
@@ -448,7 +459,7 @@ impl PendingTxn {
                 // Created and gone again within the transaction: nothing.
                 (Guard::Absent { .. }, Pending::Deleted) => {}
                 // Deleted by a truncate: the range delete covers it.
-                (Guard::None, Pending::Deleted) => {}
+                (Guard::None, Pending::Deleted) if self.in_truncated(key) => {}
                 (guard, Pending::Deleted) => ops.push(CommitOp::Delete {
                     key: key.clone(),
                     guard,
@@ -516,7 +527,8 @@ impl PendingTxn {
         let mut cost = CommitCost { ops: 0, bytes: 64 };
         for (key, e) in &self.keys {
             let bytes = match (e.guard, e.current()) {
-                (Guard::Absent { .. } | Guard::None, Pending::Deleted) => continue,
+                (Guard::Absent { .. }, Pending::Deleted) => continue,
+                (Guard::None, Pending::Deleted) if ranges.contains(key) => continue,
                 (_, Pending::Deleted) => 3 * key.len() + 32,
                 (_, Pending::Put { value, .. }) => {
                     3 * key.len() + value.as_ref().map_or(0, Vec::len) + 48
@@ -645,6 +657,48 @@ mod tests {
 
     fn etcd(rev: i64) -> ReadFrom {
         ReadFrom::Etcd { mod_revision: rev }
+    }
+
+    #[test]
+    fn unguarded_puts_and_their_deletes() {
+        let mut p = PendingTxn::new();
+        p.put(b"a", b"1".to_vec(), None, 1);
+        p.put(b"a", b"2".to_vec(), Some(5), 1);
+        let c = p.commit().unwrap();
+        assert_eq!(
+            c.ops,
+            vec![CommitOp::Put {
+                key: b"a".to_vec(),
+                value: Some(b"2".to_vec()),
+                lease: Some(5),
+                guard: Guard::None
+            }]
+        );
+        assert!(c.guarded().is_empty());
+        // put over a key etcd may hold, then deleted through the pending
+        // row: etcd's key must go (an unguarded delete, not nothing)
+        p.change(b"a", ReadFrom::Pending, Pending::Deleted, 1)
+            .unwrap();
+        let c = p.commit().unwrap();
+        assert_eq!(
+            c.ops,
+            vec![CommitOp::Delete {
+                key: b"a".to_vec(),
+                guard: Guard::None
+            }]
+        );
+        assert_eq!(c.cost(), p.cost());
+        // inside a truncated range the range delete covers it
+        p.truncate(KeyRange::prefix(b"a"), 1);
+        let c = p.commit().unwrap();
+        assert_eq!(c.ops, vec![CommitOp::DeleteRange(KeyRange::prefix(b"a"))]);
+        // an INSERT of a key the transaction put is a duplicate
+        let mut q = PendingTxn::new();
+        q.put(b"k", b"1".to_vec(), None, 1);
+        assert_eq!(
+            q.insert(b"k", b"x".to_vec(), None, 1, false),
+            Err(PendingError::DuplicateKey(b"k".to_vec()))
+        );
     }
 
     #[test]

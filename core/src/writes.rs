@@ -34,6 +34,13 @@ pub enum WriteOp {
     },
     /// Delete a key still at `mod_revision`.
     Delete { key: Vec<u8>, mod_revision: i64 },
+    /// Create or overwrite a key, unguarded (`insert_mode 'put'`, like
+    /// `etcdctl put`): lease `None` is no lease.
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: Option<i64>,
+    },
 }
 
 impl WriteOp {
@@ -44,7 +51,11 @@ impl WriteOp {
     /// Keys this op touches (for duplicate detection inside a txn).
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
-            WriteOp::Insert { key, .. } | WriteOp::Delete { key, .. } => vec![key],
+            WriteOp::Insert { key, .. }
+            | WriteOp::Delete { key, .. }
+            | WriteOp::Put { key, .. } => {
+                vec![key]
+            }
             WriteOp::Update {
                 old_key, new_key, ..
             } => {
@@ -59,7 +70,9 @@ impl WriteOp {
 
     /// (compares, success ops) this op adds to a transaction.
     fn op_counts(&self) -> (usize, usize) {
-        if self.is_rename() {
+        if matches!(self, WriteOp::Put { .. }) {
+            (0, 1)
+        } else if self.is_rename() {
             (2, 2)
         } else {
             (1, 1)
@@ -69,7 +82,9 @@ impl WriteOp {
     /// Request bytes this op adds (keys and value, roughly).
     fn bytes(&self) -> usize {
         match self {
-            WriteOp::Insert { key, value, .. } => 2 * key.len() + value.len() + 16,
+            WriteOp::Insert { key, value, .. } | WriteOp::Put { key, value, .. } => {
+                2 * key.len() + value.len() + 16
+            }
             WriteOp::Update {
                 old_key,
                 new_key,
@@ -82,6 +97,7 @@ impl WriteOp {
 
     fn compares(&self) -> Vec<Compare> {
         match self {
+            WriteOp::Put { .. } => Vec::new(),
             WriteOp::Insert { key, .. } => {
                 vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)]
             }
@@ -133,6 +149,14 @@ impl WriteOp {
             WriteOp::Insert { key, value, lease } => {
                 let o = PutOptions::new().with_lease(lease.unwrap_or(0));
                 vec![TxnOp::put(key.clone(), value.clone(), Some(o))]
+            }
+            WriteOp::Put { key, value, lease } => {
+                vec![put_keeping(
+                    key,
+                    Some(value),
+                    Some(lease.unwrap_or(0)),
+                    prev,
+                )]
             }
             WriteOp::Update {
                 old_key,
@@ -281,9 +305,16 @@ pub fn duplicate_insert(ops: &[WriteOp]) -> Option<&[u8]> {
 /// large, it is the first request, so nothing else of the statement's
 /// batch has been written.  Otherwise order is preserved.
 pub fn pack(mut ops: Vec<WriteOp>, limits: TxnLimits) -> Vec<WriteBatch> {
-    let oversized =
-        |op: &WriteOp| matches!(op, WriteOp::Insert { .. }) && op.bytes() > limits.max_bytes;
-    if ops.iter().any(oversized) {
+    let oversized = |op: &WriteOp| {
+        matches!(op, WriteOp::Insert { .. } | WriteOp::Put { .. }) && op.bytes() > limits.max_bytes
+    };
+    // Puts of one key twice must keep their order (the last one wins).
+    let puts_repeat_a_key = || {
+        let mut seen = std::collections::HashSet::new();
+        ops.iter()
+            .any(|op| matches!(op, WriteOp::Put { key, .. } if !seen.insert(key.as_slice())))
+    };
+    if ops.iter().any(oversized) && !puts_repeat_a_key() {
         let (mut big, rest): (Vec<_>, Vec<_>) = ops.into_iter().partition(oversized);
         // Stable: equal sizes keep their order.
         big.sort_by_key(|op| std::cmp::Reverse(op.bytes()));
@@ -420,6 +451,7 @@ pub fn diagnose(batch: &WriteBatch, resp: &TxnResponse) -> Conflict {
                     return Conflict::Changed(k);
                 }
             }
+            WriteOp::Put { .. } => {}
         }
     }
     if !existing.is_empty() {
@@ -493,6 +525,21 @@ pub fn rows_after(batch: &WriteBatch, resp: &TxnResponse) -> Vec<RowAfter> {
                     });
                 }
             }
+            WriteOp::Put { key, value, lease } => {
+                // The previous row (RETURNING asks for it) says whether
+                // the put created the key or overwrote it.
+                let p = prev(results.get(i));
+                i += 1;
+                let existed = p.create_revision != 0;
+                out.push(RowAfter {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: if existed { p.create_revision } else { rev },
+                    mod_revision: rev,
+                    version: p.version + 1,
+                    lease: lease.unwrap_or(0),
+                });
+            }
             WriteOp::Delete { key, .. } => {
                 let p = prev(results.get(i));
                 i += 1;
@@ -526,6 +573,29 @@ pub fn tid_to_revision(block: u32, offset: u16) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn puts_are_unguarded_and_keep_their_order() {
+        let put = |k: &str, v: usize| WriteOp::Put {
+            key: k.as_bytes().to_vec(),
+            value: vec![b'x'; v],
+            lease: None,
+        };
+        let limits = TxnLimits {
+            max_ops: 128,
+            max_bytes: 1000,
+        };
+        // a key twice: two transactions, in statement order (the last wins),
+        // also when the second one is oversized
+        let batches = pack(vec![put("a", 1), put("b", 1), put("a", 5000)], limits);
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].ops, vec![put("a", 1), put("b", 1)]);
+        assert_eq!(batches[1].ops, vec![put("a", 5000)]);
+        // no compares: a put needs no guard
+        assert!(put("a", 1).compares().is_empty());
+        assert_eq!(put("a", 1).op_counts(), (0, 1));
+        assert_eq!(duplicate_insert(&[put("a", 1), put("a", 2)]), None);
+    }
 
     fn ins(k: &str) -> WriteOp {
         WriteOp::Insert {

@@ -96,23 +96,6 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for ServerName {
     }
 }
 
-// SAFETY: the SQL type named here is the one FromDatum reads.
-unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for ServerName {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(ServerName);
-    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
-        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
-    const ARGUMENT_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("name"));
-    const RETURN_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("name"),
-    ));
-}
-
 impl ServerName {
     /// The server, after the checks of [`server_for_call`].
     pub fn resolve(&self) -> ServerInfo {
@@ -121,3 +104,74 @@ impl ServerName {
 }
 
 mod cluster;
+
+/// A `text` argument as the UTF-8 bytes etcd stores (converted from the
+/// database encoding exactly as a key column's value is).
+pub struct Utf8Text(pub Vec<u8>);
+
+impl pgrx::FromDatum for Utf8Text {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        // SAFETY: a non-null `text` datum (the SQL signature says so).
+        (!is_null).then(|| {
+            Utf8Text(unsafe {
+                crate::columns::varlena_bytes(datum, crate::columns::Repr::Text).into_owned()
+            })
+        })
+    }
+}
+
+// SAFETY: as for ServerName.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Utf8Text {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the argument is a `text` datum.
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+/// A `text` result already converted into the database encoding (by
+/// `columns::text_datum`, the conversion scans use).
+pub struct TextDatum(pg_sys::Datum);
+
+// SAFETY: the datum is a text varlena palloc'd in the function's context.
+unsafe impl pgrx::callconv::BoxRet for TextDatum {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: see above.
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+macro_rules! sql_type {
+    ($t:ty, $sql:literal) => {
+        // SAFETY: the SQL type named here is the one the Rust type reads
+        // or returns.
+        unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for $t {
+            const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!($t);
+            const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+                pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+            const ARGUMENT_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql));
+            const RETURN_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql),
+            ));
+        }
+    };
+}
+sql_type!(ServerName, "name");
+sql_type!(Utf8Text, "text");
+sql_type!(TextDatum, "text");
+
+mod kv;

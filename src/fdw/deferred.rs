@@ -55,7 +55,9 @@ impl ModifyExec {
         let level = xact::nest_level();
         // The key this row writes, to name it if it overflows the commit.
         let written_key = match &op {
-            WriteOp::Insert { key, .. } | WriteOp::Delete { key, .. } => key.clone(),
+            WriteOp::Insert { key, .. }
+            | WriteOp::Delete { key, .. }
+            | WriteOp::Put { key, .. } => key.clone(),
             WriteOp::Update { new_key, .. } => new_key.clone(),
         };
         let returned = match op {
@@ -68,6 +70,15 @@ impl ModifyExec {
                 if let Err(e) = self.pending(|p| p.insert(&key, value, lease, level, false)) {
                     self.refused(e);
                 }
+                row.unwrap_or_default()
+            }
+            WriteOp::Put { key, value, lease } => {
+                let row = self.returning.then(|| RowAfter {
+                    key: key.clone(),
+                    value: value.clone(),
+                    ..RowAfter::default()
+                });
+                self.pending(|p| p.put(&key, value, lease, level));
                 row.unwrap_or_default()
             }
             WriteOp::Update {

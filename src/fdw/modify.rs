@@ -15,7 +15,9 @@ use std::ffi::CStr;
 use etcd_fdw_core::client;
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use etcd_fdw_core::keyrange::KeySet;
-use etcd_fdw_core::options::{effective_batch_size, TableOptions};
+use etcd_fdw_core::options::{
+    effective_batch_size, effective_insert_mode, InsertMode, TableOptions,
+};
 use etcd_fdw_core::plan::ModifyFlags;
 use etcd_fdw_core::writes::{
     self, pack, tid_to_revision, Conflict, EtcdRow, RowAfter, TxnLimits, WriteBatch, WriteOp,
@@ -134,6 +136,8 @@ pub struct ModifyExec {
     sets_value: bool,
     sets_lease: bool,
     do_nothing: bool,
+    /// `insert_mode 'put'`: INSERT overwrites existing keys.
+    insert_mode: InsertMode,
     pub(super) batch_size: u32,
     /// Per-row scratch memory (detoasted datums, output function results,
     /// converted text, RETURNING datums), reset at the start of each row
@@ -209,6 +213,7 @@ impl ModifyExec {
             sets_lease: true,
             row_cxt,
             batch_size: effective_batch_size(&server.options, &table),
+            insert_mode: effective_insert_mode(&server.options, &table),
             key_set: table.key_set(),
             server,
             cols,
@@ -220,6 +225,17 @@ impl ModifyExec {
             do_nothing,
             pending: Vec::new(),
             output_fns,
+        }
+    }
+
+    /// The op for an inserted row: a guarded create, or with `insert_mode
+    /// 'put'` an overwrite (ON CONFLICT DO NOTHING always creates: it
+    /// skips existing keys in both modes).
+    fn insert_op(&self, key: Vec<u8>, value: Vec<u8>, lease: Option<i64>) -> WriteOp {
+        if self.insert_mode == InsertMode::Put && !self.do_nothing {
+            WriteOp::Put { key, value, lease }
+        } else {
+            WriteOp::Insert { key, value, lease }
         }
     }
 
@@ -269,7 +285,8 @@ impl ModifyExec {
         slot: *mut pg_sys::TupleTableSlot,
         with_value: bool,
     ) -> (Vec<u8>, Option<Vec<u8>>, Option<i64>) {
-        let Some(key) = self.column_bytes(slot, self.key_col) else {
+        let key_col = self.key_col;
+        let Some(key) = self.converting(None, key_col, |st| st.column_bytes(slot, key_col)) else {
             self.not_null(self.key_col);
         };
         if key.is_empty() {
@@ -298,7 +315,7 @@ impl ModifyExec {
         }
         let value = match self.cols.find(Field::Value).copied() {
             _ if !with_value => None,
-            Some(vc) => match self.column_bytes(slot, vc) {
+            Some(vc) => match self.converting(Some(&key), vc, |st| st.column_bytes(slot, vc)) {
                 Some(v) => Some(v),
                 None => self.not_null(vc),
             },
@@ -309,6 +326,21 @@ impl ModifyExec {
             (!isnull).then(|| d.value() as i64)
         });
         (key, value, lease)
+    }
+
+    /// Run the conversion `f` of column `col` (of the row with `key`, when
+    /// known); its errors name them and the table in a CONTEXT line.
+    fn converting<R>(
+        &mut self,
+        key: Option<&[u8]>,
+        col: Column,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        let relname = self.relname.clone();
+        crate::errcontext::with_context(
+            || f(self),
+            || crate::errcontext::conversion_line(key, col.field.name(), &relname),
+        )
     }
 
     fn not_null(&self, col: Column) -> ! {
@@ -583,24 +615,30 @@ impl ModifyExec {
                 Field::Lease => pg_sys::Datum::from(row.lease),
                 Field::Key if all => match c.repr {
                     Repr::Bytea => columns::bytea_datum(&row.key),
-                    _ => columns::text_datum(&row.key, Field::Key, &row.key),
+                    _ => crate::errcontext::with_context(
+                        || columns::text_datum(&row.key, Field::Key, &row.key),
+                        || crate::errcontext::conversion_line(Some(&row.key), "key", &self.relname),
+                    ),
                 },
-                Field::Value if all => match c.repr {
-                    Repr::Bytea => columns::bytea_datum(&row.value),
-                    Repr::Text => columns::text_datum(&row.value, Field::Value, &row.key),
-                    _ => {
-                        let text = columns::text_datum(&row.value, Field::Value, &row.key);
-                        let mut func = pg_sys::InvalidOid;
-                        let mut ioparam = pg_sys::InvalidOid;
-                        pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut ioparam);
-                        pg_sys::OidInputFunctionCall(
-                            func,
-                            pg_sys::text_to_cstring(text.cast_mut_ptr()),
-                            ioparam,
-                            c.typmod,
-                        )
-                    }
-                },
+                Field::Value if all => crate::errcontext::with_context(
+                    || match c.repr {
+                        Repr::Bytea => columns::bytea_datum(&row.value),
+                        Repr::Text => columns::text_datum(&row.value, Field::Value, &row.key),
+                        _ => {
+                            let text = columns::text_datum(&row.value, Field::Value, &row.key);
+                            let mut func = pg_sys::InvalidOid;
+                            let mut ioparam = pg_sys::InvalidOid;
+                            pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut ioparam);
+                            pg_sys::OidInputFunctionCall(
+                                func,
+                                pg_sys::text_to_cstring(text.cast_mut_ptr()),
+                                ioparam,
+                                c.typmod,
+                            )
+                        }
+                    },
+                    || crate::errcontext::conversion_line(Some(&row.key), "value", &self.relname),
+                ),
                 _ => continue,
             };
             vals[c.index] = d;
@@ -775,11 +813,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     let st = state(rinfo);
     let _row = RowScope::enter(st.row_cxt);
     let (key, value, lease) = st.new_row(slot, true);
-    let op = WriteOp::Insert {
-        key,
-        value: value.unwrap_or_default(),
-        lease,
-    };
+    let op = st.insert_op(key, value.unwrap_or_default(), lease);
     if st.do_nothing {
         let skipped = if st.deferred {
             st.defer_skipping_existing(vec![op])
@@ -814,11 +848,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
         .iter()
         .map(|&s| {
             let (key, value, lease) = st.new_row(s, true);
-            WriteOp::Insert {
-                key,
-                value: value.unwrap_or_default(),
-                lease,
-            }
+            st.insert_op(key, value.unwrap_or_default(), lease)
         })
         .collect();
     if st.do_nothing {
@@ -861,7 +891,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         old_key,
         new_key,
         value,
-        lease: if st.sets_lease { lease } else { None },
+        // SET lease = NULL detaches the key, like 0.
+        lease: st.sets_lease.then(|| lease.unwrap_or(0)),
         mod_revision,
     };
     st.apply(op, slot, false);
@@ -894,7 +925,7 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
 
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn explain_foreign_modify(
-    _mtstate: *mut pg_sys::ModifyTableState,
+    mtstate: *mut pg_sys::ModifyTableState,
     rinfo: *mut pg_sys::ResultRelInfo,
     _fdw_private: *mut pg_sys::List,
     _subplan_index: i32,
@@ -905,6 +936,18 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
     let server = catalog::server_info(server_oid, pg_sys::GetUserId());
     let n = effective_batch_size(&server.options, &table);
     pg_sys::ExplainPropertyInteger(c"etcd Batch Size".as_ptr(), std::ptr::null(), n as i64, es);
+    if (*mtstate).operation == pg_sys::CmdType::CMD_INSERT {
+        let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
+        let do_nothing = !plan.is_null()
+            && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
+        let mode = effective_insert_mode(&server.options, &table);
+        let shown = match (mode, do_nothing) {
+            (InsertMode::Put, true) => c"put (ON CONFLICT DO NOTHING: create)",
+            (InsertMode::Put, false) => c"put",
+            (InsertMode::Create, _) => c"create",
+        };
+        pg_sys::ExplainPropertyText(c"etcd Insert Mode".as_ptr(), shown.as_ptr(), es);
+    }
 }
 
 #[pgrx::pg_guard]

@@ -391,14 +391,37 @@ impl ScanExec {
         nulls.fill(true);
         let key = row.key();
         let meta = row.meta();
+        let keys_only = self.plan.keys_only && !row.is_pending();
+        let io_inputs = &mut self.io_inputs;
         for c in &self.columns {
             let d = match (c.field, c.repr) {
+                (Field::Value, _) if keys_only => continue,
                 (Field::Key, Repr::Bytea) => columns::bytea_datum(key),
-                (Field::Key, _) => columns::text_datum(key, Field::Key, key),
-                (Field::Value, _) if self.plan.keys_only && !row.is_pending() => continue,
                 (Field::Value, Repr::Bytea) => columns::bytea_datum(row.value()),
-                (Field::Value, Repr::Text) => columns::text_datum(row.value(), Field::Value, key),
-                (Field::Value, _) => io_datum(&mut self.io_inputs, c.index, row.value(), key),
+                (Field::Key | Field::Value, repr) => {
+                    let bytes = if c.field == Field::Key {
+                        key
+                    } else {
+                        row.value()
+                    };
+                    // A conversion can fail (bad UTF-8, a type's input
+                    // function): the error names key, column and table.
+                    crate::errcontext::with_context(
+                        || match repr {
+                            Repr::Io if c.field == Field::Value => {
+                                io_datum(io_inputs, c.index, bytes, key)
+                            }
+                            _ => columns::text_datum(bytes, c.field, key),
+                        },
+                        || {
+                            crate::errcontext::conversion_line(
+                                Some(key),
+                                c.field.name(),
+                                &catalog::rel_name(self.relid),
+                            )
+                        },
+                    )
+                }
                 (_, _) => {
                     // Metadata: NULL for a pending row until the commit.
                     let Some(kv) = meta else { continue };
