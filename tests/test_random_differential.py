@@ -153,7 +153,7 @@ WEIRD = [
 OUTSIDE = ["", "{stem}", "{stem}0", "{stem}.", "{stem}-", "{kp}", "t", "u", "zzz", "{kp}\x7f",
            "{kp}ÿ", "{kp}\U0010ffff", "\U0010ffff", "{stem}0/a"]
 LIMITS = [0, 1, 2, 3, 5, 7, 10, 40, 1000]
-DML_ROWS = 20  # (PENDING_WRITES already use about 80 etcd operations)
+DML_ROWS = 20  # (PENDING_WRITES already take a good part of the 128)
 OFFSETS = [0, 1, 2, 5, 30, 1000]
 
 
