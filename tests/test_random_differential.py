@@ -368,6 +368,9 @@ class Gen:
 
     def key_list(self):
         n = self.rng.randint(0, 6) if self.pmode != "literal" else self.rng.randint(1, 6)
+        if self.chance(0.015):
+            # a long list: more keys than etcd takes in one txn (--max-txn-ops)
+            return [self.kp + self.suffix() for _ in range(self.rng.randint(100, 300))]
         out = []
         for _ in range(n):
             if self.chance(0.12):
