@@ -136,7 +136,7 @@ def rdiff_settings(config):
 # the generator
 # --------------------------------------------------------------------------
 
-PH = "@P@"   # a parameter placeholder while generating (no key contains '@')
+PH = re.compile(r"@P(\d+)@")  # parameter n while generating (no key contains '@')
 T = "@T@"    # the table name: f (foreign) or l (local)
 M = "@M@"    # in an UPDATE's SET list: nothing on f, on l the metadata set to
              # NULL (the foreign table's pending rows have none)
@@ -213,11 +213,16 @@ class Gen:
     def chance(self, p):
         return self.rng.random() < p
 
+    def param(self, v):
+        """A parameter placeholder for value v (numbered: the parts of a
+        statement are not always made in the order they are written)."""
+        self.params.append(v)
+        return f"@P{len(self.params) - 1}@"
+
     def lit(self, v, cast=""):
         """A constant: an SQL literal or (in a parameter mode, often) a parameter."""
         if self.pmode != "literal" and self.chance(0.6):
-            self.params.append(v)
-            return PH
+            return self.param(v)
         if v is None:
             return "NULL"
         if isinstance(v, int):
@@ -278,7 +283,7 @@ class Gen:
     def key_const(self):
         v = self.key_value()
         if self.pmode == "literal" and len(v) > 1 and self.chance(0.06):
-            cut = self.rng.randint(1, len(v) - 1)
+            cut = min(max(1, len(v) - self.rng.randint(1, 8)), len(v) - 1)
             return f"({sql_literal(v[:cut])} || {sql_literal(v[cut:])})"
         if self.chance(0.02):
             v = None
@@ -312,6 +317,13 @@ class Gen:
         coll = self.collate() if self.chance(0.1) else ""
         return f"key{coll} {kw} {self.lit(a)} AND {self.lit(b)}"
 
+    # (random positions are drawn in the suffix, never in kp, whose length
+    # differs from test to test: the same seed and index give the same query)
+    def key_prefix(self, s, lo=-2):
+        """kp + s[:k] for a random k; k = -1: kp without its "/", -2: kp[:1]."""
+        k = self.rng.randint(lo, len(s))
+        return self.kp + s[:k] if k >= 0 else (self.stem if k == -1 else self.kp[:1])
+
     def like_pattern(self):
         """(pattern, escape clause)"""
         r = self.rng
@@ -321,18 +333,25 @@ class Gen:
         full = self.kp + s
         kind = r.randrange(8)
         if kind == 0:      # literal prefix + %
-            pat = esc_like(full[: r.randint(0, len(full))], esc_kind) + "%"
+            pat = esc_like(self.key_prefix(s), esc_kind) + "%"
         elif kind == 1:    # exact
             pat = esc_like(full, esc_kind)
         elif kind == 2:    # unescaped: % _ \ of the key act as wildcards
             pat = full + r.choice(["%", "", "%%"])
-        elif kind == 3:    # a _ wildcard somewhere
-            e = esc_like(full, esc_kind)
-            i = r.randint(0, len(e))
-            pat = e[:i] + "_" + e[i:] + r.choice(["", "%"])
-        elif kind == 4:    # % in the middle
-            i = r.randint(0, len(full))
-            pat = esc_like(full[:i], esc_kind) + "%" + esc_like(full[i + 1:], esc_kind)
+        elif kind == 3:    # a _ wildcard somewhere (or instead of kp's "/")
+            e = esc_like(s, esc_kind)
+            i = r.randint(-1, len(e))
+            if i < 0:
+                pat = esc_like(self.stem, esc_kind) + "_" + e
+            else:
+                pat = esc_like(self.kp, esc_kind) + e[:i] + "_" + e[i:]
+            pat += r.choice(["", "%"])
+        elif kind == 4:    # % in the middle, instead of a character
+            i = r.randint(-1, len(s))
+            if i < 0:
+                pat = esc_like(self.stem, esc_kind) + "%" + esc_like(s, esc_kind)
+            else:
+                pat = esc_like(self.kp + s[:i], esc_kind) + "%" + esc_like(s[i + 1:], esc_kind)
         elif kind == 5:    # %tail
             pat = "%" + esc_like(s[-r.randint(0, 2):] if s else "", esc_kind)
         elif kind == 6:    # the prefix itself, escaped specials
@@ -358,8 +377,7 @@ class Gen:
 
     def a_prefix(self):
         if self.chance(0.7):
-            s = self.kp + self.suffix()
-            v = s[: self.rng.randint(len(self.kp) - 1, len(s))]
+            v = self.key_prefix(self.suffix(), lo=-1)
         else:
             v = self.key_value()
         if self.chance(0.5):
@@ -389,9 +407,9 @@ class Gen:
             return f"key {neg}IN ({', '.join(self.lit(v) for v in vals)})"
         if self.pmode != "literal" and r <= 5:
             # a Python list as one parameter (or NULL)
-            self.params.append(None if self.chance(0.05) else vals)
+            ph = self.param(None if self.chance(0.05) else vals)
             op = self.rng.choice(["= ANY", "= ANY", "<> ALL"])
-            return f"key {op}({PH})"
+            return f"key {op}({ph})"
         if not vals:
             return "key = ANY('{}'::text[])"
         arr = "ARRAY[" + ", ".join(self.lit(v) for v in vals) + "]"
@@ -567,18 +585,15 @@ class Gen:
         if r == 0:
             return f"key {self.rng.choice(['=', '<', '<=', '>', '>='])} {self.key_const()}"
         if r == 1:
-            s = self.kp + self.suffix()
-            return f"key LIKE {self.lit(esc_like(s[: self.rng.randint(len(self.kp), len(s))]) + '%')}"
+            return f"key LIKE {self.lit(esc_like(self.key_prefix(self.suffix(), lo=0)) + '%')}"
         if r == 2:
-            s = self.kp + self.suffix()
-            return f"starts_with(key, {self.lit(s[: self.rng.randint(len(self.kp), len(s))])})"
+            return f"starts_with(key, {self.lit(self.key_prefix(self.suffix(), lo=0))})"
         if r == 3:
             a, b = sorted([self.key_value(), self.key_value()])
             return f"key BETWEEN {self.lit(a)} AND {self.lit(b)}"
         vals = self.key_list() or [self.key_value()]
         if self.pmode != "literal" and self.chance(0.4):
-            self.params.append(vals)
-            return f"key = ANY({PH})"
+            return f"key = ANY({self.param(vals)})"
         if self.chance(0.5):
             return f"key IN ({', '.join(self.lit(v) for v in vals)})"
         return f"key = ANY(ARRAY[{', '.join(self.lit(v) for v in vals)}]::text[])"
@@ -750,9 +765,12 @@ class Gen:
         self.params = []
         sql = make(q)
         if self.params:
+            # psycopg's %s placeholders, with the parameters in text order
             q.mode = self.pmode
-            q.params = list(self.params)
-            q.sql = sql.replace("%", "%%").replace(PH, "%s")
+            order = [int(n) for n in PH.findall(sql)]
+            assert sorted(order) == list(range(len(self.params))), (sql, self.params)
+            q.params = [self.params[n] for n in order]
+            q.sql = PH.sub("%s", sql.replace("%", "%%"))
         else:
             q.mode = "literal"
             q.sql = sql
@@ -1094,6 +1112,11 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
     suffixes = tricky_suffixes()
     assert make_query(7, "C", 123, "t9/", suffixes, 100, 30).sql == a[123].sql
     assert [q.sql for q in _gen_all(8, "C", 50)] != [q.sql for q in a[:50]]
+    # the key prefix (t<n>/, per test) changes the constants, not the choices
+    for q, q2 in zip(a, _gen_all(7, "C", 400, kp="t12345/")):
+        def norm(x):
+            return repr(x).replace("t12345", "t9")
+        assert (norm(q2.sql), norm(q2.params)) == (norm(q.sql), norm(q.params)), (q.sql, q2.sql)
     assert [q.sql for q in _gen_all(7, "ICU", 50)] != [q.sql for q in a[:50]]
     for q in a:
         assert not re.search("@[TPM]@", q.text("f") + q.text("l")), q.text("f")
@@ -1119,6 +1142,9 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
     # writes (pending-writes test only), followed by two queries
     suffixes = tricky_suffixes()
     d = [make_query(7, "C+pending", i, "t9/", suffixes, 100, 30, dml=True) for i in range(300)]
+    d2 = [make_query(7, "C+pending", i, "t12345/", suffixes, 100, 30, dml=True) for i in range(300)]
+    assert [repr((q.sql, q.params)).replace("t12345", "t9") for q in d2] == \
+           [repr((q.sql, q.params)) for q in d]
     dml = [q for q in d if q.shape == "dml"]
     assert 20 < len(dml) < 100 and all(len(q.followups) == 2 for q in dml)
     assert not any(q.followups for q in d if q.shape != "dml")
