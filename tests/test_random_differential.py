@@ -15,7 +15,7 @@ shape the extension pushes down, combined in random AND / OR / NOT trees:
 * conditions on value, create_revision, mod_revision, version, lease;
 * ORDER BY key / value / the revision columns, ASC / DESC, COLLATE "C" /
   linguistic / none, LIMIT and OFFSET (0, 1, ..., more than the result),
-  FETCH FIRST, count(*) over a LIMITed subquery;
+  FETCH FIRST [WITH TIES], count(*) over a LIMITed subquery;
 * joins with the local probe table (hash / merge / nested loop), LATERAL
   subqueries with ORDER BY key LIMIT n, IN / EXISTS subqueries, the key
   against init-plan subqueries, UNION / INTERSECT / EXCEPT of two scans;
@@ -39,7 +39,8 @@ Each query runs on the foreign table f and on the identical local table l;
 the local answer is the truth.  Rows are compared in order when the ORDER BY
 determines it (it contains key, which is unique); when it does not, the
 selected sort columns (placed first) are compared in order and, without
-LIMIT / OFFSET, the whole rows as multisets; otherwise as multisets.  Errors
+LIMIT / OFFSET (or with FETCH ... WITH TIES), the whole rows as multisets;
+otherwise as multisets.  Errors
 must have the same SQLSTATE on both sides.
 
 Deterministic from a seed: every query is generated from its own
@@ -606,8 +607,15 @@ class Gen:
             parts = [self.pushable() for _ in range(self.rng.choice([1, 1, 2, 3]))]
             where = " WHERE " + self.rng.choice([" OR ", " OR ", " AND "]).join(parts)
         col = self.rng.choice(["key", "value", "create_revision", "mod_revision", "version"])
+        ties = False
         if self.chance(0.1):
             lim = self.limit()
+        elif self.chance(0.1):
+            # all the rows tied with the last one: the rows are determined
+            # (unless an OFFSET skips some of a group of ties)
+            off = f" OFFSET {self.num(self.rng.choice(OFFSETS))} ROWS" if self.chance(0.3) else ""
+            ties = not off
+            lim = f"{off} FETCH FIRST {self.rng.choice(LIMITS[1:])} ROWS WITH TIES"
         else:
             lim = f" LIMIT {self.num(self.rng.choice(LIMITS))}"
             if self.chance(0.3):
@@ -616,7 +624,7 @@ class Gen:
             q.compare = "ordered"
             proj = self.projection()
         else:
-            q.compare = ("prefix", 1, False)
+            q.compare = ("prefix", 1, ties)
             proj = self.projection(first=[col])
         q.shape = "top-n"
         d = self.rng.choice(["", " DESC"])
@@ -1136,7 +1144,8 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
                    "<> ALL(", " BETWEEN ", "NOT (", " OR ", " AND ", "COLLATE \"C\"",
                    f"COLLATE \"{ICU}\"", "mod_revision", "create_revision", "version", "lease",
                    "value", " DESC", " LIMIT ", " OFFSET ", "LATERAL", "probe p JOIN f f", "LEFT JOIN f f", "EXISTS",
-                   "NULL", "😀", "\\", "'%'", "(SELECT k FROM probe", "::varchar", " UNION "):
+                   "NULL", "😀", "\\", "'%'", "(SELECT k FROM probe", "::varchar", " UNION ",
+                   "WITH TIES"):
         assert needle in text, needle
     assert any(isinstance(p, list) for q in a for p in (q.params or [])), "no list parameter"
     # writes (pending-writes test only), followed by two queries
