@@ -756,13 +756,12 @@ class Gen:
 
     def narrow_prefix(self):
         """kp + a prefix of a key of the set that at most DML_ROWS keys have."""
-        s = ""
-        while not s:
+        while True:
             s = self.suffix()
-        for n in range(1, len(s) + 1):
-            if sum(1 for x in self.suffixes if x.startswith(s[:n])) <= DML_ROWS:
-                return self.kp + s[:n]
-        return self.kp + s
+            for n in range(1, len(s) + 1):
+                if sum(1 for x in self.suffixes if x.startswith(s[:n])) <= DML_ROWS:
+                    return self.kp + s[:n]
+            # (a key that is the prefix of many, e.g. n/1: another one)
 
     def q_state(self, q):
         q.shape = "state"
@@ -1172,6 +1171,10 @@ def test_rdiff_generator_is_deterministic_and_covers_the_shapes():
     assert 20 < len(dml) < 100 and all(len(q.followups) == 2 for q in dml)
     assert not any(q.followups for q in d if q.shape != "dml")
     assert not any(q.shape == "dml" for q in a)
+    g = Gen(random.Random(1), "t9/", suffixes, 100, 30)
+    for _ in range(300):
+        p = g.narrow_prefix()[len("t9/"):]
+        assert 1 <= sum(1 for x in suffixes if x.startswith(p)) <= DML_ROWS, p
     for q in dml:
         assert not re.search("@[TPM]@", q.text("f") + q.text("l")), q.text("f")
         if "UPDATE" in q.sql:
