@@ -325,3 +325,22 @@ def test_conversion_error_on_a_write_names_the_key(db, etcd, kp):
     e = expect_error(db.conn, f"DELETE FROM j WHERE key = '{kp}bad' RETURNING key", sqlstate="22P02")
     assert f'key "{kp}bad", column "value" of foreign table "j"' in _context(e)
     assert etcd.get(kp + "bad") == b"not json"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_insert_with_lease_and_unknown_lease(db, etcd, kp, mode):
+    """The lease column is written with the key (create and put mode); a
+    lease etcd does not know fails the statement (or the commit) and writes
+    nothing of it."""
+    _setup(db, etcd, kp, mode)
+    lease = _grant(etcd)
+    db.execute(f"INSERT INTO t (key, value, lease) VALUES ('{kp}a', 'x', {lease}), ('{kp}b', 'y', 0)")
+    assert etcd.get_kv(kp + "a")["lease"] == lease
+    assert etcd.get_kv(kp + "b")["lease"] == 0
+    assert db.rows(f"SELECT key, lease FROM t ORDER BY key") == [(kp + "a", lease), (kp + "b", 0)]
+    e = expect_error(db.conn, f"INSERT INTO t (key, value, lease) VALUES ('{kp}c', 'x', 0), ('{kp}d', 'y', 987654321)",
+                     sqlstate="42704", contains="lease not found")
+    assert etcd.get(kp + "c") is None and etcd.get(kp + "d") is None
+    # revoking the lease takes its key with it
+    etcd.ctl("lease", "revoke", f"{lease:x}")
+    assert db.rows(f"SELECT key FROM t ORDER BY key") == [(kp + "b",)]
