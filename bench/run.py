@@ -535,6 +535,24 @@ class Bench:
                 f"(pgbench -M prepared vs {conc} task{'s' if conc > 1 else ''})",
                 f"point lookups c={conc}", L, conc, count, fdw_run, keys_file, target=1.3)
 
+        # The floor PostgreSQL itself sets: a statement (pgbench SELECT 1)
+        # plus one get of the raw client, per operation at the same
+        # concurrency; the FDW's latency against their sum.
+        for conc in (1, 4):
+            m = self.res.samples[f"point lookups c={conc}"]
+            floor = 1.0 / floors["select1", conc] + m["raw_median"]
+            ratio = m["fdw_median"] / floor
+            target = 1.15 if conc == 1 else None
+            self.res.add(
+                workload=f"point lookups, {conc} client{'s' if conc > 1 else ''}, against the floor "
+                         "(pgbench SELECT 1 + raw get, per op)",
+                n=fmt_n(L), fdw=f"{m['fdw_median'] * 1e6:.0f} µs", raw=f"{floor * 1e6:.0f} µs",
+                ratio=f"{ratio:.2f}",
+                target="(none)" if target is None else f"≤ {target}x",
+                result="info" if target is None else ("pass" if ratio <= target else "FAIL"),
+                reps=f"{a.reps}×{m['count']}", fdw_value=m["fdw_median"], raw_value=floor,
+            )
+
         one = self.res.samples["point lookups c=1"]
         noreq = 1.0 / floors["noreq", 1]
         bound = (noreq + one["raw_median"]) / one["raw_median"]
