@@ -134,14 +134,30 @@ pub async fn endpoint_status(
         let mut c = connected.client;
         c.status().await.map_err(EtcdError::from)
     };
+    let endpoint = opts.endpoints[index].to_string();
     let status = match tokio::time::timeout(timeout, asking).await {
         Ok(Ok(resp)) => Ok(MemberStatus::from_response(&resp)),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(one_endpoint_error(&endpoint, &e)),
         Err(_) => Err(format!("no answer within {timeout:?} (request_timeout)")),
     };
-    EndpointStatus {
-        endpoint: opts.endpoints[index].to_string(),
-        status,
+    EndpointStatus { endpoint, status }
+}
+
+/// `e`, met asking `endpoint` alone, without the list of every endpoint
+/// the connect errors carry (the row already names its endpoint).
+fn one_endpoint_error(endpoint: &str, e: &EtcdError) -> String {
+    match e {
+        EtcdError::Connect { detail, .. } => {
+            let prefix = format!("{endpoint}: ");
+            format!(
+                "could not connect: {}",
+                detail.strip_prefix(&prefix).unwrap_or(detail)
+            )
+        }
+        EtcdError::Auth { user, detail, .. } => {
+            format!("etcd authentication failed for user \"{user}\": {detail}")
+        }
+        e => e.to_string(),
     }
 }
 
@@ -229,7 +245,8 @@ mod tests {
         assert_eq!(rows[1].endpoint, "http://127.0.0.1:1");
         for r in rows {
             let e = r.status.unwrap_err();
-            assert!(e.contains("127.0.0.1:1"), "{e}");
+            assert!(e.starts_with("could not connect: "), "{e}");
+            assert!(!e.contains("127.0.0.1:1,"), "names only its endpoint: {e}");
         }
     }
 
