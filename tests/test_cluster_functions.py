@@ -6,7 +6,9 @@ src/api/certificates.rs), against etcd 3.4 and 3.5.
   `member list -w json` / `endpoint status -w json` (ids in hex); with one
   member killed (and one SIGSTOPped), status still answers: that member's
   row is reachable = false with the reason in `errors`, in about one
-  timeout, not one per dead member;
+  timeout, not one per dead member; with etcd authentication the caller's
+  user mapping is used (a wrong password is the row's error, a borrowed
+  server-level identity is 2F003 for a non-superuser);
 * alarms: none on a healthy cluster; NOSPACE on an etcd with a tiny
   --quota-backend-bytes after one large put;
 * compact: a superuser compacts (reading the old revision through a
@@ -188,6 +190,31 @@ def test_status_with_a_dead_and_a_paused_member(db, healthy):
         assert elapsed < CONNECT_TIMEOUT + 2, elapsed
     finally:
         cluster.ensure_all_running()
+
+
+def test_status_with_etcd_auth(db, etcd_auth):
+    """The caller's user mapping authenticates each endpoint's connection;
+    a wrong password is the row's error; a non-superuser may not borrow
+    the server's etcd user (2F003, as for any connection)."""
+    db.create_server("s", etcd_auth.endpoint, **TIMEOUTS)
+    db.create_user_mapping("s", username="alice", password="alicepw")
+    assert db.rows("SELECT reachable, version, errors FROM etcd_status('s')") == [
+        (True, etcd_auth.version, [])
+    ]
+    assert [r[1] for r in db.rows("SELECT * FROM etcd_members('s')")] == ["default"]
+    db.execute("ALTER USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (SET password 'wrong')")
+    ((reachable, errors),) = db.rows("SELECT reachable, errors FROM etcd_status('s')")
+    assert reachable is False
+    assert errors == [
+        'etcd authentication failed for user "alice": '
+        "etcdserver: authentication failed, invalid user ID or password"
+    ]
+    assert "wrong" not in errors[0]
+    db.execute("ALTER SERVER s OPTIONS (ADD username 'alice', ADD password 'alicepw')")
+    rc = db.role_connection("borrower")
+    db.execute("GRANT USAGE ON FOREIGN SERVER s TO borrower")
+    for f in ("etcd_status('s')", "etcd_members('s')"):
+        expect_error(rc, f"SELECT * FROM {f}", sqlstate="2F003", contains="password is required")
 
 
 # --------------------------------------------------------------------------

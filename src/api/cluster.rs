@@ -38,6 +38,7 @@ fn etcd_revision(server: ServerName) -> i64 {
 /// hex; ordered by name, then id (a member added but not started yet has
 /// no name).
 #[pg_extern(strict, volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
 fn etcd_members(
     server: ServerName,
 ) -> TableIterator<
