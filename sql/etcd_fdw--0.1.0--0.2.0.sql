@@ -58,3 +58,58 @@ CREATE FUNCTION "etcd_delete_prefix"("server" name, "prefix" TEXT, "allow_all" b
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'etcd_delete_prefix_wrapper';
+
+-- cluster: members, per-endpoint status, alarms, compaction, certificates
+-- (src/api/cluster.rs, src/api/certificates.rs).
+CREATE FUNCTION "etcd_members"("server" name) RETURNS TABLE (
+	"id" TEXT,
+	"name" TEXT,
+	"peer_urls" TEXT[],
+	"client_urls" TEXT[],
+	"is_learner" bool
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_members_wrapper';
+
+CREATE FUNCTION "etcd_status"("server" name) RETURNS TABLE (
+	"endpoint" TEXT,
+	"reachable" bool,
+	"version" TEXT,
+	"db_size" bigint,
+	"db_size_in_use" bigint,
+	"leader" TEXT,
+	"is_leader" bool,
+	"raft_term" bigint,
+	"raft_index" bigint,
+	"errors" TEXT[]
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_status_wrapper';
+
+CREATE FUNCTION "etcd_alarms"("server" name) RETURNS TABLE (
+	"member_id" TEXT,
+	"alarm" TEXT
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_alarms_wrapper';
+
+CREATE FUNCTION "etcd_compact"("server" name, "revision" bigint, "physical" bool DEFAULT false) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_compact_wrapper';
+REVOKE EXECUTE ON FUNCTION etcd_compact(name, bigint, boolean) FROM PUBLIC;
+
+CREATE FUNCTION "etcd_certificates"("server" name) RETURNS TABLE (
+	"source" TEXT,
+	"subject" TEXT,
+	"issuer" TEXT,
+	"not_before" timestamp with time zone,
+	"not_after" timestamp with time zone,
+	"days_left" INT
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_certificates_wrapper';

@@ -8,12 +8,16 @@
 //! * [`pending`]: a PostgreSQL transaction's writes until COMMIT (savepoint
 //!   levels, the overlay scans merge, the one commit transaction);
 //! * [`client`]: connecting (auth, endpoint order, retries) and errors;
-//! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake).
+//! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake);
+//! * [`cluster`]: member ids, per-endpoint status, alarms;
+//! * [`certs`]: the certificates of a TLS set-up (files, endpoint chains).
 //!
 //! Everything here is covered by `cargo test -p etcd_fdw_core` without any
 //! server.
 
+pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod keyrange;
 pub mod options;
 pub mod pending;

@@ -103,6 +103,7 @@ impl ServerName {
     }
 }
 
+mod certificates;
 mod cluster;
 
 /// A `text` argument as the UTF-8 bytes etcd stores (converted from the
