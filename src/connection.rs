@@ -128,7 +128,7 @@ pub fn try_client(info: &ServerInfo) -> Result<Client, EtcdError> {
 /// (a client certificate, a server-level user) without a password of their
 /// own in the user mapping, unless a superuser set `password_required
 /// 'false'` on it: postgres_fdw's rule.  Raises 2F003 otherwise.
-fn check_identity(info: &ServerInfo) {
+pub fn check_identity(info: &ServerInfo) {
     let Some(option) = info.options.borrowed_identity() else {
         return;
     };

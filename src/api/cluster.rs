@@ -2,10 +2,9 @@
 //! status, alarms, and compaction.
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 
 use super::ServerName;
-use crate::catalog::ServerInfo;
 use crate::connection;
 use crate::error::{etcd_error, raise, raise_with};
 use crate::runtime::block_on;
@@ -82,33 +81,6 @@ fn etcd_members(
     )
 }
 
-/// A non-superuser must not act with an etcd identity a superuser set up
-/// without a password of their own: the rule `connection` applies to every
-/// connection it opens (etcd_status opens its own, one per endpoint).
-fn check_identity(info: &ServerInfo) {
-    let Some(option) = info.options.borrowed_identity() else {
-        return;
-    };
-    // SAFETY: a syscache lookup of a role id.
-    if unsafe { pg_sys::superuser_arg(info.user_oid) } {
-        return;
-    }
-    let what = if option == "ssl_cert" {
-        "the client certificate of server option \"ssl_cert\""
-    } else {
-        "the etcd user of server option \"username\""
-    };
-    raise_with(
-        PgSqlErrorCode::ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED,
-        "password is required".into(),
-        Some(format!(
-            "Non-superuser cannot connect to etcd server \"{}\" as {what}: the user mapping must supply a password.",
-            info.server_name
-        )),
-        Some("Add username and password to the user mapping, or have a superuser set password_required 'false' on it.".into()),
-    )
-}
-
 /// One row per endpoint of the server's `connstr`, each asked for its
 /// status on a connection of its own (concurrently, each within
 /// `request_timeout`): an endpoint that does not answer is a row with
@@ -133,7 +105,7 @@ fn etcd_status(
     ),
 > {
     let info = server.resolve();
-    check_identity(&info);
+    connection::check_identity(&info);
     let rows = block_on(core_cluster::endpoints_status(
         &info.options,
         info.options.request_timeout,
