@@ -7,6 +7,7 @@
 //! * [`writes`]: guarded write operations packed into etcd transactions;
 //! * [`pending`]: a PostgreSQL transaction's writes until COMMIT (savepoint
 //!   levels, the overlay scans merge, the one commit transaction);
+//! * [`lease`]: lease ids, TTLs and "no such lease" as the SQL functions show them;
 //! * [`client`]: connecting (auth, endpoint order, retries) and errors;
 //! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake).
 //!
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod keyrange;
+pub mod lease;
 pub mod options;
 pub mod pending;
 pub mod plan;

@@ -121,3 +121,4 @@ impl ServerName {
 }
 
 mod cluster;
+mod lease;
