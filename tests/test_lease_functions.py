@@ -226,3 +226,36 @@ def test_unreachable_etcd(db, dead_endpoint):
         text = err_text(e)
         assert dead_endpoint in text and 'server "gone"' in text, text
         assert time.monotonic() - start < 10
+
+
+def test_lease_info_in_a_latin1_database(pg, etcd, kp):
+    """Attached keys come back converted to the database encoding."""
+    name = f"lease_latin1_{kp.strip('/')}"
+    admin = pg.connect("postgres")
+    admin.execute(
+        f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' "
+        "LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+    try:
+        with pg.connect(name) as c:
+            c.execute("SET client_encoding = 'UTF8'")
+            c.execute("CREATE EXTENSION etcd_fdw")
+            c.execute(
+                "CREATE FOREIGN DATA WRAPPER etcd_fdw "
+                "HANDLER etcd_fdw_handler VALIDATOR etcd_fdw_validator"
+            )
+            c.execute(f"CREATE SERVER s FOREIGN DATA WRAPPER etcd_fdw OPTIONS (connstr '{etcd.endpoint}')")
+            lease = c.execute("SELECT etcd_lease_grant('s', 60)").fetchone()[0]
+            _attach(etcd, lease, kp + "café")
+            assert c.execute(
+                "SELECT keys, octet_length(convert_to(keys[1], 'LATIN1'))"
+                " FROM etcd_lease_info('s', %s)", (lease,)
+            ).fetchall() == [([kp + "café"], len(kp) + 4)]
+            # a character LATIN1 cannot hold: PostgreSQL's conversion error
+            _attach(etcd, lease, kp + "€")
+            expect_error(c, "SELECT * FROM etcd_lease_info('s', %s)", (lease,), sqlstate="22P05")
+            c.execute("SELECT etcd_lease_revoke('s', %s)", (lease,))
+            assert etcd.get(kp + "café") is None
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
