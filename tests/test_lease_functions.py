@@ -259,3 +259,25 @@ def test_lease_info_in_a_latin1_database(pg, etcd, kp):
     finally:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+def test_paused_etcd(db, etcd_fresh):
+    """A keep-alive etcd does not answer gives up after request_timeout
+    (HV000); a grant whose answer never comes is not retried: 08007 (the
+    lease may exist)."""
+    db.create_server("s", etcd_fresh.endpoint, request_timeout="1", connect_timeout="1")
+    for sql, sqlstate, what in (
+        ("SELECT etcd_lease_keepalive('s', 1)", "HV000", 'keeping lease 1 (0x1) alive on server "s"'),
+        ("SELECT etcd_lease_grant('s', 60)", "08007", 'granting a lease of 60 s on server "s"'),
+    ):
+        assert db.rows("SELECT * FROM etcd_leases('s')") == []  # connected
+        etcd_fresh.stop()
+        try:
+            start = time.monotonic()
+            e = expect_error(db.conn, sql, sqlstate=sqlstate)
+            assert what in err_text(e), err_text(e)
+            assert time.monotonic() - start < 5
+        finally:
+            etcd_fresh.cont()
+    lease = db.scalar("SELECT etcd_lease_grant('s', 60)")
+    assert lease in _ctl_leases(etcd_fresh)
