@@ -281,3 +281,31 @@ def test_paused_etcd(db, etcd_fresh):
             etcd_fresh.cont()
     lease = db.scalar("SELECT etcd_lease_grant('s', 60)")
     assert lease in _ctl_leases(etcd_fresh)
+
+
+def test_auth_uses_the_callers_user_mapping(db, etcd_auth):
+    """With etcd auth the calls act as the user mapping's etcd user: alice
+    may revoke a lease whose keys she may write, not one holding a key
+    outside her role (etcd checks the attached keys on revoke)."""
+    db.create_server("s", etcd_auth.endpoint, connect_timeout="3", request_timeout="5")
+    db.create_user_mapping("s", username="alice", password="alicepw")
+    mine = _grant(db, 60)
+    assert db.scalar("SELECT etcd_lease_keepalive('s', %s)", (mine,)) == 60
+    _attach(etcd_auth, mine, "auth/leased")  # etcdctl as root
+    assert db.rows("SELECT keys FROM etcd_lease_info('s', %s)", (mine,)) == [(["auth/leased"],)]
+    db.execute("SELECT etcd_lease_revoke('s', %s)", (mine,))
+    assert etcd_auth.get("auth/leased") is None
+
+    theirs = _grant(db, 60)
+    _attach(etcd_auth, theirs, "secret/leased")
+    try:
+        e = expect_error(db.conn, "SELECT etcd_lease_revoke('s', %s)", (theirs,), sqlstate="42501")
+        assert "alicepw" not in err_text(e)
+        assert etcd_auth.get("secret/leased") == b"v"
+    finally:
+        etcd_auth.ctl("lease", "revoke", f"{theirs:x}")
+    assert etcd_auth.get("secret/leased") is None
+
+    # no credentials: etcd refuses
+    db.execute("ALTER USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (SET password 'wrong')")
+    expect_error(db.conn, "SELECT etcd_lease_grant('s', 60)", sqlstate="28P01")
