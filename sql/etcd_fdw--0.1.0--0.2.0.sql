@@ -113,3 +113,33 @@ CREATE FUNCTION "etcd_certificates"("server" name) RETURNS TABLE (
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'etcd_certificates_wrapper';
+
+-- leases (src/api/lease.rs).
+CREATE FUNCTION "etcd_lease_grant"("server" name, "ttl_seconds" bigint) RETURNS bigint
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_lease_grant_wrapper';
+
+CREATE FUNCTION "etcd_lease_keepalive"("server" name, "lease" bigint) RETURNS bigint
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_lease_keepalive_wrapper';
+
+CREATE FUNCTION "etcd_lease_revoke"("server" name, "lease" bigint) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_lease_revoke_wrapper';
+
+CREATE FUNCTION "etcd_lease_info"("server" name, "lease" bigint) RETURNS TABLE (
+	"ttl" bigint,
+	"granted_ttl" bigint,
+	"keys" text[]
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_lease_info_wrapper';
+
+CREATE FUNCTION "etcd_leases"("server" name) RETURNS SETOF bigint
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_leases_wrapper';

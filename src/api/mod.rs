@@ -176,3 +176,4 @@ sql_type!(Utf8Text, "text");
 sql_type!(TextDatum, "text");
 
 mod kv;
+mod lease;
