@@ -275,6 +275,25 @@ pub fn run_once<T, Fut>(info: &ServerInfo, what: &dyn Fn() -> String, fut: Fut) 
 where
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
+    run_once_hinted(
+        info,
+        what,
+        "Read the keys to find out, or use etcd_fdw.commit_mode 'transaction', whose commits are resolved by reading them back.",
+        fut,
+    )
+}
+
+/// [`run_once`] with the hint an unknown outcome gets (what the caller
+/// can do to find out).
+pub fn run_once_hinted<T, Fut>(
+    info: &ServerInfo,
+    what: &dyn Fn() -> String,
+    unknown_hint: &str,
+    fut: Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
     match block_on(fut) {
         Ok(v) => v,
         Err(e) => {
@@ -286,12 +305,15 @@ where
             // say so (08007) rather than report a plain failure.
             crate::error::raise_with(
                 pgrx::PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
-                format!("the outcome of the write to etcd server \"{}\" is unknown: {e}", info.server_name),
+                format!(
+                    "the outcome of the write to etcd server \"{}\" is unknown: {e}",
+                    info.server_name
+                ),
                 Some(format!(
-                    "{}; etcd may or may not have applied it (statement mode writes are not read back).",
+                    "{}; etcd may or may not have applied it (it is not read back).",
                     what()
                 )),
-                Some("Read the keys to find out, or use etcd_fdw.commit_mode 'transaction', whose commits are resolved by reading them back.".into()),
+                Some(unknown_hint.into()),
             )
         }
     }

@@ -47,7 +47,8 @@ fn etcd_lease_grant(server: ServerName, ttl_seconds: i64) -> i64 {
         .unwrap_or_else(|e| etcd_error(&e, &what()))
         .lease_client();
     let timeout = info.options.request_timeout;
-    let resp = connection::run_once(&info, &what, async move {
+    let hint = "A lease granted without an answer expires unused after its TTL; etcd_leases() lists the leases that exist.";
+    let resp = connection::run_once_hinted(&info, &what, hint, async move {
         client::with_timeout(timeout, lease.grant(ttl_seconds, None)).await
     });
     resp.id()
