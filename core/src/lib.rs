@@ -8,6 +8,7 @@
 //! * [`pending`]: a PostgreSQL transaction's writes until COMMIT (savepoint
 //!   levels, the overlay scans merge, the one commit transaction);
 //! * [`lease`]: lease ids, TTLs and "no such lease" as the SQL functions show them;
+//! * [`import`]: IMPORT FOREIGN SCHEMA (key segments -> foreign tables);
 //! * [`client`]: connecting (auth, endpoint order, retries) and errors;
 //! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake);
 //! * [`cluster`]: member ids, per-endpoint status, alarms;
@@ -19,6 +20,7 @@
 pub mod certs;
 pub mod client;
 pub mod cluster;
+pub mod import;
 pub mod keyrange;
 pub mod lease;
 pub mod options;
