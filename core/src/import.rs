@@ -227,7 +227,8 @@ pub struct SegmentScan {
     pub tables: Vec<Table>,
     /// Keys right under the prefix, with no separator after it.
     pub direct: Sample,
-    /// Segments that cannot be table names, by reason.
+    /// Segments that cannot be table names, by reason (their key
+    /// prefixes: import prefix + segment + separator).
     pub skipped: Vec<(SkipReason, Sample)>,
     pub requests: u64,
 }
@@ -313,7 +314,7 @@ impl SegmentScan {
                     // The prefix, segment and separator are all UTF-8.
                     prefix: String::from_utf8_lossy(&table_prefix).into_owned(),
                 }),
-                Err(reason) => self.skip(reason, segment),
+                Err(reason) => self.skip(reason, &table_prefix),
             }
             self.skipping = Some(table_prefix);
         }
@@ -342,7 +343,7 @@ impl SegmentScan {
         };
     }
 
-    fn skip(&mut self, reason: SkipReason, segment: &[u8]) {
+    fn skip(&mut self, reason: SkipReason, table_prefix: &[u8]) {
         let i = match self.skipped.iter().position(|(r, _)| *r == reason) {
             Some(i) => i,
             None => {
@@ -350,7 +351,7 @@ impl SegmentScan {
                 self.skipped.len() - 1
             }
         };
-        self.skipped[i].1.add(segment);
+        self.skipped[i].1.add(table_prefix);
     }
 
     /// etcd's answer to [`Self::next_request`] was larger than the client
@@ -576,7 +577,7 @@ mod tests {
                 SkipReason::Empty,
                 Sample {
                     count: 1,
-                    first: vec![vec![]]
+                    first: vec![b"/".to_vec()]
                 }
             )]
         );
