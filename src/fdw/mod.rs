@@ -3,6 +3,7 @@
 mod analyze;
 mod deferred;
 mod explain;
+mod import;
 mod modify;
 pub(crate) mod plan;
 mod private;
@@ -59,6 +60,7 @@ pub unsafe extern "C-unwind" fn etcd_fdw_handler(
     (*r).ExplainForeignModify = Some(modify::explain_foreign_modify);
     (*r).ExecForeignTruncate = Some(modify::exec_foreign_truncate);
     (*r).AnalyzeForeignTable = Some(analyze::analyze_foreign_table);
+    (*r).ImportForeignSchema = Some(import::import_foreign_schema);
     pg_sys::Datum::from(r)
 }
 
