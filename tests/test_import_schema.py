@@ -266,6 +266,41 @@ def test_names_needing_quotes_and_segments_that_cannot_be_names(db, etcd, kp):
     assert any(f'end it with the separator ("{app}")' in n[2] for n in notices), notices
 
 
+def test_latin1_database(pg, etcd, kp):
+    """Names and prefixes are converted to the database encoding; a segment
+    it cannot hold is skipped with a NOTICE, and a name's length is counted
+    in the database encoding (40 x "é" is 80 bytes of UTF-8, 40 of LATIN1)."""
+    app = f"/{kp}app/"
+    long_name = "é" * 40
+    for seg in ("café", "日本", long_name, "plain"):
+        etcd.put(f"{app}{seg}/1", seg)
+    name = f"latin1_import_{kp[:-1]}"
+    admin = pg.connect("postgres")
+    admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        c = pg.connect(name)
+        c.execute("SET client_encoding = 'UTF8'")
+        c.execute("CREATE EXTENSION etcd_fdw")
+        c.execute("CREATE FOREIGN DATA WRAPPER etcd_fdw HANDLER etcd_fdw_handler VALIDATOR etcd_fdw_validator")
+        c.execute(f"CREATE SERVER s FOREIGN DATA WRAPPER etcd_fdw OPTIONS (connstr '{etcd.endpoint}')")
+        notices = do_import(None, app, conn=c)
+        rels = sorted(r[0] for r in c.execute(
+            "SELECT relname::text FROM pg_class WHERE relnamespace = 'imp'::regnamespace"
+        ).fetchall())
+        assert rels == sorted(["café", long_name, "plain"])
+        assert c.execute('SELECT key, value FROM imp."café"').fetchall() == [(f"{app}café/1", "café")]
+        assert c.execute(
+            "SELECT ftoptions FROM pg_foreign_table WHERE ftrelid = 'imp.\"café\"'::regclass"
+        ).fetchone()[0] == [f"prefix={app}café/", "rowid_column=key"]
+        assert len(notices) == 1, notices
+        assert "database encoding cannot hold" in notices[0][0], notices
+        assert "\\u{65e5}\\u{672c}" in notices[0][1], notices  # 日本, escaped for LATIN1
+        c.close()
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
 def test_existing_table_is_postgresqls_error(db, etcd, kp):
     app = f"/{kp}app/"
     etcd.put(app + "users/1", "u")

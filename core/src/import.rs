@@ -145,14 +145,17 @@ pub enum SkipReason {
     ZeroByte,
     /// Longer than a PostgreSQL name (NAMEDATALEN - 1 bytes).
     TooLong,
+    /// The database encoding cannot hold the name or prefix.
+    NotInDatabaseEncoding,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 4] = [
+    pub const ALL: [SkipReason; 5] = [
         SkipReason::Empty,
         SkipReason::NotUtf8,
         SkipReason::ZeroByte,
         SkipReason::TooLong,
+        SkipReason::NotInDatabaseEncoding,
     ];
 
     pub fn describe(self, max_name_bytes: usize) -> String {
@@ -161,6 +164,9 @@ impl SkipReason {
             SkipReason::NotUtf8 => "not valid UTF-8".into(),
             SkipReason::ZeroByte => "contains a zero byte".into(),
             SkipReason::TooLong => format!("longer than {max_name_bytes} bytes"),
+            SkipReason::NotInDatabaseEncoding => {
+                "characters the database encoding cannot hold".into()
+            }
         }
     }
 }
@@ -341,6 +347,22 @@ impl SegmentScan {
         } else {
             (useful * 2).clamp(1, MAX_LIMIT)
         };
+    }
+
+    /// Drop the tables `check` refuses (checks that need the database,
+    /// such as its encoding), counting them as skipped.
+    pub fn retain_tables(&mut self, mut check: impl FnMut(&Table) -> Result<(), SkipReason>) {
+        let mut refused = Vec::new();
+        self.tables.retain(|t| match check(t) {
+            Ok(()) => true,
+            Err(reason) => {
+                refused.push((reason, t.prefix.clone()));
+                false
+            }
+        });
+        for (reason, prefix) in refused {
+            self.skip(reason, prefix.as_bytes());
+        }
     }
 
     fn skip(&mut self, reason: SkipReason, table_prefix: &[u8]) {
@@ -647,6 +669,29 @@ mod tests {
             ]
         );
         assert_eq!(table_name(b"ok", 63), Ok("ok"));
+    }
+
+    #[test]
+    fn tables_refused_later_are_counted_as_skipped() {
+        let mut s = run(&["/a/café/1", "/a/tea/1", "/a/日本/1"], "/a/", "/");
+        s.retain_tables(|t| {
+            if t.name.chars().any(|c| c as u32 > 0xff) {
+                Err(SkipReason::NotInDatabaseEncoding)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(tables(&s), [("café", "/a/café/"), ("tea", "/a/tea/")]);
+        assert_eq!(
+            s.skipped,
+            vec![(
+                SkipReason::NotInDatabaseEncoding,
+                Sample {
+                    count: 1,
+                    first: vec!["/a/日本/".as_bytes().to_vec()]
+                }
+            )]
+        );
     }
 
     #[test]

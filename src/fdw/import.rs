@@ -42,7 +42,21 @@ pub unsafe extern "C-unwind" fn import_foreign_schema(
     // The caller's user mapping (PostgreSQL checked USAGE on the server).
     let server = catalog::server_info(server_oid, pg_sys::GetUserId());
     let max_name = pg_sys::NAMEDATALEN as usize - 1;
-    let scan = find_segments(&server, &prefix, &opts.separator, max_name);
+    // In a database of another encoding, name lengths are checked once
+    // the names are converted (below).
+    let utf8_db = encoding::db_text_is_utf8_bytes();
+    let scan_max = if utf8_db { max_name } else { usize::MAX };
+    let mut scan = find_segments(&server, &prefix, &opts.separator, scan_max);
+    if !utf8_db {
+        scan.retain_tables(|t| {
+            let name = in_db_encoding(&t.name).ok_or(SkipReason::NotInDatabaseEncoding)?;
+            in_db_encoding(&t.prefix).ok_or(SkipReason::NotInDatabaseEncoding)?;
+            if name.len() > max_name {
+                return Err(SkipReason::TooLong);
+            }
+            Ok(())
+        });
+    }
     if !scan.any_key {
         raise_with(
             PgSqlErrorCode::ERRCODE_FDW_SCHEMA_NOT_FOUND,
@@ -185,6 +199,47 @@ fn notices(scan: &SegmentScan, prefix: &str, separator: &str, max_name: usize) {
             hint,
         );
     }
+}
+
+/// `s` in the database encoding, or `None` when it has characters the
+/// encoding cannot hold (no ERROR, unlike `encoding::utf8_to_server`).
+fn in_db_encoding(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || encoding::db_text_is_utf8_bytes() {
+        return Some(s.as_bytes().to_vec());
+    }
+    let utf8 = pg_sys::pg_enc::PG_UTF8 as i32;
+    let db = encoding::db_encoding() as i32;
+    let len = i32::try_from(s.len()).ok()?;
+    // Room for the worst case growth and the terminating NUL (the
+    // function converts less when the buffer is smaller).
+    let mut dest = vec![0u8; s.len() * pg_sys::MAX_CONVERSION_GROWTH as usize + 1];
+    let mut src = s.as_bytes().to_vec();
+    // SAFETY: a catalog lookup of the default conversion; the conversion
+    // reads `len` bytes of `src` and writes at most `dest.len()` bytes
+    // (NUL-terminated); with noError it stops at the first character it
+    // cannot convert and returns how many input bytes it converted.
+    unsafe {
+        let proc_ = pg_sys::FindDefaultConversionProc(utf8, db);
+        if proc_ == pg_sys::InvalidOid {
+            return None;
+        }
+        let converted = pg_sys::pg_do_encoding_conversion_buf(
+            proc_,
+            utf8,
+            db,
+            src.as_mut_ptr(),
+            len,
+            dest.as_mut_ptr(),
+            dest.len() as i32,
+            true,
+        );
+        if converted != len {
+            return None;
+        }
+    }
+    let end = dest.iter().position(|&b| b == 0).unwrap_or(dest.len());
+    dest.truncate(end);
+    Some(dest)
 }
 
 fn notice(message: String, detail: String, hint: String) {
