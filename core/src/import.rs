@@ -120,14 +120,7 @@ pub fn parse_options(pairs: &[(String, String)]) -> Result<ImportOptions, Import
                     _ => return Err(invalid("value_type", "text, jsonb or bytea")),
                 }
             }
-            "metadata" => {
-                // The spellings the other boolean options accept.
-                o.metadata = match value.trim().to_ascii_lowercase().as_str() {
-                    "true" | "on" | "yes" | "1" | "t" | "y" => true,
-                    "false" | "off" | "no" | "0" | "f" | "n" => false,
-                    _ => return Err(invalid("metadata", "a boolean (true or false)")),
-                }
-            }
+            "metadata" => o.metadata = crate::options::parse_bool("metadata", value)?,
             "prefix" => o.prefix = Some(value.clone()),
             _ => return Err(ImportOptionError::Unknown(name.clone())),
         }

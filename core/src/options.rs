@@ -135,7 +135,8 @@ pub const DEFAULT_FETCH_SIZE: u32 = 1000;
 /// `--max-txn-ops` is 128.
 pub const DEFAULT_BATCH_SIZE: u32 = 128;
 
-fn parse_bool(name: &'static str, value: &str) -> Result<bool, OptionError> {
+/// A boolean option value, in the spellings PostgreSQL accepts.
+pub fn parse_bool(name: &'static str, value: &str) -> Result<bool, OptionError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "on" | "yes" | "1" | "t" | "y" => Ok(true),
         "false" | "off" | "no" | "0" | "f" | "n" => Ok(false),
