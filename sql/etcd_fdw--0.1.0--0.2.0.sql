@@ -143,3 +143,46 @@ CREATE FUNCTION "etcd_leases"("server" name) RETURNS SETOF bigint
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'etcd_leases_wrapper';
+
+-- watch: etcd's change feed (src/api/watch.rs).
+CREATE FUNCTION "etcd_watch"(
+	"server" name,
+	"prefix" TEXT,
+	"start_revision" bigint DEFAULT 0,
+	"max_events" INT DEFAULT 1000,
+	"timeout_ms" INT DEFAULT 10000
+) RETURNS TABLE (
+	"revision" bigint,
+	"event" TEXT,
+	"key" TEXT,
+	"value" TEXT,
+	"prev_value" TEXT,
+	"create_revision" bigint,
+	"mod_revision" bigint,
+	"version" bigint,
+	"lease" bigint
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_watch_wrapper';
+
+CREATE FUNCTION "etcd_watch_bytea"(
+	"server" name,
+	"prefix" TEXT,
+	"start_revision" bigint DEFAULT 0,
+	"max_events" INT DEFAULT 1000,
+	"timeout_ms" INT DEFAULT 10000
+) RETURNS TABLE (
+	"revision" bigint,
+	"event" TEXT,
+	"key" bytea,
+	"value" bytea,
+	"prev_value" bytea,
+	"create_revision" bigint,
+	"mod_revision" bigint,
+	"version" bigint,
+	"lease" bigint
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_watch_bytea_wrapper';

@@ -12,7 +12,8 @@
 //! * [`client`]: connecting (auth, endpoint order, retries) and errors;
 //! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake);
 //! * [`cluster`]: member ids, per-endpoint status, alarms;
-//! * [`certs`]: the certificates of a TLS set-up (files, endpoint chains).
+//! * [`certs`]: the certificates of a TLS set-up (files, endpoint chains);
+//! * [`watch`]: etcd's change feed (arguments, watched range, events as rows).
 //!
 //! Everything here is covered by `cargo test -p etcd_fdw_core` without any
 //! server.
@@ -28,6 +29,7 @@ pub mod pending;
 pub mod plan;
 pub mod scan;
 pub mod tls;
+pub mod watch;
 pub mod writes;
 
 pub use etcd_client;

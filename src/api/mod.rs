@@ -177,3 +177,4 @@ sql_type!(TextDatum, "text");
 
 mod kv;
 mod lease;
+mod watch;
