@@ -269,8 +269,9 @@ impl Feed {
     }
 
     /// Create the watch from the first revision not received yet, on the
-    /// cached connection (or a new one).  Bounded by `request_timeout`.
-    fn open(&mut self) -> Result<(), EtcdError> {
+    /// cached connection (or a new one), waiting at most `timeout` for
+    /// etcd's answer.
+    fn open(&mut self, timeout: Duration) -> Result<(), EtcdError> {
         let client = connection::try_client(&self.info)?;
         let mut watch = client
             .watch_client()
@@ -280,7 +281,6 @@ impl Feed {
             .with_start_revision(self.position.next_revision())
             .with_prev_key();
         let key = self.key.clone();
-        let timeout = self.info.options.request_timeout;
         let stream = block_on(async move {
             match tokio::time::timeout(timeout, watch.watch(key, Some(options))).await {
                 Ok(r) => r.map_err(EtcdError::from),
@@ -292,10 +292,12 @@ impl Feed {
     }
 
     /// Whether a failure of the watch (or of creating it) is a lost
-    /// connection worth another attempt.
+    /// connection worth another attempt: re-creating a watch from the
+    /// first revision not received is idempotent, so any sign of a broken
+    /// connection (a stream cut with "h2 protocol error" is `Unknown`) or
+    /// of an unavailable member counts.
     fn resumable(&self, e: &EtcdError) -> bool {
-        e.retryable(self.info.options.endpoints.len(), true)
-            || matches!(e.root(), EtcdError::Timeout(_))
+        e.retryable(self.info.options.endpoints.len(), true) || e.breaks_connection()
     }
 
     /// (Re)create the watch, retrying lost connections with backoff for up
@@ -311,11 +313,14 @@ impl Feed {
             if let Some(e) = failure.take() {
                 connection::note_error(&self.info, &e);
                 match backoff.next_delay_within(start, budget) {
-                    Some(delay) => block_on(tokio::time::sleep(delay)),
+                    Some(delay) => block_on(async move { tokio::time::sleep(delay).await }),
                     None => self.lost(&e, budget),
                 }
             }
-            match self.open() {
+            let left = budget
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(100));
+            match self.open(left) {
                 Ok(()) => return,
                 Err(e) if self.resumable(&e) => failure = Some(e),
                 Err(e) => {
