@@ -242,6 +242,11 @@ def test_prefix_does_not_leak_neighbouring_keys(db, etcd, kp):
         etcd.put(k, "v")
     rows = watch(db, kp, start)
     assert [r[2] for r in rows] == [kp, kp + "a", kp + "\u00ff"]
+    # a prefix delete: one revision, one event per key, in key order
+    etcd.ctl("del", "--prefix", "--", kp)
+    rev = db.scalar("SELECT etcd_revision('s')")
+    rows = watch(db, kp, rev)
+    assert [r[:3] for r in rows] == [(rev, "DELETE", k) for k in [kp, kp + "a", kp + "\u00ff"]]
 
 
 def test_non_utf8_keys_and_values(db, etcd, kp):
@@ -339,14 +344,16 @@ def test_limit_ends_the_watch(db, etcd, kp):
     # a cursor fetches events as they come
     with db.conn.transaction():
         db.execute(
-            "DECLARE c NO SCROLL CURSOR FOR SELECT (w).key FROM "
+            "DECLARE c NO SCROLL CURSOR FOR SELECT (w).* FROM "
             "(SELECT etcd_watch('s', %s, %s, 1000, 30000) AS w) s",
             (kp, start + 5),
         )
         t0 = time.monotonic()
-        assert db.rows("FETCH 1 FROM c") == [(kp + "5",)]
+        assert db.rows("FETCH 1 FROM c") == [
+            (start + 5, "PUT", kp + "5", "v", None, start + 5, start + 5, 1, 0)
+        ]
         rev = etcd.put(kp + "6", "v")
-        assert db.rows("FETCH 1 FROM c") == [(kp + "6",)]
+        assert [r[2] for r in db.rows("FETCH 1 FROM c")] == [kp + "6"]
         assert time.monotonic() - t0 < 10
         assert watcher_count(etcd.url) == baseline + 1
         db.execute("CLOSE c")

@@ -62,6 +62,8 @@ type ByteaRow = (
 /// earlier revisions are replayed from etcd's history) until `max_events`
 /// rows or `timeout_ms` without a new event.  Keys and values must be
 /// UTF-8 (22021 otherwise; see `etcd_watch_bytea`).
+// pgrx needs the row type spelled out here (no alias).
+#[allow(clippy::type_complexity)]
 #[pg_extern(strict, volatile, parallel_unsafe)]
 fn etcd_watch(
     server: ServerName,
@@ -88,6 +90,7 @@ fn etcd_watch(
 }
 
 /// `etcd_watch` with keys and values as bytea (any bytes).
+#[allow(clippy::type_complexity)]
 #[pg_extern(strict, volatile, parallel_unsafe)]
 fn etcd_watch_bytea(
     server: ServerName,
