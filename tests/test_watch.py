@@ -137,6 +137,9 @@ def test_stops_after_the_idle_timeout(db, etcd, kp):
     assert watch(db, kp, 0, timeout_ms=1500) == []
     elapsed = time.monotonic() - t0
     assert 1.4 <= elapsed < 6, elapsed
+    # a future start revision: waits for it like a live watch
+    future = db.scalar("SELECT etcd_revision('s')") + 1000
+    assert watch(db, kp, future, timeout_ms=300) == []
     # timeout_ms 0: only what has already arrived, no waiting
     t0 = time.monotonic()
     assert watch(db, kp, 0, timeout_ms=0) == []
