@@ -147,16 +147,16 @@ AS 'MODULE_PATHNAME', 'etcd_leases_wrapper';
 -- watch: etcd's change feed (src/api/watch.rs).
 CREATE FUNCTION "etcd_watch"(
 	"server" name,
-	"prefix" TEXT,
+	"prefix" text,
 	"start_revision" bigint DEFAULT 0,
 	"max_events" INT DEFAULT 1000,
 	"timeout_ms" INT DEFAULT 10000
 ) RETURNS TABLE (
 	"revision" bigint,
 	"event" TEXT,
-	"key" TEXT,
-	"value" TEXT,
-	"prev_value" TEXT,
+	"key" text,
+	"value" text,
+	"prev_value" text,
 	"create_revision" bigint,
 	"mod_revision" bigint,
 	"version" bigint,
@@ -168,7 +168,7 @@ AS 'MODULE_PATHNAME', 'etcd_watch_wrapper';
 
 CREATE FUNCTION "etcd_watch_bytea"(
 	"server" name,
-	"prefix" TEXT,
+	"prefix" text,
 	"start_revision" bigint DEFAULT 0,
 	"max_events" INT DEFAULT 1000,
 	"timeout_ms" INT DEFAULT 10000

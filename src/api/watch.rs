@@ -25,9 +25,9 @@ use etcd_fdw_core::watch::{self as core_watch, CancelKind, Position, Received, W
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
-use super::ServerName;
+use super::{ServerName, TextDatum, Utf8Text};
 use crate::catalog::ServerInfo;
-use crate::columns::{self, display_key, Repr};
+use crate::columns::{self, display_key, Field};
 use crate::connection;
 use crate::encoding;
 use crate::error::{etcd_error, raise_with};
@@ -36,9 +36,9 @@ use crate::runtime::{block_on, block_on_uncancellable};
 type TextRow = (
     name!(revision, i64),
     name!(event, &'static str),
-    name!(key, ServerText),
-    name!(value, Option<ServerText>),
-    name!(prev_value, Option<ServerText>),
+    name!(key, TextDatum),
+    name!(value, Option<TextDatum>),
+    name!(prev_value, Option<TextDatum>),
     name!(create_revision, Option<i64>),
     name!(mod_revision, i64),
     name!(version, Option<i64>),
@@ -76,9 +76,9 @@ fn etcd_watch(
     (
         name!(revision, i64),
         name!(event, &'static str),
-        name!(key, ServerText),
-        name!(value, Option<ServerText>),
-        name!(prev_value, Option<ServerText>),
+        name!(key, TextDatum),
+        name!(value, Option<TextDatum>),
+        name!(prev_value, Option<TextDatum>),
         name!(create_revision, Option<i64>),
         name!(mod_revision, i64),
         name!(version, Option<i64>),
@@ -146,8 +146,9 @@ fn bytea_row(ev: WatchEvent) -> ByteaRow {
 }
 
 /// `bytes` from etcd (UTF-8) as text in the database encoding: 22021 when
-/// they are not UTF-8 or hold a zero byte, naming the key.
-fn server_text(bytes: &[u8], what: &str, key: &[u8]) -> ServerText {
+/// they are not UTF-8 or hold a zero byte, naming the key (checked here
+/// first for a hint that fits a function rather than a column).
+fn server_text(bytes: &[u8], what: &str, key: &[u8]) -> TextDatum {
     let why = if bytes.contains(&0) {
         Some("contains a zero byte, which text cannot hold")
     } else if encoding::db_encoding() != pg_sys::pg_enc::PG_SQL_ASCII
@@ -171,9 +172,15 @@ fn server_text(bytes: &[u8], what: &str, key: &[u8]) -> ServerText {
             Some("Use etcd_watch_bytea() to read keys and values as bytes.".into()),
         );
     }
-    // SAFETY: converts by length in the current memory context (the
-    // function call's); untranslatable characters raise 22P05.
-    ServerText(unsafe { encoding::utf8_to_server(bytes) }.into_owned())
+    let field = if what == "key" {
+        Field::Key
+    } else {
+        Field::Value
+    };
+    // SAFETY: palloc'd in the current memory context (the function
+    // call's), where pgrx builds the row; converted as scans do
+    // (untranslatable characters raise 22P05).
+    TextDatum(unsafe { columns::text_datum(bytes, field, key) })
 }
 
 /// A running watch: the rows of one `etcd_watch` call.
@@ -502,98 +509,14 @@ impl Drop for Feed {
     }
 }
 
-/// A `text` argument as UTF-8 bytes (converted from the database encoding),
-/// which pgrx's `&str` cannot do in a database of another encoding.
-pub struct Utf8Text(Vec<u8>);
-
-impl pgrx::FromDatum for Utf8Text {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _typoid: pg_sys::Oid,
-    ) -> Option<Self> {
-        if is_null {
-            return None;
-        }
-        // SAFETY: a non-null `text` datum of the function call.
-        Some(Utf8Text(
-            unsafe { columns::varlena_bytes(datum, Repr::Text) }.into_owned(),
-        ))
-    }
-}
-
-// SAFETY: unboxes like pgrx's own FromDatum-based argument types; a NULL
-// argument of a STRICT function never reaches here.
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Utf8Text {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        // SAFETY: the argument is a `text` datum (the SQL signature says so).
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-}
-
-// SAFETY: the SQL type named here (text, spelled as pgrx spells String's)
-// is the one FromDatum reads.
-unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for Utf8Text {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Utf8Text);
-    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
-        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
-    const ARGUMENT_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("TEXT"));
-    const RETURN_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("TEXT"),
-    ));
-}
-
-/// A `text` result whose bytes are already in the database encoding (see
-/// [`server_text`]), which pgrx's `String` (UTF-8) cannot be.
-pub struct ServerText(Vec<u8>);
-
-impl pgrx::IntoDatum for ServerText {
+// The rows' text columns: a TextDatum is made (converted, checked) while
+// pulling the row, then pgrx builds the row's tuple from it.
+impl pgrx::IntoDatum for TextDatum {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        // SAFETY: text and bytea share the varlena layout; palloc'd in the
-        // current memory context, where the result row is built.
-        Some(unsafe { columns::bytea_datum(&self.0) })
+        Some(self.0)
     }
 
     fn type_oid() -> pg_sys::Oid {
         pg_sys::TEXTOID
     }
-}
-
-// SAFETY: returns the datum into_datum makes, as pgrx does for String.
-unsafe impl pgrx::callconv::BoxRet for ServerText {
-    unsafe fn box_into<'fcx>(
-        self,
-        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
-    ) -> pgrx::datum::Datum<'fcx> {
-        match pgrx::IntoDatum::into_datum(self) {
-            // SAFETY: a datum of the declared return type.
-            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
-            None => fcinfo.return_null(),
-        }
-    }
-}
-
-// SAFETY: the SQL type named here is the one into_datum makes.
-unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for ServerText {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(ServerText);
-    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
-        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
-    const ARGUMENT_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("TEXT"));
-    const RETURN_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("TEXT"),
-    ));
 }
