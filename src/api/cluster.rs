@@ -13,24 +13,35 @@ use etcd_fdw_core::cluster::{self as core_cluster, alarm_name, member_id_hex};
 use etcd_fdw_core::etcd_client::{AlarmAction, AlarmType, CompactionOptions, GetOptions};
 
 /// The cluster's current revision (a starting point for `etcd_watch`): the
-/// header of a one-key count-only read.
+/// header of a one-key count-only read, or, for an etcd user who may not
+/// read that key, of the endpoint's status.
 #[pg_extern(strict, volatile, parallel_unsafe)]
 fn etcd_revision(server: ServerName) -> i64 {
     let info = server.resolve();
-    connection::with_client_retry(
-        &info,
-        &|| format!("reading the revision of server \"{}\"", info.server_name),
-        |mut client| async move {
-            let resp = client
-                .get(
-                    vec![0u8],
-                    Some(GetOptions::new().with_count_only().with_limit(1)),
-                )
-                .await
-                .map_err(EtcdError::from)?;
-            Ok(resp.header().map_or(0, |h| h.revision()))
-        },
-    )
+    let what = || format!("reading the revision of server \"{}\"", info.server_name);
+    let read = connection::try_with_retry_client(&info, |mut client| async move {
+        let resp = client
+            .get(
+                vec![0u8],
+                Some(GetOptions::new().with_count_only().with_limit(1)),
+            )
+            .await
+            .map_err(EtcdError::from)?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    });
+    match read {
+        Ok(rev) => rev,
+        Err(e)
+            if crate::error::etcd_sqlstate(&e)
+                == PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE =>
+        {
+            connection::with_client_retry(&info, &what, |mut client| async move {
+                let resp = client.status().await.map_err(EtcdError::from)?;
+                Ok(resp.header().map_or(0, |h| h.revision()))
+            })
+        }
+        Err(e) => etcd_error(&e, &what()),
+    }
 }
 
 /// The cluster's members as etcd lists them (`etcdctl member list`), ids in

@@ -150,6 +150,18 @@ unsafe impl pgrx::callconv::BoxRet for TextDatum {
     }
 }
 
+// A table function's text columns: a TextDatum is made (converted,
+// checked) while pulling the row, then pgrx builds the row from it.
+impl pgrx::IntoDatum for TextDatum {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::TEXTOID
+    }
+}
+
 macro_rules! sql_type {
     ($t:ty, $sql:literal) => {
         // SAFETY: the SQL type named here is the one the Rust type reads

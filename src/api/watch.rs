@@ -508,15 +508,3 @@ impl Drop for Feed {
         }
     }
 }
-
-// The rows' text columns: a TextDatum is made (converted, checked) while
-// pulling the row, then pgrx builds the row's tuple from it.
-impl pgrx::IntoDatum for TextDatum {
-    fn into_datum(self) -> Option<pg_sys::Datum> {
-        Some(self.0)
-    }
-
-    fn type_oid() -> pg_sys::Oid {
-        pg_sys::TEXTOID
-    }
-}
