@@ -8,6 +8,7 @@
 #       by side (each starts its own servers on free ports) to keep the wall
 #       time down on two cores;
 #   16 (wheel): the spec example, options, pushdown differential, writes,
+#       everyday functions (put mode, get/put/delete, CONTEXT lines),
 #       upgrade and packaging tests.
 # Extra arguments go to every pytest run.  PG_MAJORS_TO_TEST="15 18"
 # restricts the majors.  A failure on one major fails the run and names the
@@ -29,7 +30,7 @@ export ETCD_FDW_DENY_WARNINGS=1
 declare -A suite=(
   [15]="tests"
   [18]="tests"
-  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_upgrade.py tests/test_package.py"
+  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py"
 )
 failed=()
 built=()
