@@ -57,14 +57,13 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     if let Some(l) = plan.limit {
         int("etcd Limit", l as i64, es);
     }
+    text(
+        "etcd Keys Only",
+        if plan.keys_only { "true" } else { "false" },
+        es,
+    );
     if plan.count_only {
         text("etcd Count Only", "true", es);
-    } else {
-        text(
-            "etcd Keys Only",
-            if plan.keys_only { "true" } else { "false" },
-            es,
-        );
     }
     let key_list = plan.keys.point_count().is_some_and(|n| n > 1)
         || plan.params.iter().any(|p| p.op == CondOp::In);
