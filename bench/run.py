@@ -132,6 +132,14 @@ class Raw:
         return self.run("scan", *args)
 
 
+    def count(self, prefix, repeat=1):
+        return self.run("count", "--prefix", prefix, "--repeat", repeat)
+
+    def keylist(self, keys_file, repeat=1):
+        return self.run("keylist", "--keys-file", keys_file, "--batch", self.batch_size,
+                        "--repeat", repeat)
+
+
 class Fdw:
     """One PostgreSQL session that stays open; times statements around execute."""
 
@@ -402,6 +410,8 @@ class Bench:
                           check=lambda f, r: expect_equal("top-10 keys", f, r))
             self.record("ORDER BY key DESC LIMIT 10", n, m, target=None, kind="time")
 
+            self.count_and_key_list(n)
+
         # linearity of the full scan: per-key time growth between sizes
         ns = sorted(self.scan_points)
         etcd_bound = False
@@ -426,6 +436,54 @@ class Bench:
                 "client is.  Larger pages trade per-page memory for fewer such walks; the default "
                 "adaptive paging grows pages fourfold up to 16 MiB for that reason."
             )
+
+    def count_and_key_list(self, n):
+        """count(*) of the table (one count_only request) and a 1000-key
+        list (key = ANY($1): read-only Txns of batch_size gets), each side by
+        side with the raw client sending the same requests."""
+        a = self.a
+        t = f"scan_{n}"
+        self.check_plan(f"SELECT count(*) FROM {t}", ["etcd Count Only: true"],
+                        rows=[("count(*) (count_only)", n)])
+
+        def fdw_count(it, t=t):
+            el, rows, _ = self.fdw.timed(f"SELECT count(*) FROM {t}", iters=it)
+            return el / it, int(rows[0][0])
+
+        def raw_count(it, n=n):
+            r = self.raw.count(f"s{n}/", repeat=it)
+            return r["per_op"], r["rows"]
+
+        log(f"count(*), N={fmt_n(n)}")
+        m = alternate(f"count {fmt_n(n)}", fdw_count, raw_count, a.reps, a.budget,
+                      check=lambda f, r, n=n: (expect_equal("count(*)", f, r),
+                                               expect_equal("count(*)", f, n)))
+        self.record("count(*) (count_only)", n, m, target=None, kind="time")
+
+        # 1000 keys spread over the table (none of them a p/ key)
+        step = max(1, n // 1000)
+        keys = [f"s{n}/k/{j * step + 1}" for j in range(1000) if j * step + 1 < n]
+        keys_file = os.path.join(self.tmp, f"keylist_{n}.txt")
+        with open(keys_file, "w") as f:
+            f.write("\n".join(keys) + "\n")
+        lit = "'{" + ",".join(keys) + "}'::text[]"
+        sql = f"SELECT count(*), sum(length(value)) FROM {t} WHERE key = ANY(%s)"
+        self.check_plan(sql.replace("%s", lit), ["etcd Key Lists: read-only transactions"],
+                        rows=[("1000-key list (key = ANY($1))", n)])
+
+        def fdw_list(it, sql=sql, keys=keys):
+            el, rows, _ = self.fdw.timed(sql, (keys,), iters=it)
+            return el / it, (int(rows[0][0]), int(rows[0][1] or 0))
+
+        def raw_list(it, keys_file=keys_file):
+            r = self.raw.keylist(keys_file, repeat=it)
+            return r["per_op"], (r["rows"], r["bytes"])
+
+        log(f"1000-key list, N={fmt_n(n)}")
+        m = alternate(f"keylist {fmt_n(n)}", fdw_list, raw_list, a.reps, a.budget,
+                      check=lambda f, r, k=len(keys): (expect_equal("key list", f, r),
+                                                       expect_equal("key list rows", f[0], k)))
+        self.record("1000-key list (key = ANY($1))", n, m, target=None, kind="time")
 
     def check_plan(self, sql, expected, rows=()):
         """EXPLAIN sql; keep the plan.  When a pushdown in `expected` is missing,

@@ -7,6 +7,28 @@
 
 use pgrx::pg_sys;
 
+/// The range-table index of the relation a foreign scan reads: its
+/// `scanrelid`, or for a scan of an upper relation (a pushed-down
+/// aggregate, `scanrelid` 0) the one base relation it covers
+/// (`fs_relids` up to 15, `fs_base_relids` from 16 on).
+///
+/// # Safety
+/// `fsplan` is a valid ForeignScan of the executing plan.
+pub unsafe fn scan_rti(fsplan: *mut pg_sys::ForeignScan) -> pg_sys::Index {
+    // SAFETY (all arms): the caller's fsplan is valid.
+    let scanrelid = unsafe { (*fsplan).scan.scanrelid };
+    if scanrelid > 0 {
+        return scanrelid;
+    }
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    let relids = unsafe { (*fsplan).fs_relids };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    let relids = unsafe { (*fsplan).fs_base_relids };
+    // SAFETY: a valid (possibly NULL) Bitmapset of the plan.
+    let first = unsafe { pg_sys::bms_next_member(relids, -1) };
+    first.max(0) as pg_sys::Index
+}
+
 /// The user a foreign scan runs as (a view owner), or `InvalidOid` for the
 /// current user.
 ///
@@ -18,13 +40,14 @@ pub unsafe fn scan_check_as_user(
 ) -> pg_sys::Oid {
     #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
     {
-        // SAFETY: scanrelid is a valid range-table index of estate's plan.
-        unsafe { (*pg_sys::exec_rt_fetch((*fsplan).scan.scanrelid, estate)).checkAsUser }
+        // SAFETY: scan_rti is a valid range-table index of estate's plan.
+        unsafe { (*pg_sys::exec_rt_fetch(scan_rti(fsplan), estate)).checkAsUser }
     }
     #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
     {
         // 16+: permissions moved to RTEPermissionInfo; the planner copies
-        // the relation's userid into the plan node.
+        // the relation's userid into the plan node (an upper relation's
+        // too: it inherits its input relation's).
         let _ = estate;
         // SAFETY: the caller's fsplan is a valid ForeignScan.
         unsafe { (*fsplan).checkAsUser }
@@ -226,4 +249,69 @@ pub unsafe fn has_server_usage(server_oid: pg_sys::Oid, role: pg_sys::Oid) -> bo
         )
     };
     result == pg_sys::AclResult::ACLCHECK_OK
+}
+
+/// `create_foreign_upper_path` without pathkeys, outer plan or
+/// restriction list (17 added `fdw_restrictinfo`, 18 `disabled_nodes`).
+///
+/// # Safety
+/// Planner context: `root` and `rel` (an upper relation) are the
+/// planner's; `target` and `fdw_private` are valid.
+pub unsafe fn create_foreign_upper_path(
+    root: *mut pg_sys::PlannerInfo,
+    rel: *mut pg_sys::RelOptInfo,
+    target: *mut pg_sys::PathTarget,
+    rows: f64,
+    startup_cost: f64,
+    total_cost: f64,
+    fdw_private: *mut pg_sys::List,
+) -> *mut pg_sys::ForeignPath {
+    let no_pathkeys = std::ptr::null_mut();
+    let no_outer = std::ptr::null_mut();
+    // SAFETY (all arms): the caller's planner context.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    unsafe {
+        pg_sys::create_foreign_upper_path(
+            root,
+            rel,
+            target,
+            rows,
+            startup_cost,
+            total_cost,
+            no_pathkeys,
+            no_outer,
+            fdw_private,
+        )
+    }
+    #[cfg(feature = "pg17")]
+    unsafe {
+        pg_sys::create_foreign_upper_path(
+            root,
+            rel,
+            target,
+            rows,
+            startup_cost,
+            total_cost,
+            no_pathkeys,
+            no_outer,
+            std::ptr::null_mut(),
+            fdw_private,
+        )
+    }
+    #[cfg(feature = "pg18")]
+    unsafe {
+        pg_sys::create_foreign_upper_path(
+            root,
+            rel,
+            target,
+            rows,
+            0,
+            startup_cost,
+            total_cost,
+            no_pathkeys,
+            no_outer,
+            std::ptr::null_mut(),
+            fdw_private,
+        )
+    }
 }

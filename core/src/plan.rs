@@ -125,6 +125,12 @@ pub struct ScanPlan {
     /// Attributes (0-based) the query never reads: left NULL instead of
     /// being converted.
     pub unused: Vec<u16>,
+    /// Keys per read-only transaction when the keys are a key list (the
+    /// `batch_size` option); 0: one request per key.
+    pub batch_size: u32,
+    /// A pushed-down `count(*)`: etcd counts the keys (`count_only`), the
+    /// scan returns one row holding the count.
+    pub count_only: bool,
 }
 
 /// First line of an encoded plan: the format and its version.
@@ -164,6 +170,8 @@ impl ScanPlan {
             adaptive_fetch,
             pushed: Vec::new(),
             unused: Vec::new(),
+            batch_size: 0,
+            count_only: false,
         }
     }
 
@@ -199,6 +207,12 @@ impl ScanPlan {
             self.fetch_size,
             self.adaptive_fetch as u8
         ));
+        if self.batch_size > 0 {
+            out.push_str(&format!("batch {}\n", self.batch_size));
+        }
+        if self.count_only {
+            out.push_str("count 1\n");
+        }
         if !self.unused.is_empty() {
             let cols: Vec<String> = self.unused.iter().map(u16::to_string).collect();
             out.push_str(&format!("unused {}\n", cols.join(" ")));
@@ -230,6 +244,8 @@ impl ScanPlan {
             adaptive_fetch: false,
             pushed: Vec::new(),
             unused: Vec::new(),
+            batch_size: 0,
+            count_only: false,
         };
         for line in lines {
             let (tag, rest) = line.split_once(' ')?;
@@ -252,6 +268,8 @@ impl ScanPlan {
                     plan.sort = Some((f, it.next()? == "desc"));
                 }
                 "limit" => plan.limit = Some(it.next()?.parse().ok()?),
+                "batch" => plan.batch_size = it.next()?.parse().ok()?,
+                "count" if rest == "1" => plan.count_only = true,
                 "flags" => {
                     flags = true;
                     plan.keys_only = it.next()? == "1";
@@ -394,10 +412,14 @@ mod tests {
             adaptive_fetch: true,
             pushed: vec!["key = 'a'".into()],
             unused: vec![0, 3],
+            batch_size: 128,
+            count_only: true,
         };
         assert_eq!(ScanPlan::decode(&plan.encode()), Some(plan.clone()));
         let all_used = ScanPlan {
             unused: Vec::new(),
+            batch_size: 0,
+            count_only: false,
             ..plan
         };
         assert_eq!(ScanPlan::decode(&all_used.encode()), Some(all_used.clone()));

@@ -4,7 +4,10 @@
 //! a [`Pager`] turns it into a sequence of range requests, each reading at
 //! the revision the first one saw, so the whole scan is one snapshot.
 
-use etcd_client::{GetOptions, GetResponse, KeyValue, SortOrder, SortTarget};
+use etcd_client::{
+    GetOptions, GetResponse, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
 
 use crate::keyrange::{successor, KeyRange, KeySet};
 
@@ -173,6 +176,8 @@ pub struct PageRequest {
     pub revision: i64,
     pub keys_only: bool,
     pub serializable: bool,
+    /// Ask only for the number of keys (`count_only`): no key-value pairs.
+    pub count_only: bool,
 }
 
 impl PageRequest {
@@ -181,6 +186,9 @@ impl PageRequest {
             .with_range(self.range_end.clone())
             .with_limit(self.limit)
             .with_revision(self.revision);
+        if self.count_only {
+            o = o.with_count_only();
+        }
         if let Some((f, desc)) = self.sort {
             let order = if desc {
                 SortOrder::Descend
@@ -196,6 +204,70 @@ impl PageRequest {
             o = o.with_serializable();
         }
         o
+    }
+}
+
+/// A read-only etcd transaction of one range request per key of a key
+/// list (`key IN (...)`, `key = ANY($1)`): the keys of several requests in
+/// one round trip, all read at one revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRequest {
+    /// In the order the scan returns them (the transaction answers in the
+    /// order of its operations).
+    pub keys: Vec<Vec<u8>>,
+    /// 0 = latest (the first batch); later batches read the first one's.
+    pub revision: i64,
+    pub keys_only: bool,
+    pub serializable: bool,
+    pub count_only: bool,
+}
+
+impl BatchRequest {
+    /// The options of each key's range request.  A transaction is
+    /// serializable when all its reads are.
+    pub fn get_options(&self) -> GetOptions {
+        let mut o = GetOptions::new().with_revision(self.revision);
+        if self.keys_only {
+            o = o.with_keys_only();
+        }
+        if self.count_only {
+            o = o.with_count_only();
+        }
+        if self.serializable {
+            o = o.with_serializable();
+        }
+        o
+    }
+
+    /// The transaction: no compares, one get per key.
+    pub fn txn(&self) -> Txn {
+        let ops: Vec<TxnOp> = self
+            .keys
+            .iter()
+            .map(|k| TxnOp::get(k.clone(), Some(self.get_options())))
+            .collect();
+        Txn::new().and_then(ops)
+    }
+}
+
+/// Whether etcd (or the client) refused a batch for its size: the answer
+/// exceeds the client's limit, or the request etcd's `--max-txn-ops` or
+/// `--max-request-bytes`.  A smaller batch may pass
+/// ([`Pager::shrink_batch`]).
+pub fn batch_refused(e: &crate::client::EtcdError) -> bool {
+    if e.response_too_large().is_some() {
+        return true;
+    }
+    match e.root() {
+        crate::client::EtcdError::Status { code, message } => {
+            matches!(
+                code,
+                tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+            ) && (message.contains("too many operations in txn request")
+                || message.contains("request is too large")
+                || message.contains("received message larger than max"))
+        }
+        _ => false,
     }
 }
 
@@ -215,6 +287,13 @@ pub struct Pager {
     /// With [`ScanSpec::merges_ranges`]: the best rows of the ranges read
     /// so far, handed out once the last range is read.
     merged: Option<Vec<KeyValue>>,
+    /// Keys per read-only transaction when the key set is a key list
+    /// ([`Self::with_key_batches`]); 0: one range request per range.
+    batch: u64,
+    /// Ask for counts only ([`Self::count_only`]).
+    count_only: bool,
+    /// The sum of the counts etcd answered.
+    counted: u64,
 }
 
 /// What to do after etcd refused to send a page because the response
@@ -247,6 +326,131 @@ impl Pager {
             returned: 0,
             done,
             pages: 0,
+            batch: 0,
+            count_only: false,
+            counted: 0,
+        }
+    }
+
+    /// Read a key set of several single keys (a key list) in read-only
+    /// transactions of up to `max_keys` keys each, in the scan's order.
+    /// Other key sets (and `max_keys` 0) keep one request per range.
+    pub fn with_key_batches(mut self, max_keys: u32) -> Self {
+        let list = self.spec.keys.point_count().is_some_and(|n| n > 1);
+        self.batch = if list { u64::from(max_keys) } else { 0 };
+        self
+    }
+
+    /// Count the keys instead of reading them: each request asks etcd for
+    /// the number of keys only (`count_only`); see [`Self::counted`].
+    pub fn count_only(mut self) -> Self {
+        self.count_only = true;
+        self
+    }
+
+    /// The number of keys etcd counted so far (with [`Self::count_only`]).
+    pub fn counted(&self) -> u64 {
+        self.counted
+    }
+
+    /// Whether the key set is read in transactions ([`Self::next_batch`]).
+    pub fn batched(&self) -> bool {
+        self.batch > 0
+    }
+
+    /// Keys the next batch asks for: never more than a pushed-down limit
+    /// still needs (each key is at most one row), unless the rows are
+    /// merged by a non-key sort (every key may be among the best).
+    fn batch_len(&self) -> usize {
+        let mut n = self.batch.min(self.pending.len() as u64);
+        if self.merged.is_none() {
+            if let Some(l) = self.spec.limit {
+                n = n.min(l.saturating_sub(self.returned));
+            }
+        }
+        n as usize
+    }
+
+    /// The next read-only transaction of a batched key list, or `None`
+    /// when the scan is complete (or not batched).
+    pub fn next_batch(&self) -> Option<BatchRequest> {
+        if self.done || self.batch == 0 {
+            return None;
+        }
+        let n = self.batch_len().max(1);
+        let keys: Vec<Vec<u8>> = (self.pending.iter().rev().take(n))
+            .map(|r| r.as_single_key().unwrap_or(&r.start).to_vec())
+            .collect();
+        let first = self.next_request()?;
+        Some(BatchRequest {
+            keys,
+            revision: self.revision,
+            keys_only: first.keys_only,
+            serializable: self.spec.serializable,
+            count_only: self.count_only,
+        })
+    }
+
+    /// Take the answer to [`Self::next_batch`]: the rows of its keys in
+    /// the scan's order.
+    pub fn accept_batch(&mut self, resp: TxnResponse) -> Vec<KeyValue> {
+        let header_revision = resp.header().map_or(0, |h| h.revision());
+        let gets = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(g) => Some(g),
+                _ => None,
+            })
+            .collect();
+        self.accept_gets(header_revision, gets)
+    }
+
+    /// [`Self::accept_batch`] of the transaction's range answers, one per
+    /// key of the batch in order, read at `header_revision`.
+    pub fn accept_gets(&mut self, header_revision: i64, gets: Vec<GetResponse>) -> Vec<KeyValue> {
+        self.pages += 1;
+        if self.revision == 0 {
+            self.revision = header_revision;
+        }
+        let mut kvs = Vec::new();
+        for mut g in gets {
+            self.counted += g.count().max(0) as u64;
+            kvs.extend(g.take_kvs());
+            self.pending.pop();
+        }
+        self.returned += kvs.len() as u64;
+        self.done = self.pending.is_empty()
+            || (self.merged.is_none() && self.spec.limit.is_some_and(|l| self.returned >= l));
+        self.take_merged(kvs)
+    }
+
+    /// A batch's answer was too large for the client, or its request
+    /// too large (or with too many operations) for etcd: ask again for
+    /// half as many keys, at the same revision and position.
+    pub fn shrink_batch(&mut self) -> Oversized {
+        let asked = self.batch_len() as u64;
+        if asked <= 1 {
+            return Oversized::SingleKey;
+        }
+        self.batch = asked / 2;
+        Oversized::Retry
+    }
+
+    /// With a merging non-key sort: add `kvs` to the best rows so far and
+    /// hand them out once the last range is read.
+    fn take_merged(&mut self, kvs: Vec<KeyValue>) -> Vec<KeyValue> {
+        match (self.merged.as_mut(), self.spec.sort) {
+            (Some(top), Some((field, desc))) => {
+                let limit = self.spec.limit.map_or(usize::MAX, |l| l as usize);
+                merge_top(top, kvs, limit, desc, |kv| field.sort_key(kv));
+                if self.done {
+                    std::mem::take(top)
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => kvs,
         }
     }
 
@@ -270,7 +474,9 @@ impl Pager {
         let range = self.pending.last()?;
         let (key, range_end) = range.to_etcd();
         let remaining = self.spec.limit.map(|l| l.saturating_sub(self.returned));
-        let limit = if self.merged.is_some() {
+        let limit = if self.count_only {
+            0
+        } else if self.merged.is_some() {
             // Every range may hold the best rows.
             self.spec.limit.unwrap_or(0)
         } else if self.spec.single_request() {
@@ -285,10 +491,12 @@ impl Pager {
             sort: self.spec.sort.filter(|s| *s != (SortField::Key, false)),
             revision: self.revision,
             // Merging by value needs the values even when the query does not.
-            keys_only: self.spec.keys_only
-                && !(self.merged.is_some()
-                    && matches!(self.spec.sort, Some((SortField::Value, _)))),
+            keys_only: self.count_only
+                || (self.spec.keys_only
+                    && !(self.merged.is_some()
+                        && matches!(self.spec.sort, Some((SortField::Value, _))))),
             serializable: self.spec.serializable,
+            count_only: self.count_only,
         })
     }
 
@@ -298,6 +506,9 @@ impl Pager {
     pub fn accept(&mut self, mut resp: GetResponse) -> Vec<KeyValue> {
         let header_revision = resp.header().map_or(0, |h| h.revision());
         let more = resp.more();
+        if self.count_only {
+            self.counted += resp.count().max(0) as u64;
+        }
         let kvs = resp.take_kvs();
         let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
         self.advance(
@@ -307,18 +518,7 @@ impl Pager {
             more,
             header_revision,
         );
-        match (self.merged.as_mut(), self.spec.sort) {
-            (Some(top), Some((field, desc))) => {
-                let limit = self.spec.limit.map_or(usize::MAX, |l| l as usize);
-                merge_top(top, kvs, limit, desc, |kv| field.sort_key(kv));
-                if self.done {
-                    std::mem::take(top)
-                } else {
-                    Vec::new()
-                }
-            }
-            _ => kvs,
-        }
+        self.take_merged(kvs)
     }
 
     /// etcd could not send the answer to [`Self::next_request`] within the
@@ -459,6 +659,216 @@ mod tests {
             fetch_size: 2,
             adaptive: false,
         }
+    }
+
+    fn get_answer(keys: &[&[u8]], revision: i64) -> GetResponse {
+        use etcd_client::proto::{PbKeyValue, PbRangeResponse, PbResponseHeader};
+        GetResponse(PbRangeResponse {
+            header: Some(PbResponseHeader {
+                revision,
+                ..Default::default()
+            }),
+            count: keys.len() as i64,
+            kvs: keys
+                .iter()
+                .map(|k| PbKeyValue {
+                    key: k.to_vec(),
+                    mod_revision: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            more: false,
+        })
+    }
+
+    fn keys_of(kvs: &[KeyValue]) -> Vec<Vec<u8>> {
+        kvs.iter().map(|kv| kv.key().to_vec()).collect()
+    }
+
+    #[test]
+    fn key_lists_are_read_in_batches_at_one_revision() {
+        let list: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        let mut s = spec(KeySet::from_keys(list.iter().map(|k| k.as_bytes())));
+        s.serializable = true;
+        let mut p = Pager::new(s).with_key_batches(4);
+        assert!(p.batched());
+        let b1 = p.next_batch().unwrap();
+        assert_eq!(
+            b1.keys,
+            vec![
+                b"k0".to_vec(),
+                b"k1".to_vec(),
+                b"k2".to_vec(),
+                b"k3".to_vec()
+            ]
+        );
+        assert_eq!(
+            (b1.revision, b1.serializable, b1.count_only),
+            (0, true, false)
+        );
+        let txn = format!("{:?}", b1.txn());
+        assert_eq!(
+            txn.matches("serializable: true").count(),
+            4,
+            "one serializable get per key: {txn}"
+        );
+        assert!(!txn.contains("compare: [RangeRequest"), "{txn}");
+        let rows = p.accept_gets(
+            17,
+            vec![
+                get_answer(&[b"k0"], 17),
+                get_answer(&[], 17),
+                get_answer(&[b"k2"], 17),
+                get_answer(&[], 17),
+            ],
+        );
+        assert_eq!(keys_of(&rows), vec![b"k0".to_vec(), b"k2".to_vec()]);
+        let b2 = p.next_batch().unwrap();
+        assert_eq!(b2.keys[0], b"k4".to_vec());
+        assert_eq!(
+            b2.revision, 17,
+            "later batches read the first one's revision"
+        );
+        p.accept_gets(18, vec![get_answer(&[], 18); 4]);
+        let b3 = p.next_batch().unwrap();
+        assert_eq!(b3.keys, vec![b"k8".to_vec(), b"k9".to_vec()]);
+        assert_eq!(b3.revision, 17);
+        p.accept_gets(17, vec![get_answer(&[], 17); 2]);
+        assert_eq!(p.next_batch(), None);
+        assert_eq!(p.pages(), 3, "ceil(10 / 4) requests");
+    }
+
+    #[test]
+    fn batches_follow_a_descending_key_order_and_a_limit() {
+        let mut s = spec(KeySet::from_keys([&b"b"[..], b"a", b"d", b"c", b"a"]));
+        s.sort = Some((SortField::Key, true));
+        s.limit = Some(3);
+        let mut p = Pager::new(s).with_key_batches(128);
+        let b = p.next_batch().unwrap();
+        assert_eq!(
+            b.keys,
+            vec![b"d".to_vec(), b"c".to_vec(), b"b".to_vec()],
+            "duplicates once, at most the limit"
+        );
+        let rows = p.accept_gets(
+            5,
+            vec![
+                get_answer(&[b"d"], 5),
+                get_answer(&[], 5),
+                get_answer(&[b"b"], 5),
+            ],
+        );
+        assert_eq!(keys_of(&rows), vec![b"d".to_vec(), b"b".to_vec()]);
+        let b = p.next_batch().unwrap();
+        assert_eq!(b.keys, vec![b"a".to_vec()], "one row still wanted");
+        p.accept_gets(5, vec![get_answer(&[b"a"], 5)]);
+        assert_eq!(p.next_batch(), None);
+        // single keys and ranges keep their range requests
+        assert!(!Pager::new(spec(KeySet::from_keys([&b"a"[..]])))
+            .with_key_batches(128)
+            .batched());
+        assert!(
+            !Pager::new(spec(KeySet::from_range(KeyRange::prefix(b"a"))))
+                .with_key_batches(128)
+                .batched()
+        );
+        assert!(!Pager::new(spec(KeySet::from_keys([&b"a"[..], b"b"])))
+            .with_key_batches(0)
+            .batched());
+    }
+
+    #[test]
+    fn oversized_batches_halve_down_to_one_key() {
+        let list: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        let mut p = Pager::new(spec(KeySet::from_keys(list.iter().map(|k| k.as_bytes()))))
+            .with_key_batches(8);
+        assert_eq!(p.shrink_batch(), Oversized::Retry);
+        assert_eq!(p.next_batch().unwrap().keys.len(), 4);
+        assert_eq!(p.shrink_batch(), Oversized::Retry);
+        assert_eq!(p.shrink_batch(), Oversized::Retry);
+        let b = p.next_batch().unwrap();
+        assert_eq!(
+            (b.keys.len(), b.keys[0].as_slice()),
+            (1, &b"k0"[..]),
+            "same position"
+        );
+        assert_eq!(p.shrink_batch(), Oversized::SingleKey);
+        p.accept_gets(3, vec![get_answer(&[b"k0"], 3)]);
+        assert_eq!(
+            p.next_batch().unwrap().keys.len(),
+            1,
+            "the smaller batch is kept"
+        );
+    }
+
+    #[test]
+    fn refused_batches_are_recognised() {
+        use crate::client::EtcdError;
+        let st = |code, m: &str| EtcdError::Status {
+            code,
+            message: m.to_string(),
+        };
+        for e in [
+            st(
+                tonic::Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            st(tonic::Code::InvalidArgument, "etcdserver: request is too large"),
+            st(
+                tonic::Code::ResourceExhausted,
+                "grpc: received message larger than max (3000000 vs. 2097152)",
+            ),
+            st(
+                tonic::Code::OutOfRange,
+                "Error, decoded message length too large: found 83886300 bytes, the limit is: 67108864 bytes",
+            ),
+        ] {
+            assert!(batch_refused(&e), "{e:?}");
+        }
+        assert!(!batch_refused(&st(
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted"
+        )));
+        assert!(!batch_refused(&st(
+            tonic::Code::PermissionDenied,
+            "etcdserver: permission denied"
+        )));
+    }
+
+    #[test]
+    fn counts_add_up_over_ranges_and_key_lists() {
+        let mut s = spec(KeySet::from_ranges(vec![
+            KeyRange::prefix(b"a/"),
+            KeyRange::prefix(b"c/"),
+        ]));
+        s.fetch_size = 2;
+        let mut p = Pager::new(s).count_only();
+        let r = p.next_request().unwrap();
+        assert!(r.count_only && r.keys_only && r.limit == 0, "{r:?}");
+        let mut a = get_answer(&[], 9);
+        a.0.count = 5;
+        assert!(p.accept(a).is_empty());
+        let r = p.next_request().unwrap();
+        assert_eq!(
+            (r.key.as_slice(), r.revision),
+            (&b"c/"[..], 9),
+            "the second range at the first's revision"
+        );
+        let mut c = get_answer(&[], 9);
+        c.0.count = 7;
+        p.accept(c);
+        assert_eq!(p.next_request(), None);
+        assert_eq!(p.counted(), 12);
+        let mut p = Pager::new(spec(KeySet::from_keys([&b"x"[..], b"y", b"z"])))
+            .count_only()
+            .with_key_batches(2);
+        let b = p.next_batch().unwrap();
+        assert!(b.count_only && b.keys.len() == 2);
+        let mut one = get_answer(&[], 4);
+        one.0.count = 1;
+        p.accept_gets(4, vec![one.clone(), get_answer(&[], 4)]);
+        p.accept_gets(4, vec![one]);
+        assert_eq!((p.next_batch(), p.counted(), p.pages()), (None, 2, 2));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 
-use etcd_fdw_core::plan::describe_keys;
+use etcd_fdw_core::plan::{describe_keys, CondOp};
 use pgrx::pg_sys;
 
 use super::plan::decode_plan;
@@ -27,6 +27,15 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
 ) {
     let fsplan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
     let plan = decode_plan((*fsplan).fdw_private);
+    if plan.count_only {
+        // An aggregate scan names no relation in its node line.
+        let rti = crate::pgver::scan_rti(fsplan) as usize;
+        let rtable = pgrx::PgList::<pg_sys::RangeTblEntry>::from_pg((*es).rtable);
+        if let Some(rte) = rti.checked_sub(1).and_then(|i| rtable.get_ptr(i)) {
+            let name = crate::catalog::rel_name((*rte).relid);
+            text("Relations", &format!("Aggregate on ({name})"), es);
+        }
+    }
     let mut range = describe_keys(&plan.keys);
     for p in &plan.params {
         range.push_str(&format!(
@@ -53,6 +62,18 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         if plan.keys_only { "true" } else { "false" },
         es,
     );
+    if plan.count_only {
+        text("etcd Count Only", "true", es);
+    }
+    let key_list = plan.keys.point_count().is_some_and(|n| n > 1)
+        || plan.params.iter().any(|p| p.op == CondOp::In);
+    if key_list && plan.batch_size > 0 {
+        text(
+            "etcd Key Lists",
+            &format!("read-only transactions of up to {} keys", plan.batch_size),
+            es,
+        );
+    }
     if plan.revision != 0 {
         int("etcd Revision", plan.revision, es);
     }
@@ -65,7 +86,9 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         },
         es,
     );
-    if plan.adaptive_fetch {
+    if plan.count_only {
+        // Counts carry no rows: no pages to size.
+    } else if plan.adaptive_fetch {
         text(
             "etcd Fetch Size",
             &format!(
@@ -81,6 +104,10 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     if (*es).analyze && !(*node).fdw_state.is_null() {
         let st = &*((*node).fdw_state as *const ScanExec);
         int("etcd Pages", st.pages as i64, es);
-        int("etcd Keys Fetched", st.keys_fetched as i64, es);
+        if let Some(n) = st.counted {
+            int("etcd Keys Counted", n as i64, es);
+        } else {
+            int("etcd Keys Fetched", st.keys_fetched as i64, es);
+        }
     }
 }

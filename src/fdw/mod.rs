@@ -9,6 +9,7 @@ pub(crate) mod plan;
 mod private;
 mod pushdown;
 mod scan;
+mod upper;
 mod validator;
 
 pub use validator::check_table_ddl;
@@ -40,6 +41,7 @@ pub unsafe extern "C-unwind" fn etcd_fdw_handler(
     (*r).GetForeignRelSize = Some(plan::get_foreign_rel_size);
     (*r).GetForeignPaths = Some(plan::get_foreign_paths);
     (*r).GetForeignPlan = Some(plan::get_foreign_plan);
+    (*r).GetForeignUpperPaths = Some(upper::get_foreign_upper_paths);
     (*r).BeginForeignScan = Some(scan::begin_foreign_scan);
     (*r).IterateForeignScan = Some(scan::iterate_foreign_scan);
     (*r).ReScanForeignScan = Some(scan::rescan_foreign_scan);

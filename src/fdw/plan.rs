@@ -3,7 +3,7 @@
 //! the pushed-down etcd request.
 
 use etcd_fdw_core::keyrange::KeySet;
-use etcd_fdw_core::options::{effective_fetch_size, TableOptions};
+use etcd_fdw_core::options::{effective_batch_size, effective_fetch_size, TableOptions};
 use etcd_fdw_core::plan::{ParamCond, ScanPlan};
 use etcd_fdw_core::scan::{requests_for, SortField};
 use pgrx::pg_sys;
@@ -18,7 +18,7 @@ use crate::pgver;
 
 /// Cost of one round trip to etcd, in planner cost units (50 sequential
 /// page reads: a lookup takes about 200 us).
-const ROUND_TRIP_COST: f64 = 50.0;
+pub(super) const ROUND_TRIP_COST: f64 = 50.0;
 /// Cost of receiving and converting one key-value pair: the benchmark
 /// (bench/) reads about 2 us per key in a long scan, a hundredth of a round
 /// trip.
@@ -33,11 +33,17 @@ pub struct RelState {
     pub table: TableOptions,
     pub columns: TableColumns,
     pub key: Option<KeyColumn>,
-    /// Every restriction clause was pushed exactly.
+    /// Every restriction clause was pushed exactly (run-time ones too).
     pub all_exact: bool,
     pub has_params: bool,
     pub fetch_size: u32,
     pub adaptive_fetch: bool,
+    /// Keys per read-only transaction of a key list (`batch_size`).
+    pub batch_size: u32,
+    /// The keys the constant conditions leave (run-time ones narrow them).
+    pub keys: KeySet,
+    /// The relation's range-table index (`baserel->relid`).
+    pub relid: u32,
 }
 
 /// Table metadata: options and column mapping (cached per backend).
@@ -85,7 +91,7 @@ pub fn check_rowid(table: &TableOptions, cols: &TableColumns, relid: pg_sys::Oid
     }
 }
 
-unsafe fn state<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a mut RelState {
+pub(super) unsafe fn state<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a mut RelState {
     &mut *((*baserel).fdw_private as *mut RelState)
 }
 
@@ -130,7 +136,10 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
                     local.push(ri);
                 }
             }
-            Some(Pushed::Param { .. }) => has_params = true,
+            Some(Pushed::Param { exact, .. }) => {
+                has_params = true;
+                all_exact &= exact;
+            }
             None => {
                 all_exact = false;
                 local.push(ri);
@@ -161,6 +170,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
         estimate_keys(&base_keys, has_params) * selectivity(local.as_ptr())
     };
     (*baserel).rows = rows.max(if base_keys.is_empty() { 0.0 } else { 1.0 });
+    let batch_size = effective_batch_size(&server.options, &table);
     let st = RelState {
         table,
         columns,
@@ -169,6 +179,9 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
         has_params,
         fetch_size,
         adaptive_fetch,
+        batch_size,
+        keys: base_keys,
+        relid: (*baserel).relid,
     };
     (*baserel).fdw_private =
         PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(st) as *mut _;
@@ -470,24 +483,38 @@ unsafe fn unused_columns(
         .collect()
 }
 
-#[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn get_foreign_plan(
+/// What the restriction clauses of a scan push down to etcd.
+pub(super) struct Pushdown {
+    /// The table's keys intersected with every constant condition.
+    pub keys: KeySet,
+    /// Conditions with run-time values (`fdw_exprs[expr_index]`).
+    pub params: Vec<ParamCond>,
+    /// Each pushed condition, for EXPLAIN.
+    pub pushed: Vec<String>,
+    pub fdw_exprs: PgList<pg_sys::Node>,
+    /// Clauses PostgreSQL evaluates (not pushed, or pushed loosely).
+    pub local: PgList<pg_sys::Node>,
+    /// Nothing is left to evaluate locally.
+    pub all_exact: bool,
+}
+
+/// Split `clauses` of the relation `st` describes into what etcd does
+/// and what stays local.
+///
+/// # Safety
+/// Planner context: `clauses` are expressions of the query being planned.
+pub(super) unsafe fn push_clauses(
     root: *mut pg_sys::PlannerInfo,
-    baserel: *mut pg_sys::RelOptInfo,
-    _foreigntableid: pg_sys::Oid,
-    best_path: *mut pg_sys::ForeignPath,
-    tlist: *mut pg_sys::List,
-    scan_clauses: *mut pg_sys::List,
-    outer_plan: *mut pg_sys::Plan,
-) -> *mut pg_sys::ForeignScan {
-    let st = state(baserel);
+    st: &RelState,
+    clauses: Vec<*mut pg_sys::Node>,
+) -> Pushdown {
     let mut keys = st.table.key_set();
     let mut params = Vec::new();
     let mut pushed_desc = Vec::new();
     let mut fdw_exprs = PgList::<pg_sys::Node>::new();
     let mut local = PgList::<pg_sys::Node>::new();
     let mut all_exact = true;
-    for clause in actual_clauses(scan_clauses) {
+    for clause in clauses {
         let pushed = st.key.and_then(|kc| pushdown::classify(root, clause, &kc));
         match pushed {
             Some(p) => {
@@ -517,6 +544,46 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             }
         }
     }
+    Pushdown {
+        keys,
+        params,
+        pushed: pushed_desc,
+        fdw_exprs,
+        local,
+        all_exact,
+    }
+}
+
+/// Restriction clauses (not pseudoconstant) of a relation.
+///
+/// # Safety
+/// `rel` is a base relation of the query being planned.
+pub(super) unsafe fn restriction_clauses(rel: *mut pg_sys::RelOptInfo) -> Vec<*mut pg_sys::Node> {
+    actual_clauses((*rel).baserestrictinfo)
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_plan(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    _foreigntableid: pg_sys::Oid,
+    best_path: *mut pg_sys::ForeignPath,
+    tlist: *mut pg_sys::List,
+    scan_clauses: *mut pg_sys::List,
+    outer_plan: *mut pg_sys::Plan,
+) -> *mut pg_sys::ForeignScan {
+    if (*baserel).reloptkind == pg_sys::RelOptKind::RELOPT_UPPER_REL {
+        return super::upper::count_plan(root, baserel, tlist);
+    }
+    let st = state(baserel);
+    let Pushdown {
+        keys,
+        params,
+        pushed: pushed_desc,
+        fdw_exprs,
+        local,
+        all_exact,
+    } = push_clauses(root, st, actual_clauses(scan_clauses));
 
     let path_sort = path_sort(best_path);
     let query_order_satisfied = (*root).query_pathkeys.is_null()
@@ -546,6 +613,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         keys_only: st.table.keys_only || !needs_value,
         pushed: pushed_desc,
         unused,
+        batch_size: st.batch_size,
         ..ScanPlan::whole_table(&st.table, st.fetch_size, st.adaptive_fetch)
     };
     let private = private::to_private(&plan.encode());

@@ -11,7 +11,9 @@ use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::pending::{Overlay, PendingTxn, Step};
 use etcd_fdw_core::plan::{CondOp, ScanPlan};
-use etcd_fdw_core::scan::{merge_top, Oversized, PageRequest, Pager, ScanSpec, SortField, SortKey};
+use etcd_fdw_core::scan::{
+    batch_refused, merge_top, Oversized, PageRequest, Pager, ScanSpec, SortField, SortKey,
+};
 use etcd_fdw_core::writes::revision_to_tid;
 use pgrx::pg_sys;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
@@ -52,6 +54,8 @@ pub struct ScanExec {
     sorted: Option<std::vec::IntoIter<ScanRow>>,
     pub pages: u64,
     pub keys_fetched: u64,
+    /// A counting scan (`plan.count_only`): the keys counted, once done.
+    pub counted: Option<u64>,
     relid: pg_sys::Oid,
 }
 
@@ -62,7 +66,12 @@ impl ScanExec {
         let fsplan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let estate = (*node).ss.ps.state;
         let plan = decode_plan((*fsplan).fdw_private);
-        let relid = (*(*node).ss.ss_currentRelation).rd_id;
+        // A pushed-down count scans no relation of its own (scanrelid 0).
+        let relid = if (*node).ss.ss_currentRelation.is_null() {
+            (*pg_sys::exec_rt_fetch(pgver::scan_rti(fsplan), estate)).relid
+        } else {
+            (*(*node).ss.ss_currentRelation).rd_id
+        };
         let userid = connection::effective_user(pgver::scan_check_as_user(fsplan, estate));
         let mut exec = ScanExec::for_relation(relid, userid, plan, (*estate).es_query_cxt);
         exec.param_exprs = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
@@ -128,6 +137,7 @@ impl ScanExec {
             sorted: None,
             pages: 0,
             keys_fetched: 0,
+            counted: None,
             relid,
         }
     }
@@ -183,7 +193,27 @@ impl ScanExec {
                 spec.sort = None;
             }
         }
-        self.pager = Some(Pager::new(spec));
+        let mut pager = Pager::new(spec).with_key_batches(self.plan.batch_size);
+        if self.plan.count_only && self.overlay.is_none() {
+            pager = pager.count_only();
+        }
+        self.pager = Some(pager);
+    }
+
+    /// The rows of a pushed-down count: etcd's counts, or, when pending
+    /// writes of the transaction lie in the keys, the rows of the scan
+    /// with them merged (exactly what a scan would return).
+    fn count(&mut self) -> u64 {
+        self.start();
+        if self.overlay.is_some() {
+            let mut n = 0;
+            while self.next_merged().is_some() {
+                n += 1;
+            }
+            return n;
+        }
+        while self.fetch_page() {}
+        self.pager.as_ref().map_or(0, Pager::counted)
     }
 
     /// The next row of etcd's answer merged with the overlay.
@@ -240,15 +270,33 @@ impl ScanExec {
         top.into_iter()
     }
 
-    /// Fetch the next page; false when the scan is complete.  A page
-    /// etcd cannot send within the response limit is asked for again with
-    /// fewer keys, at the same revision.
+    /// Fetch the next page; false when the scan is complete.
     fn fetch_page(&mut self) -> bool {
+        let batched = self.pager.as_ref().is_some_and(Pager::batched);
+        let kvs = if batched {
+            self.fetch_batch()
+        } else {
+            self.fetch_range()
+        };
+        let (Some(kvs), Some(pager)) = (kvs, self.pager.as_ref()) else {
+            return false;
+        };
+        if self.pages == 0 && self.plan.revision == 0 {
+            xact::pin_snapshot(&self.server, pager.revision());
+        }
+        self.pages += 1;
+        self.keys_fetched += kvs.len() as u64;
+        self.page = kvs.into_iter().peekable();
+        true
+    }
+
+    /// The next range request's rows; `None` when the scan is complete.
+    /// A page etcd cannot send within the response limit is asked for
+    /// again with fewer keys, at the same revision.
+    fn fetch_range(&mut self) -> Option<Vec<KeyValue>> {
         let timeout = self.server.options.request_timeout;
         let resp = loop {
-            let Some(req) = self.pager.as_ref().and_then(Pager::next_request) else {
-                return false;
-            };
+            let req = self.pager.as_ref().and_then(Pager::next_request)?;
             let result = connection::try_with_retry(&self.server, |mut kv| {
                 let req = req.clone();
                 async move {
@@ -280,17 +328,35 @@ impl ScanExec {
                 ),
             }
         };
-        let Some(pager) = self.pager.as_mut() else {
-            return false;
-        };
-        let kvs = pager.accept(resp);
-        if self.pages == 0 && self.plan.revision == 0 {
-            xact::pin_snapshot(&self.server, pager.revision());
+        Some(self.pager.as_mut()?.accept(resp))
+    }
+
+    /// The rows of the next keys of a key list, read in one read-only
+    /// etcd transaction; `None` when the scan is complete.  A batch etcd
+    /// refuses for its size (too large an answer, too many operations or
+    /// bytes in the request) is asked for again with half as many keys.
+    fn fetch_batch(&mut self) -> Option<Vec<KeyValue>> {
+        let timeout = self.server.options.request_timeout;
+        loop {
+            let batch = self.pager.as_ref().and_then(Pager::next_batch)?;
+            let result = connection::try_with_retry(&self.server, |mut kv| {
+                let txn = batch.txn();
+                async move { client::with_timeout(timeout, kv.txn(txn)).await }
+            });
+            let e = match result {
+                Ok(resp) => return Some(self.pager.as_mut()?.accept_batch(resp)),
+                Err(e) => e,
+            };
+            if !batch_refused(&e) {
+                crate::error::etcd_error(&e, &self.what());
+            }
+            let pager = self.pager.as_mut()?;
+            if pager.shrink_batch() != Oversized::Retry {
+                // One key alone is too large.
+                let req = pager.next_request()?;
+                self.key_too_large(&req);
+            }
         }
-        self.pages += 1;
-        self.keys_fetched += kvs.len() as u64;
-        self.page = kvs.into_iter().peekable();
-        true
     }
 
     /// What the scan was doing, for error messages.
@@ -362,6 +428,9 @@ impl ScanExec {
     /// `slot` must be the scan's virtual tuple slot; runs in the per-tuple
     /// memory context.
     pub unsafe fn next_into(&mut self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        if self.plan.count_only {
+            return self.count_into(slot);
+        }
         let Some(row) = self.next_row() else {
             return false;
         };
@@ -379,6 +448,27 @@ impl ScanExec {
             tid.ip_blkid.bi_lo = (block & 0xffff) as u16;
             tid.ip_posid = offset;
         }
+        true
+    }
+
+    /// The one row of a pushed-down count: every column of the scan tuple
+    /// is a count aggregate (`bigint`), all the same number.
+    ///
+    /// # Safety
+    /// `slot` is the scan's tuple slot (described by `fdw_scan_tlist`).
+    unsafe fn count_into(&mut self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        if self.counted.is_some() {
+            return false;
+        }
+        let n = self.count();
+        self.counted = Some(n);
+        pg_sys::ExecClearTuple(slot);
+        let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+        values.fill(pg_sys::Datum::from(n as i64));
+        nulls.fill(false);
+        pg_sys::ExecStoreVirtualTuple(slot);
         true
     }
 
@@ -439,6 +529,7 @@ impl ScanExec {
     }
 
     pub fn rescan(&mut self) {
+        self.counted = None;
         self.pager = None;
         self.page = Vec::new().into_iter().peekable();
         self.overlay = None;

@@ -15,6 +15,8 @@
 //! scan     --prefix P [--fetch-size 1000] [--repeat K] [--desc] [--limit L]
 //!          [--keys-only]
 //! lookups  --keys-file F --count N [--concurrency C]
+//! count    --prefix P [--repeat K]
+//! keylist  --keys-file F [--batch 128] [--repeat K]
 //! insert   --prefix P --count N [--value-size 100] [--batch 128]
 //! update   --prefix P [--suffix x] [--fetch-size 1000] [--batch 128] [--prev-kv]
 //! delete   --prefix P [--fetch-size 1000] [--batch 128] [--prev-kv]
@@ -50,10 +52,12 @@ use etcd_fdw_core::scan::{Pager, ScanSpec, SortField};
 
 type Res<T> = Result<T, String>;
 
-const USAGE: &str = "usage: rawclient <load|scan|lookups|insert|update|delete> --endpoint HOST:PORT [options]
+const USAGE: &str = "usage: rawclient <load|scan|lookups|count|keylist|insert|update|delete> --endpoint HOST:PORT [options]
   load     --prefix P --count N [--value-size 100] [--layout scan|plain] [--base B] [--batch 128] [--inflight 16]
   scan     --prefix P [--fetch-size 1000] [--repeat K] [--desc] [--limit L] [--keys-only]
   lookups  --keys-file F --count N [--concurrency C]
+  count    --prefix P [--repeat K]
+  keylist  --keys-file F [--batch 128] [--repeat K]
   insert   --prefix P --count N [--value-size 100] [--batch 128]
   update   --prefix P [--suffix x] [--fetch-size 1000] [--batch 128] [--prev-kv]
   delete   --prefix P [--fetch-size 1000] [--batch 128] [--prev-kv]";
@@ -371,6 +375,120 @@ async fn cmd_scan(a: &Args, opts: &ServerOptions) -> Res<()> {
 }
 
 // ---------------------------------------------------------------------------
+// count, keylist
+// ---------------------------------------------------------------------------
+
+/// `count(*)` of a prefix the way the FDW pushes it down: one `count_only`
+/// range request (the pager's, so the same request).
+async fn cmd_count(a: &Args, opts: &ServerOptions) -> Res<()> {
+    let prefix = a.str("prefix")?;
+    let repeat = a.num("repeat", Some(1))?.max(1);
+    let spec = ScanSpec {
+        keys: KeySet::from_range(KeyRange::prefix(prefix.as_bytes())),
+        sort: None,
+        limit: None,
+        keys_only: true,
+        revision: 0,
+        serializable: false,
+        fetch_size: etcd_fdw_core::options::DEFAULT_FETCH_SIZE,
+        adaptive: true,
+    };
+    let client = connect(opts).await?;
+    let mut kv = client.kv_client();
+    warm_up(&mut kv, prefix.as_bytes()).await?;
+    let t0 = Instant::now();
+    let (mut count, mut requests) = (0, 0);
+    for _ in 0..repeat {
+        let mut pager = Pager::new(spec.clone()).count_only();
+        while let Some(req) = pager.next_request() {
+            let opts_ = req.get_options();
+            let resp = client::with_timeout(opts.request_timeout, kv.get(req.key, Some(opts_)))
+                .await
+                .map_err(err)?;
+            pager.accept(resp);
+        }
+        count = pager.counted();
+        requests = pager.pages();
+    }
+    let el = t0.elapsed().as_secs_f64();
+    Out::default()
+        .str("cmd", b"count")
+        .num("repeat", repeat)
+        .num("rows", count)
+        .num("requests", requests)
+        .secs("elapsed", el)
+        .secs("per_op", el / repeat as f64)
+        .print();
+    Ok(())
+}
+
+/// The keys of a file (one per line) read the way the FDW reads a key
+/// list: read-only transactions of `--batch` gets, in key order, at the
+/// first one's revision.
+async fn cmd_keylist(a: &Args, opts: &ServerOptions) -> Res<()> {
+    let file = a.str("keys-file")?;
+    let batch = a.num("batch", Some(128))?.max(1) as u32;
+    let repeat = a.num("repeat", Some(1))?.max(1);
+    let keys: Vec<Vec<u8>> = std::fs::read_to_string(&file)
+        .map_err(|e| format!("{file}: {e}"))?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    let spec = ScanSpec {
+        keys: KeySet::from_keys(keys.iter().map(Vec::as_slice)),
+        sort: None,
+        limit: None,
+        keys_only: false,
+        revision: 0,
+        serializable: false,
+        fetch_size: etcd_fdw_core::options::DEFAULT_FETCH_SIZE,
+        adaptive: true,
+    };
+    let client = connect(opts).await?;
+    let mut kv = client.kv_client().max_decoding_message_size(256 << 20);
+    warm_up(&mut kv, keys.first().map_or(&b"\0"[..], Vec::as_slice)).await?;
+    let t0 = Instant::now();
+    let (mut rows, mut bytes, mut requests) = (0u64, 0u64, 0u64);
+    for _ in 0..repeat {
+        let mut pager = Pager::new(spec.clone()).with_key_batches(batch);
+        (rows, bytes) = (0, 0);
+        loop {
+            let kvs = if let Some(b) = pager.next_batch() {
+                let resp = client::with_timeout(opts.request_timeout, kv.txn(b.txn()))
+                    .await
+                    .map_err(err)?;
+                pager.accept_batch(resp)
+            } else if let Some(req) = pager.next_request() {
+                // a single key: a plain range request
+                let opts_ = req.get_options();
+                let resp = client::with_timeout(opts.request_timeout, kv.get(req.key, Some(opts_)))
+                    .await
+                    .map_err(err)?;
+                pager.accept(resp)
+            } else {
+                break;
+            };
+            rows += kvs.len() as u64;
+            bytes += kvs.iter().map(|kv| kv.value().len() as u64).sum::<u64>();
+        }
+        requests = pager.pages();
+    }
+    let el = t0.elapsed().as_secs_f64();
+    Out::default()
+        .str("cmd", b"keylist")
+        .num("repeat", repeat)
+        .num("keys", keys.len())
+        .num("rows", rows)
+        .num("bytes", bytes)
+        .num("requests", requests)
+        .secs("elapsed", el)
+        .secs("per_op", el / repeat as f64)
+        .print();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // lookups
 // ---------------------------------------------------------------------------
 
@@ -638,6 +756,8 @@ fn main() {
             "lookups" => cmd_lookups(&a, &opts),
             "load" => runtime().block_on(cmd_load(&a, &opts)),
             "scan" => runtime().block_on(cmd_scan(&a, &opts)),
+            "count" => runtime().block_on(cmd_count(&a, &opts)),
+            "keylist" => runtime().block_on(cmd_keylist(&a, &opts)),
             "insert" => runtime().block_on(cmd_insert(&a, &opts)),
             "update" => runtime().block_on(cmd_rewrite(&a, &opts, true)),
             "delete" => runtime().block_on(cmd_rewrite(&a, &opts, false)),

@@ -103,6 +103,8 @@ fn plan() -> impl Strategy<Value = ScanPlan> {
                     adaptive_fetch,
                     pushed,
                     unused,
+                    batch_size: (fetch_size % 3) * 64,
+                    count_only: keys_only && limit.is_none(),
                 }
             },
         )
@@ -118,6 +120,8 @@ fn plan_like_text() -> impl Strategy<Value = String> {
         "limit [0-9-]{0,22}",
         "flags( [0-9-]{0,3}){0,6}",
         "unused( [0-9-]{0,6}){0,3}",
+        "batch [0-9-]{0,6}",
+        "count [01]?",
         "pushed .{0,8}",
         ".{0,10}",
     ];

@@ -317,6 +317,70 @@ fn run(spec: ScanSpec, etcd: &mut FakeEtcd, concurrent: &[Write]) -> Result<Scan
     Ok(scan)
 }
 
+/// Drive a batched key-list pager ([`Pager::with_key_batches`]) the way
+/// the FDW does: each read-only transaction answered key by key by the
+/// fake etcd at the batch's revision, refused (and halved) when it holds
+/// more than `max_rows` rows, one concurrent write after each answer.
+fn run_batched(
+    spec: ScanSpec,
+    batch: u32,
+    max_rows: usize,
+    etcd: &mut FakeEtcd,
+    concurrent: &[Write],
+) -> Result<(Vec<KeyValue>, u64, bool), TestCaseError> {
+    let mut pager = Pager::new(spec.clone()).with_key_batches(batch);
+    let mut rows = Vec::new();
+    let mut writes = concurrent.iter();
+    let mut pinned: Option<i64> = (spec.revision != 0).then_some(spec.revision);
+    let mut refused = 0;
+    let mut sent = 0;
+    while let Some(b) = pager.next_batch() {
+        prop_assert!(sent + refused < 10_000, "the scan does not end");
+        prop_assert!(
+            !b.keys.is_empty() && b.keys.len() <= batch as usize,
+            "{:?}",
+            b
+        );
+        prop_assert_eq!(b.revision, pinned.unwrap_or(0));
+        prop_assert_eq!(b.serializable, spec.serializable);
+        let mut gets = Vec::new();
+        for k in &b.keys {
+            prop_assert!(spec.keys.contains(k), "{:?} is not in the list", k);
+            let req = PageRequest {
+                key: k.clone(),
+                range_end: Vec::new(),
+                limit: 0,
+                sort: None,
+                revision: b.revision,
+                keys_only: b.keys_only,
+                serializable: b.serializable,
+                count_only: false,
+            };
+            match etcd.answer(&req) {
+                Answer::Page(g) => gets.push(g),
+                Answer::TooLarge(_) => unreachable!("no byte limit here"),
+            }
+        }
+        let found: usize = gets.iter().map(|g| g.kvs().len()).sum();
+        if found > max_rows {
+            refused += 1;
+            if pager.shrink_batch() != Oversized::Retry {
+                return Ok((rows, pager.pages(), true));
+            }
+            continue;
+        }
+        sent += 1;
+        let header = etcd.revision();
+        rows.extend(pager.accept_gets(header, gets));
+        pinned = pinned.or(Some(header));
+        if let Some(w) = writes.next() {
+            etcd.apply(w);
+        }
+    }
+    prop_assert_eq!(pager.pages(), sent);
+    Ok((rows, pager.pages(), false))
+}
+
 /// Keys of the fake store: one to three bytes of the alphabet.
 fn store_key() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(byte(), 1..=3)
@@ -482,6 +546,54 @@ proptest! {
             let per = u64::from(spec.fetch_size);
             let bound = scan.rows.len() as u64 / per + spec.keys.ranges().len() as u64;
             prop_assert!(scan.pages <= bound, "{} pages for {} rows", scan.pages, scan.rows.len());
+        }
+    }
+
+    /// A key list read in read-only transactions of `batch` keys returns
+    /// what the same scan reads one key per request: the snapshot's rows
+    /// of the listed keys, each once, in the scan's order (key ascending
+    /// or descending, or the best `limit` by another field), never more
+    /// than the limit; every batch reads the pinned revision; a batch
+    /// refused for its size is asked for again with fewer keys, and with
+    /// no limit the scan takes ceil(keys / batch) transactions.
+    #[test]
+    fn batched_key_lists_read_like_single_gets(
+        keys in prop::collection::vec(store_key(), 2..24),
+        sort in prop_oneof![3 => key_sort(), 1 => other_sort().prop_map(Some)],
+        limit in prop::option::weighted(0.4, 0u64..10),
+        keys_only in any::<bool>(),
+        serializable in any::<bool>(),
+        batch in 1u32..9,
+        max_rows in prop_oneof![Just(usize::MAX), 1usize..4],
+        (history, at, concurrent) in world(),
+    ) {
+        let spec = ScanSpec {
+            keys: KeySet::from_keys(keys.iter().map(Vec::as_slice)),
+            sort,
+            limit: if matches!(sort, Some((f, _)) if f != SortField::Key) { limit.or(Some(5)) } else { limit },
+            keys_only,
+            revision: 0,
+            serializable,
+            fetch_size: 3,
+            adaptive: false,
+        };
+        prop_assume!(spec.keys.point_count().is_some_and(|n| n > 1));
+        let mut etcd = FakeEtcd::new(&history);
+        let revision = pick_revision(&etcd, at);
+        let spec = ScanSpec { revision, ..spec };
+        let mut single = FakeEtcd::new(&history);
+        single.tie_seed = etcd.tie_seed;
+        let want = run(spec.clone(), &mut single, &concurrent)?;
+        prop_assert!(want.gave_up.is_none());
+        let (got, pages, gave_up) = run_batched(spec.clone(), batch, max_rows, &mut etcd, &concurrent)?;
+        prop_assert!(!gave_up || max_rows == 0, "a batch of one key holds at most one row");
+        let summary = |kvs: &[KeyValue]| -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+            kvs.iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision())).collect()
+        };
+        prop_assert_eq!(summary(&got), summary(&want.rows));
+        let n = spec.keys.point_count().unwrap_or(0) as u64;
+        if spec.limit.is_none() && max_rows == usize::MAX && n > 1 {
+            prop_assert_eq!(pages, n.div_ceil(u64::from(batch)));
         }
     }
 
