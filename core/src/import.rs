@@ -273,6 +273,7 @@ impl SegmentScan {
             revision: self.revision,
             keys_only: true,
             serializable: false,
+            count_only: false,
         })
     }
 
