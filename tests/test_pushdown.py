@@ -1294,6 +1294,39 @@ def test_point_lookup_in_100k_keys(db, etcd_big):
     assert avg * 20 < full, f"point lookup avg {avg * 1000:.2f} ms vs full scan {full * 1000:.1f} ms"
 
 
+def test_whole_range_scans_start_big(db, etcd_big):
+    """A query that reads its whole range (no LIMIT, no join, not a
+    cursor or EXISTS) does not grow pages fourfold from 1000 keys: after
+    the first page it asks for a full page at once, and after ANALYZE the
+    first page already covers the table.  Queries that may stop early
+    keep the small first page."""
+    n = 20_000
+    kp = "whole/"
+    put_many_parallel(etcd_big, [(f"{kp}{i:05d}", "v" * 100) for i in range(n)], batch=128, workers=4)
+    db.create_server("s", etcd_big.endpoint)
+    db.create_table("t", "s", prefix=kp)
+    db.create_table("small", "s", prefix=kp + "0000")
+    plan = explain(db, "SELECT count(value) FROM t", analyze=True)
+    assert "reads the whole range" in etcd_prop(plan, "Fetch Size"), show(plan)
+    assert etcd_prop(plan, "Keys Fetched") == str(n), show(plan)
+    assert etcd_prop(plan, "Pages") == "2", show(plan)  # 1000, then the rest
+    # may stop early: pages grow from 1000 (1000, 4000, 15000)
+    plan = explain(db, "SELECT count(*) FROM (SELECT t.value FROM t JOIN small ON small.value = t.value) j",
+                   analyze=True)
+    assert "reads the whole range" not in show(plan), show(plan)
+    plan = explain(db, "SELECT EXISTS (SELECT 1 FROM t WHERE value = 'nothing')", analyze=True)
+    assert "reads the whole range" not in show(plan), show(plan)
+    plan = explain(db, "SELECT value FROM t ORDER BY key LIMIT 3", analyze=True)
+    assert "reads the whole range" not in show(plan), show(plan)
+    assert etcd_prop(plan, "Pages") == "1", show(plan)
+    # after ANALYZE the first page holds the whole table
+    db.execute("ANALYZE t")
+    plan = explain(db, "SELECT count(value) FROM t", analyze=True)
+    assert etcd_prop(plan, "Pages") == "1", show(plan)
+    assert db.scalar("SELECT count(value) FROM t") == n
+    assert db.scalar("SELECT sum(length(value)) FROM t") == 100 * n
+
+
 def test_bounded_memory_80mb_scan(db, etcd_big):
     n, size = 20_000, 4096
     kp = "mem/"

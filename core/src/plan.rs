@@ -131,6 +131,8 @@ pub struct ScanPlan {
     /// A pushed-down `count(*)`: etcd counts the keys (`count_only`), the
     /// scan returns one row holding the count.
     pub count_only: bool,
+    /// The query reads every key of the range (see `ScanSpec::whole_range`).
+    pub whole_range: bool,
 }
 
 /// First line of an encoded plan: the format and its version.
@@ -172,6 +174,7 @@ impl ScanPlan {
             unused: Vec::new(),
             batch_size: 0,
             count_only: false,
+            whole_range: false,
         }
     }
 
@@ -213,6 +216,9 @@ impl ScanPlan {
         if self.count_only {
             out.push_str("count 1\n");
         }
+        if self.whole_range {
+            out.push_str("whole 1\n");
+        }
         if !self.unused.is_empty() {
             let cols: Vec<String> = self.unused.iter().map(u16::to_string).collect();
             out.push_str(&format!("unused {}\n", cols.join(" ")));
@@ -246,6 +252,7 @@ impl ScanPlan {
             unused: Vec::new(),
             batch_size: 0,
             count_only: false,
+            whole_range: false,
         };
         for line in lines {
             let (tag, rest) = line.split_once(' ')?;
@@ -270,6 +277,7 @@ impl ScanPlan {
                 "limit" => plan.limit = Some(it.next()?.parse().ok()?),
                 "batch" => plan.batch_size = it.next()?.parse().ok()?,
                 "count" if rest == "1" => plan.count_only = true,
+                "whole" if rest == "1" => plan.whole_range = true,
                 "flags" => {
                     flags = true;
                     plan.keys_only = it.next()? == "1";
@@ -414,6 +422,7 @@ mod tests {
             unused: vec![0, 3],
             batch_size: 128,
             count_only: true,
+            whole_range: true,
         };
         assert_eq!(ScanPlan::decode(&plan.encode()), Some(plan.clone()));
         let all_used = ScanPlan {

@@ -111,6 +111,11 @@ pub struct ScanSpec {
     pub fetch_size: u32,
     /// Grow (or shrink) pages towards [`PAGE_BYTES`] of data.
     pub adaptive: bool,
+    /// The query reads the whole range (the planner saw no LIMIT and no
+    /// early stop): with `adaptive`, the page after the first goes straight
+    /// to [`PAGE_BYTES`] of data instead of growing fourfold, since etcd
+    /// walks the rest of the range on every request.
+    pub whole_range: bool,
 }
 
 /// Data per page an adaptive scan aims for.  etcd walks the rest of the
@@ -294,6 +299,9 @@ pub struct Pager {
     count_only: bool,
     /// The sum of the counts etcd answered.
     counted: u64,
+    /// Keys etcd said are left in the current range after the last page
+    /// (its `count` minus the keys sent), when known.
+    remaining: Option<u64>,
 }
 
 /// What to do after etcd refused to send a page because the response
@@ -329,6 +337,7 @@ impl Pager {
             batch: 0,
             count_only: false,
             counted: 0,
+            remaining: None,
         }
     }
 
@@ -509,7 +518,11 @@ impl Pager {
         if self.count_only {
             self.counted += resp.count().max(0) as u64;
         }
+        let count = resp.count().max(0) as u64;
         let kvs = resp.take_kvs();
+        if !self.count_only {
+            self.note_count(count, kvs.len(), more);
+        }
         let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
         self.advance(
             kvs.len(),
@@ -519,6 +532,13 @@ impl Pager {
             header_revision,
         );
         self.take_merged(kvs)
+    }
+
+    /// etcd counts the whole rest of the range with every page (`count`
+    /// keys from the request's start): remember what is left after the
+    /// `sent` keys of this page, for [`Self::shrink`].
+    pub fn note_count(&mut self, count: u64, sent: usize, more: bool) {
+        self.remaining = (more && count > 0).then(|| count.saturating_sub(sent as u64));
     }
 
     /// etcd could not send the answer to [`Self::next_request`] within the
@@ -542,11 +562,14 @@ impl Pager {
         // Aim at an adaptive page (at most half the limit), assuming the
         // keys are alike in size.
         let aim = (PAGE_BYTES as u64).min(limit_bytes / 2);
+        // A request for more keys than the range has left gets only
+        // those: its size says how large *they* are.
+        let sent = self.remaining.map_or(asked, |r| r.clamp(1, asked));
         let fit = match found_bytes {
             Some(found) if found > 0 && asked != u64::MAX => {
-                ((asked as u128 * aim as u128) / found as u128) as u64
+                ((sent as u128 * aim as u128) / found as u128) as u64
             }
-            _ => asked / 4,
+            _ => sent / 4,
         };
         self.page_limit = fit.clamp(1, asked - 1);
         Oversized::Retry
@@ -572,7 +595,11 @@ impl Pager {
         if self.spec.adaptive && count > 0 {
             let avg = (bytes / count).max(1);
             let cap = (PAGE_BYTES / avg).max(1) as u64;
-            self.page_limit = (self.page_limit * PAGE_GROWTH).min(cap);
+            self.page_limit = if self.spec.whole_range {
+                cap
+            } else {
+                (self.page_limit * PAGE_GROWTH).min(cap)
+            };
         }
         if self.revision == 0 {
             self.revision = header_revision;
@@ -658,6 +685,7 @@ mod tests {
             serializable: false,
             fetch_size: 2,
             adaptive: false,
+            whole_range: false,
         }
     }
 
@@ -925,6 +953,38 @@ mod tests {
             1000,
             "an explicit fetch_size is kept"
         );
+    }
+
+    #[test]
+    fn whole_range_pages_go_to_the_byte_budget_at_once() {
+        let mut s = spec(KeySet::all());
+        s.fetch_size = 1000;
+        s.adaptive = true;
+        s.whole_range = true;
+        let mut p = Pager::new(s);
+        assert_eq!(p.next_request().unwrap().limit, 1000);
+        p.advance(1000, 1000 * 128, Some(b"k1"), true, 1);
+        assert_eq!(p.next_request().unwrap().limit, (PAGE_BYTES / 128) as i64);
+    }
+
+    #[test]
+    fn a_refused_page_is_shrunk_by_what_the_range_has_left() {
+        // 1000 tiny keys, then etcd counts 4100 more; asking for a page of
+        // a million keys got an 82 MB refusal: those 4100 keys are 82 MB.
+        let mut s = spec(KeySet::all());
+        s.fetch_size = 1000;
+        s.adaptive = true;
+        s.whole_range = true;
+        let mut p = Pager::new(s);
+        p.note_count(5100, 1000, true);
+        p.advance(1000, 12_000, Some(b"a"), true, 1);
+        let asked = p.next_request().unwrap().limit as u64;
+        assert!(asked > 1_000_000, "{asked}");
+        let found = 4100 * 20 * 1024;
+        assert_eq!(p.shrink(Some(found), 64 << 20), Oversized::Retry);
+        let next = p.next_request().unwrap().limit as u64;
+        let fits = (PAGE_BYTES as u64) / (20 * 1024);
+        assert!(next <= fits && next >= fits / 2, "{next} keys of 20 KiB");
     }
 
     #[test]

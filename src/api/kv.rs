@@ -202,6 +202,7 @@ fn visible_count(info: &ServerInfo, range: &KeyRange) -> i64 {
         serializable: false,
         fetch_size: etcd_fdw_core::options::DEFAULT_FETCH_SIZE,
         adaptive: true,
+        whole_range: false,
     });
     let mut count = 0i64;
     let mut page: std::collections::VecDeque<_> = Default::default();

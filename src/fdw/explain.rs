@@ -89,12 +89,22 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     if plan.count_only {
         // Counts carry no rows: no pages to size.
     } else if plan.adaptive_fetch {
+        let then = if plan.whole_range {
+            "then"
+        } else {
+            "then growing"
+        };
         text(
             "etcd Fetch Size",
             &format!(
-                "auto (first {}, then growing up to {} MiB per request)",
+                "auto (first {}, {then} up to {} MiB per request{})",
                 plan.fetch_size,
-                etcd_fdw_core::scan::PAGE_BYTES >> 20
+                etcd_fdw_core::scan::PAGE_BYTES >> 20,
+                if plan.whole_range {
+                    ": the query reads the whole range"
+                } else {
+                    ""
+                }
             ),
             es,
         );

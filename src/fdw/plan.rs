@@ -40,6 +40,8 @@ pub struct RelState {
     pub adaptive_fetch: bool,
     /// Keys per read-only transaction of a key list (`batch_size`).
     pub batch_size: u32,
+    /// ANALYZE has counted the table (its row estimate is a count).
+    pub analyzed: bool,
     /// The keys the constant conditions leave (run-time ones narrow them).
     pub keys: KeySet,
     /// The relation's range-table index (`baserel->relid`).
@@ -180,6 +182,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
         fetch_size,
         adaptive_fetch,
         batch_size,
+        analyzed,
         keys: base_keys,
         relid: (*baserel).relid,
     };
@@ -215,6 +218,42 @@ unsafe fn scan_cost(baserel: *mut pg_sys::RelOptInfo, st: &RelState, rows: f64) 
         startup,
         startup + (requests - 1.0) * ROUND_TRIP_COST + rows * PER_ROW_COST,
     )
+}
+
+/// Will the scan read its whole range?  Only when nothing can stop it
+/// early that the planner can see: the query is this one relation (no
+/// join, no semi join an EXISTS became), has no LIMIT, wants every row
+/// (`tuple_fraction` 0: not a cursor, not an EXISTS subquery), and the
+/// scan has no run-time conditions (it may be rescanned per outer row).
+/// Then pages need not start small (with the adaptive page size only).
+unsafe fn reads_whole_range(
+    root: *mut pg_sys::PlannerInfo,
+    st: &RelState,
+    limit: Option<u64>,
+    params: &[etcd_fdw_core::plan::ParamCond],
+) -> bool {
+    st.adaptive_fetch
+        && limit.is_none()
+        && params.is_empty()
+        && (*root).tuple_fraction <= 0.0
+        && (*root).limit_tuples < 0.0
+        && (*(*root).parse).limitCount.is_null()
+        && (*(*root).parse).limitOffset.is_null()
+        && pg_sys::bms_membership((*root).all_baserels) == pg_sys::BMS_Membership::BMS_SINGLETON
+}
+
+/// The first page of a scan that reads its whole range: after ANALYZE,
+/// the expected keys (and a margin) in one request when they fit the page
+/// byte budget, so a whole small table is one request; otherwise the
+/// usual first page (the next one then takes the whole budget).
+unsafe fn first_page_of_whole_range(baserel: *mut pg_sys::RelOptInfo, st: &RelState) -> u32 {
+    if !st.analyzed {
+        return st.fetch_size;
+    }
+    let row_bytes = f64::from((*(*baserel).reltarget).width.max(16));
+    let by_bytes = etcd_fdw_core::scan::PAGE_BYTES as f64 / row_bytes;
+    let wanted = (*baserel).rows * 1.25 + 64.0;
+    wanted.min(by_bytes).max(f64::from(st.fetch_size)) as u32
 }
 
 /// Can a LIMIT of the query be applied by etcd to this relation's scan?
@@ -605,16 +644,23 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         .columns
         .find(Field::Value)
         .is_some_and(|vc| !unused.contains(&(vc.index as u16)));
+    let whole_range = reads_whole_range(root, st, limit, &params);
+    let fetch_size = if whole_range {
+        first_page_of_whole_range(baserel, st)
+    } else {
+        st.fetch_size
+    };
     let plan = ScanPlan {
         keys,
         params,
         sort: path_sort,
         limit,
+        whole_range,
         keys_only: st.table.keys_only || !needs_value,
         pushed: pushed_desc,
         unused,
         batch_size: st.batch_size,
-        ..ScanPlan::whole_table(&st.table, st.fetch_size, st.adaptive_fetch)
+        ..ScanPlan::whole_table(&st.table, fetch_size, st.adaptive_fetch)
     };
     let private = private::to_private(&plan.encode());
     pg_sys::make_foreignscan(

@@ -173,6 +173,7 @@ impl ScanExec {
             serializable: self.plan.serializable,
             fetch_size: self.plan.fetch_size,
             adaptive: self.plan.adaptive_fetch,
+            whole_range: self.plan.whole_range,
         };
         if spec.revision == 0 {
             // REPEATABLE READ / SERIALIZABLE: the transaction's snapshot.

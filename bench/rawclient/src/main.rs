@@ -346,6 +346,7 @@ async fn cmd_scan(a: &Args, opts: &ServerOptions) -> Res<()> {
         serializable: false,
         fetch_size,
         adaptive,
+        whole_range: false,
     };
     let client = connect(opts).await?;
     let mut kv = client.kv_client().max_decoding_message_size(256 << 20);
@@ -392,6 +393,7 @@ async fn cmd_count(a: &Args, opts: &ServerOptions) -> Res<()> {
         serializable: false,
         fetch_size: etcd_fdw_core::options::DEFAULT_FETCH_SIZE,
         adaptive: true,
+        whole_range: false,
     };
     let client = connect(opts).await?;
     let mut kv = client.kv_client();
@@ -444,6 +446,7 @@ async fn cmd_keylist(a: &Args, opts: &ServerOptions) -> Res<()> {
         serializable: false,
         fetch_size: etcd_fdw_core::options::DEFAULT_FETCH_SIZE,
         adaptive: true,
+        whole_range: false,
     };
     let client = connect(opts).await?;
     let mut kv = client.kv_client().max_decoding_message_size(256 << 20);
@@ -701,6 +704,7 @@ async fn cmd_rewrite(a: &Args, opts: &ServerOptions, update: bool) -> Res<()> {
         serializable: false,
         fetch_size,
         adaptive,
+        whole_range: false,
     });
     while let Some(req) = pager.next_request() {
         let o = req.get_options();

@@ -105,6 +105,7 @@ fn plan() -> impl Strategy<Value = ScanPlan> {
                     unused,
                     batch_size: (fetch_size % 3) * 64,
                     count_only: keys_only && limit.is_none(),
+                    whole_range: adaptive_fetch && limit.is_none(),
                 }
             },
         )

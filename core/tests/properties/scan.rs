@@ -457,6 +457,7 @@ fn spec(sort: impl Strategy<Value = Option<(SortField, bool)>>) -> impl Strategy
                 serializable,
                 fetch_size,
                 adaptive,
+                whole_range: false,
             },
         )
 }
@@ -576,6 +577,7 @@ proptest! {
             serializable,
             fetch_size: 3,
             adaptive: false,
+            whole_range: false,
         };
         prop_assume!(spec.keys.point_count().is_some_and(|n| n > 1));
         let mut etcd = FakeEtcd::new(&history);
@@ -790,6 +792,7 @@ proptest! {
             serializable: false,
             fetch_size,
             adaptive,
+            whole_range: false,
         });
         let mut left = rows;
         let mut n = 0u64;
