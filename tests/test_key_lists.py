@@ -252,6 +252,24 @@ def test_thousand_keys_cost_ceil_n_over_batch_requests(db, etcd, kp, batch):
     assert prop(plan, "etcd Pages") == str(want), show(plan)
 
 
+def test_join_written_as_a_key_list(db, etcd, kp):
+    """The README's rewrite of a join with many outer rows: key = ANY(ARRAY(
+    SELECT ...)) is one key list (an init plan's array), read in
+    ceil(n / batch_size) Txns instead of one probe per outer row."""
+    etcd.put_many([(f"{kp}k{i:04d}", f"v{i}") for i in range(300)])
+    db.create_server("s", etcd.endpoint)
+    db.create_table("t", "s", prefix=kp)
+    db.execute(f"CREATE TABLE wanted AS SELECT '{kp}k' || lpad(i::text, 4, '0') AS k "
+               "FROM generate_series(0, 598, 2) i")
+    q = "SELECT count(value) FROM t WHERE key = ANY(ARRAY(SELECT k FROM wanted))"
+    db.scalar(f"SELECT value FROM t WHERE key = '{kp}k0000'")  # connect
+    r0, t0 = metric(etcd, "Range"), metric(etcd, "Txn")
+    plan = explain(db, q, analyze=True)
+    assert prop(plan, "etcd Key Lists") == "read-only transactions of up to 128 keys", show(plan)
+    assert (metric(etcd, "Range") - r0, metric(etcd, "Txn") - t0) == (0, 3), show(plan)  # 300 keys
+    assert db.scalar(q) == 150
+
+
 def test_batch_above_max_txn_ops_halves(db, etcd, kp):
     """batch_size 1000 against etcd's default --max-txn-ops 128: the
     refused transaction is sent again with half the keys (300, 150, 75)."""
