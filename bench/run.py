@@ -121,8 +121,10 @@ class Raw:
             "--layout", layout, "--base", base, "--batch", self.batch_size,
         )
 
-    def scan(self, prefix, repeat=1, desc=False, limit=None, keys_only=False):
+    def scan(self, prefix, repeat=1, desc=False, limit=None, keys_only=False, single=False):
         args = ["--prefix", prefix, "--repeat", repeat, *self.fetch_args()]
+        if single:
+            args.append("--single-request")
         if desc:
             args.append("--desc")
         if limit is not None:
@@ -380,6 +382,19 @@ class Bench:
             self.record("full scan (sum of value lengths)", n, m, target=1.3, kind="time")
             self.scan_points[n] = (m["fdw_median"], m["raw_median"])
 
+            # the same against the fastest any client can do: the whole
+            # range in one request (no paging, all of it in memory)
+            def raw_single(it, n=n):
+                r = self.raw.scan(f"s{n}/", repeat=it, single=True)
+                return r["per_op"], r["bytes"]
+
+            log(f"full scan vs one whole-range request, N={fmt_n(n)}")
+            m = alternate(f"full scan single {fmt_n(n)}", fdw_full, raw_single, a.reps, a.budget,
+                          check=lambda f, r: expect_equal("full scan bytes", f, r))
+            self.record("full scan vs the raw client's ONE whole-range request", n, m,
+                        target=1.2, kind="time")
+            full_scan_fdw = m["fdw_median"]
+
             # 1% prefix
             def fdw_pfx(it, t=t, n=n):
                 el, rows, _ = self.fdw.timed(
@@ -410,7 +425,7 @@ class Bench:
                           check=lambda f, r: expect_equal("top-10 keys", f, r))
             self.record("ORDER BY key DESC LIMIT 10", n, m, target=None, kind="time")
 
-            self.count_and_key_list(n)
+            self.count_and_key_list(n, full_scan_fdw)
 
         # linearity of the full scan: per-key time growth between sizes
         ns = sorted(self.scan_points)
@@ -437,7 +452,7 @@ class Bench:
                 "adaptive paging grows pages fourfold up to 16 MiB for that reason."
             )
 
-    def count_and_key_list(self, n):
+    def count_and_key_list(self, n, full_scan_fdw):
         """count(*) of the table (one count_only request) and a 1000-key
         list (key = ANY($1): read-only Txns of batch_size gets), each side by
         side with the raw client sending the same requests."""
@@ -458,7 +473,14 @@ class Bench:
         m = alternate(f"count {fmt_n(n)}", fdw_count, raw_count, a.reps, a.budget,
                       check=lambda f, r, n=n: (expect_equal("count(*)", f, r),
                                                expect_equal("count(*)", f, n)))
-        self.record("count(*) (count_only)", n, m, target=None, kind="time")
+        self.record("count(*) (count_only)", n, m, target=1.3, kind="time")
+        speedup = full_scan_fdw / m["fdw_median"]
+        self.res.add(
+            workload="count(*): speed-up over the full scan through the FDW (count(value))",
+            n=fmt_n(n), fdw=f"{m['fdw_median'] * 1e3:.3f} ms", raw=f"{full_scan_fdw * 1e3:.1f} ms",
+            ratio=f"{speedup:.1f}x", target="≥ 10x", result="pass" if speedup >= 10 else "FAIL",
+            reps="", fdw_value=m["fdw_median"], raw_value=full_scan_fdw,
+        )
 
         # 1000 keys spread over the table (none of them a p/ key)
         step = max(1, n // 1000)
@@ -483,7 +505,25 @@ class Bench:
         m = alternate(f"keylist {fmt_n(n)}", fdw_list, raw_list, a.reps, a.budget,
                       check=lambda f, r, k=len(keys): (expect_equal("key list", f, r),
                                                        expect_equal("key list rows", f[0], k)))
-        self.record("1000-key list (key = ANY($1))", n, m, target=None, kind="time")
+        self.record("1000-key list (key = ANY($1))", n, m, target=1.3, kind="time")
+        # the same keys as 1000 separate lookups (one request each), from
+        # inside the backend so that no client round trip is counted
+        self.fdw.conn.execute(
+            f"CREATE OR REPLACE FUNCTION lookups_{n}(keys text[]) RETURNS bigint LANGUAGE plpgsql AS $$ "
+            f"DECLARE k text; v text; total bigint := 0; BEGIN FOREACH k IN ARRAY keys LOOP "
+            f"SELECT value INTO v FROM {t} WHERE key = k; total := total + coalesce(length(v), 0); "
+            f"END LOOP; RETURN total; END $$")
+        el, rows, _ = self.fdw.timed(f"SELECT lookups_{n}(%s)", (keys,), iters=1)
+        el, rows, _ = self.fdw.timed(f"SELECT lookups_{n}(%s)", (keys,), iters=3)
+        separate = el / 3
+        expect_equal("1000 lookups", int(rows[0][0]), 100 * len(keys))
+        speedup = separate / m["fdw_median"]
+        self.res.add(
+            workload="1000-key list: speed-up over 1000 separate lookups (PL/pgSQL loop)",
+            n=fmt_n(n), fdw=f"{m['fdw_median'] * 1e3:.2f} ms", raw=f"{separate * 1e3:.1f} ms",
+            ratio=f"{speedup:.1f}x", target="≥ 20x", result="pass" if speedup >= 20 else "FAIL",
+            reps="3", fdw_value=m["fdw_median"], raw_value=separate,
+        )
 
     def check_plan(self, sql, expected, rows=()):
         """EXPLAIN sql; keep the plan.  When a pushdown in `expected` is missing,
@@ -904,7 +944,8 @@ class Bench:
                 conn.execute("SELECT value FROM mem WHERE key = 'm/0'").fetchall()  # warm-up
                 h0 = hwm_kb(pid)
                 t0 = time.perf_counter()
-                total = conn.execute("SELECT sum(length(value)) FROM mem").fetchone()[0]
+                # octet_length: PostgreSQL's character counting is not measured
+                total = conn.execute("SELECT sum(octet_length(value)) FROM mem").fetchone()[0]
                 time_f.append(time.perf_counter() - t0)
                 h1 = hwm_kb(pid)
             finally:
@@ -927,7 +968,8 @@ class Bench:
                                       "fdw_vmhwm_before_mb": before_f}
         m = {"fdw": time_f, "raw": time_r, "iters": 1, "reps": reps,
              "fdw_median": median(time_f), "raw_median": median(time_r)}
-        self.record(f"full scan, {size}-byte values", n, m, target=None, kind="time")
+        self.record(f"full scan, {size}-byte values (sum(octet_length(value)))", n, m, target=1.3,
+                    kind="time")
 
     # -- soak: one backend, many mixed statements, RSS growth ---------------------
     def soak(self):

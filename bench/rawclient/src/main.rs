@@ -12,7 +12,7 @@
 //! ```text
 //! load     --prefix P --count N [--value-size 100] [--layout scan|plain]
 //!          [--base B] [--batch 128] [--inflight 16]
-//! scan     --prefix P [--fetch-size 1000] [--repeat K] [--desc] [--limit L]
+//! scan     --prefix P [--fetch-size 1000] [--repeat K] [--desc] [--limit L] [--single-request]
 //!          [--keys-only]
 //! lookups  --keys-file F --count N [--concurrency C]
 //! count    --prefix P [--repeat K]
@@ -328,6 +328,32 @@ async fn run_scan(kv: &mut KvClient, spec: ScanSpec, timeout: Duration) -> Res<S
     Ok(r)
 }
 
+/// The whole range in ONE request without a limit (`--single-request`):
+/// the fastest any client can read it, and the most memory.
+async fn run_single_request(
+    kv: &mut KvClient,
+    spec: &ScanSpec,
+    timeout: Duration,
+) -> Res<ScanResult> {
+    let range = &spec.keys.ranges()[0];
+    let (key, end) = range.to_etcd();
+    let mut opts = GetOptions::new().with_range(end);
+    if spec.keys_only {
+        opts = opts.with_keys_only();
+    }
+    let resp = client::with_timeout(timeout, kv.get(key, Some(opts)))
+        .await
+        .map_err(err)?;
+    let kvs = resp.kvs();
+    Ok(ScanResult {
+        rows: kvs.len() as u64,
+        bytes: kvs.iter().map(|kv| kv.value().len() as u64).sum(),
+        pages: 1,
+        first_key: kvs.first().map_or(Vec::new(), |kv| kv.key().to_vec()),
+        last_key: kvs.last().map_or(Vec::new(), |kv| kv.key().to_vec()),
+    })
+}
+
 async fn cmd_scan(a: &Args, opts: &ServerOptions) -> Res<()> {
     let prefix = a.str("prefix")?;
     let (fetch_size, adaptive) = fetch_policy(a)?;
@@ -346,7 +372,9 @@ async fn cmd_scan(a: &Args, opts: &ServerOptions) -> Res<()> {
         serializable: false,
         fetch_size,
         adaptive,
-        whole_range: false,
+        // a scan without a limit reads its whole range, as the FDW's
+        // full scans do (see ScanSpec::whole_range)
+        whole_range: limit.is_none(),
     };
     let client = connect(opts).await?;
     let mut kv = client.kv_client().max_decoding_message_size(256 << 20);
@@ -355,7 +383,11 @@ async fn cmd_scan(a: &Args, opts: &ServerOptions) -> Res<()> {
     let t0 = Instant::now();
     let mut last = None;
     for _ in 0..repeat {
-        last = Some(run_scan(&mut kv, spec.clone(), opts.request_timeout).await?);
+        last = Some(if a.flag("single-request") {
+            run_single_request(&mut kv, &spec, opts.request_timeout).await?
+        } else {
+            run_scan(&mut kv, spec.clone(), opts.request_timeout).await?
+        });
     }
     let el = t0.elapsed().as_secs_f64();
     let r = last.expect("repeat >= 1");
