@@ -6,7 +6,7 @@
 //! consistent snapshot of etcd.
 
 use etcd_fdw_core::client;
-use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
+use etcd_fdw_core::client::{EtcdError, MAX_RESPONSE_BYTES};
 use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::pending::{Overlay, PendingTxn, Step};
@@ -294,15 +294,13 @@ impl ScanExec {
     /// A page etcd cannot send within the response limit is asked for
     /// again with fewer keys, at the same revision.
     fn fetch_range(&mut self) -> Option<Vec<KeyValue>> {
-        let timeout = self.server.options.request_timeout;
         let resp = loop {
             let req = self.pager.as_ref().and_then(Pager::next_request)?;
+            // try_with_retry bounds each attempt by request_timeout.
             let result = connection::try_with_retry(&self.server, |mut kv| {
-                let req = req.clone();
-                async move {
-                    let opts = req.get_options();
-                    client::with_timeout(timeout, kv.get(req.key, Some(opts))).await
-                }
+                let key = req.key.clone();
+                let opts = req.get_options();
+                async move { kv.get(key, Some(opts)).await.map_err(EtcdError::from) }
             });
             let e = match result {
                 Ok(resp) => break resp,
@@ -336,12 +334,11 @@ impl ScanExec {
     /// refuses for its size (too large an answer, too many operations or
     /// bytes in the request) is asked for again with half as many keys.
     fn fetch_batch(&mut self) -> Option<Vec<KeyValue>> {
-        let timeout = self.server.options.request_timeout;
         loop {
             let batch = self.pager.as_ref().and_then(Pager::next_batch)?;
             let result = connection::try_with_retry(&self.server, |mut kv| {
                 let txn = batch.txn();
-                async move { client::with_timeout(timeout, kv.txn(txn)).await }
+                async move { kv.txn(txn).await.map_err(EtcdError::from) }
             });
             let e = match result {
                 Ok(resp) => return Some(self.pager.as_mut()?.accept_batch(resp)),
