@@ -5,6 +5,8 @@
 //! the first reads at the revision the first one saw, so a scan is one
 //! consistent snapshot of etcd.
 
+use std::cell::RefCell;
+
 use etcd_fdw_core::client;
 use etcd_fdw_core::client::{EtcdError, MAX_RESPONSE_BYTES};
 use etcd_fdw_core::etcd_client::KeyValue;
@@ -65,7 +67,7 @@ impl ScanExec {
     pub unsafe fn new(node: *mut pg_sys::ForeignScanState) -> ScanExec {
         let fsplan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let estate = (*node).ss.ps.state;
-        let plan = decode_plan((*fsplan).fdw_private);
+        let plan = cached_plan((*fsplan).fdw_private);
         // A pushed-down count scans no relation of its own (scanrelid 0).
         let relid = if (*node).ss.ss_currentRelation.is_null() {
             (*pg_sys::exec_rt_fetch(pgver::scan_rti(fsplan), estate)).relid
@@ -615,6 +617,34 @@ unsafe fn io_datum(
             )
         });
     pg_sys::InputFunctionCall(&mut io.flinfo, cstr, io.typioparam, io.typmod)
+}
+
+/// The scan plan in `private`, decoded once per plan string: a prepared
+/// statement runs the same plan again and again, and decoding it (parsing
+/// text, one allocation per line) cost more than the rest of the scan's
+/// set-up.  The decoded plan depends on the string alone.
+///
+/// # Safety
+/// As [`decode_plan`].
+unsafe fn cached_plan(private: *mut pg_sys::List) -> ScanPlan {
+    thread_local! {
+        static LAST: RefCell<Option<(String, ScanPlan)>> = const { RefCell::new(None) };
+    }
+    let Some(text) = super::private::from_private(private) else {
+        return decode_plan(private);
+    };
+    let hit = LAST.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(t, _)| t == text)
+            .map(|(_, p)| p.clone())
+    });
+    if let Some(plan) = hit {
+        return plan;
+    }
+    let plan = decode_plan(private);
+    LAST.with(|l| *l.borrow_mut() = Some((text.to_string(), plan.clone())));
+    plan
 }
 
 unsafe fn exec<'a>(node: *mut pg_sys::ForeignScanState) -> &'a mut ScanExec {
