@@ -8,6 +8,7 @@
 //! bigint.  Text columns hold etcd bytes converted from UTF-8 to the
 //! database encoding; invalid bytes raise an ERROR naming the key.
 
+use etcd_fdw_core::text::{check_text, BadText};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
@@ -212,14 +213,15 @@ fn bad_text(field: Field, key: &[u8], why: &str) -> ! {
 /// # Safety
 /// Must run in a memory context suitable for the datum's lifetime.
 pub unsafe fn text_datum(bytes: &[u8], field: Field, key: &[u8]) -> pg_sys::Datum {
-    if bytes.contains(&0) {
-        bad_text(field, key, "contains a zero byte, which text cannot hold");
-    }
-    // No validation in a SQL_ASCII database, as PostgreSQL does.
-    if encoding::db_encoding() != pg_sys::pg_enc::PG_SQL_ASCII
-        && std::str::from_utf8(bytes).is_err()
-    {
-        bad_text(field, key, "is not valid UTF-8");
+    // One pass for both checks (see etcd_fdw_core::text); no UTF-8
+    // validation in a SQL_ASCII database, as PostgreSQL does.
+    let utf8 = encoding::db_encoding() != pg_sys::pg_enc::PG_SQL_ASCII;
+    match check_text(bytes, utf8) {
+        Ok(()) => {}
+        Err(BadText::ZeroByte) => {
+            bad_text(field, key, "contains a zero byte, which text cannot hold")
+        }
+        Err(BadText::InvalidUtf8) => bad_text(field, key, "is not valid UTF-8"),
     }
     let text = encoding::utf8_to_server(bytes);
     text_from_bytes(&text)

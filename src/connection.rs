@@ -23,6 +23,8 @@ use crate::runtime::block_on;
 
 struct Entry {
     client: Client,
+    /// `client`'s KV client, made once: requests clone only this.
+    kv: KvClient,
     fingerprint: u64,
     connects: i64,
     server_name: String,
@@ -57,7 +59,19 @@ fn mark_failed(endpoint: &str) {
 
 /// [`kv_client`], handing a connection failure to the caller.
 pub fn try_kv_client(info: &ServerInfo) -> Result<KvClient, EtcdError> {
-    try_client(info).map(|c| kv_of(&c))
+    cached(info, |e| e.kv.clone()).map_or_else(|| try_client(info).map(|c| kv_of(&c)), Ok)
+}
+
+/// `get` of the cache entry of `info`, when it is connected with the
+/// current options.
+fn cached<T>(info: &ServerInfo, get: impl FnOnce(&Entry) -> T) -> Option<T> {
+    let k = key(info);
+    CACHE.with(|c| {
+        c.borrow()
+            .get(&k)
+            .filter(|e| e.fingerprint == info.fingerprint)
+            .map(get)
+    })
 }
 
 fn kv_of(client: &Client) -> KvClient {
@@ -70,17 +84,11 @@ fn kv_of(client: &Client) -> KvClient {
 /// besides KV), connecting (or reconnecting) when needed.  Cloning a
 /// `Client` shares its channel.
 pub fn try_client(info: &ServerInfo) -> Result<Client, EtcdError> {
-    let k = key(info);
-    let fp = info.fingerprint;
-    let cached = CACHE.with(|c| {
-        c.borrow()
-            .get(&k)
-            .filter(|e| e.fingerprint == fp)
-            .map(|e| e.client.clone())
-    });
-    if let Some(client) = cached {
+    if let Some(client) = cached(info, |e| e.client.clone()) {
         return Ok(client);
     }
+    let k = key(info);
+    let fp = info.fingerprint;
     check_identity(info);
     let endpoints: Vec<String> = info
         .options
@@ -112,6 +120,7 @@ pub fn try_client(info: &ServerInfo) -> Result<Client, EtcdError> {
         c.insert(
             k,
             Entry {
+                kv: kv_of(&connected.client),
                 client: connected.client,
                 fingerprint: fp,
                 connects,
@@ -197,7 +206,7 @@ where
     F: Fn(KvClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
-    try_with_retry_client(info, |c| f(kv_of(&c)))
+    retry_loop(info, try_kv_client, f)
 }
 
 /// [`with_retry`] for requests beyond KV (leases, cluster, maintenance):
@@ -216,6 +225,20 @@ where
     F: Fn(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
+    retry_loop(info, try_client, f)
+}
+
+/// The retry loop of [`try_with_retry`] and [`try_with_retry_client`]:
+/// `client` gets the (cached) client `f` is given.
+fn retry_loop<C, T, F, Fut>(
+    info: &ServerInfo,
+    client: fn(&ServerInfo) -> Result<C, EtcdError>,
+    f: F,
+) -> Result<T, EtcdError>
+where
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
     let budget = info.options.request_timeout;
     // With other members to try, one that stops answering (paused,
     // partitioned) must not use up the whole budget: half of it each.
@@ -229,7 +252,7 @@ where
     let mut attempts: Vec<String> = Vec::new();
     loop {
         let was_connected = was_connected(info);
-        let result = try_client(info).and_then(|client| {
+        let result = client(info).and_then(|client| {
             let left = budget
                 .saturating_sub(start.elapsed())
                 .min(per_attempt)

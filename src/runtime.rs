@@ -77,7 +77,10 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         let rt = cell.get_or_init(build_runtime);
         rt.block_on(async {
             tokio::pin!(fut);
-            let mut tick = tokio::time::interval(INTERRUPT_POLL);
+            // The first look after INTERRUPT_POLL: a tick at once would
+            // only cost a wake-up (and an extra poll of `fut`).
+            let start = tokio::time::Instant::now() + INTERRUPT_POLL;
+            let mut tick = tokio::time::interval_at(start, INTERRUPT_POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

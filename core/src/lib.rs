@@ -28,6 +28,7 @@ pub mod options;
 pub mod pending;
 pub mod plan;
 pub mod scan;
+pub mod text;
 pub mod tls;
 pub mod watch;
 pub mod writes;

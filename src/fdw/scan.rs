@@ -5,8 +5,10 @@
 //! the first reads at the revision the first one saw, so a scan is one
 //! consistent snapshot of etcd.
 
+use std::cell::RefCell;
+
 use etcd_fdw_core::client;
-use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
+use etcd_fdw_core::client::{EtcdError, MAX_RESPONSE_BYTES};
 use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::pending::{Overlay, PendingTxn, Step};
@@ -65,7 +67,7 @@ impl ScanExec {
     pub unsafe fn new(node: *mut pg_sys::ForeignScanState) -> ScanExec {
         let fsplan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let estate = (*node).ss.ps.state;
-        let plan = decode_plan((*fsplan).fdw_private);
+        let plan = cached_plan((*fsplan).fdw_private);
         // A pushed-down count scans no relation of its own (scanrelid 0).
         let relid = if (*node).ss.ss_currentRelation.is_null() {
             (*pg_sys::exec_rt_fetch(pgver::scan_rti(fsplan), estate)).relid
@@ -295,15 +297,13 @@ impl ScanExec {
     /// A page etcd cannot send within the response limit is asked for
     /// again with fewer keys, at the same revision.
     fn fetch_range(&mut self) -> Option<Vec<KeyValue>> {
-        let timeout = self.server.options.request_timeout;
         let resp = loop {
             let req = self.pager.as_ref().and_then(Pager::next_request)?;
+            // try_with_retry bounds each attempt by request_timeout.
             let result = connection::try_with_retry(&self.server, |mut kv| {
-                let req = req.clone();
-                async move {
-                    let opts = req.get_options();
-                    client::with_timeout(timeout, kv.get(req.key, Some(opts))).await
-                }
+                let key = req.key.clone();
+                let opts = req.get_options();
+                async move { kv.get(key, Some(opts)).await.map_err(EtcdError::from) }
             });
             let e = match result {
                 Ok(resp) => break resp,
@@ -337,12 +337,11 @@ impl ScanExec {
     /// refuses for its size (too large an answer, too many operations or
     /// bytes in the request) is asked for again with half as many keys.
     fn fetch_batch(&mut self) -> Option<Vec<KeyValue>> {
-        let timeout = self.server.options.request_timeout;
         loop {
             let batch = self.pager.as_ref().and_then(Pager::next_batch)?;
             let result = connection::try_with_retry(&self.server, |mut kv| {
                 let txn = batch.txn();
-                async move { client::with_timeout(timeout, kv.txn(txn)).await }
+                async move { kv.txn(txn).await.map_err(EtcdError::from) }
             });
             let e = match result {
                 Ok(resp) => return Some(self.pager.as_mut()?.accept_batch(resp)),
@@ -619,6 +618,34 @@ unsafe fn io_datum(
             )
         });
     pg_sys::InputFunctionCall(&mut io.flinfo, cstr, io.typioparam, io.typmod)
+}
+
+/// The scan plan in `private`, decoded once per plan string: a prepared
+/// statement runs the same plan again and again, and decoding it (parsing
+/// text, one allocation per line) cost more than the rest of the scan's
+/// set-up.  The decoded plan depends on the string alone.
+///
+/// # Safety
+/// As [`decode_plan`].
+unsafe fn cached_plan(private: *mut pg_sys::List) -> ScanPlan {
+    thread_local! {
+        static LAST: RefCell<Option<(String, ScanPlan)>> = const { RefCell::new(None) };
+    }
+    let Some(text) = super::private::from_private(private) else {
+        return decode_plan(private);
+    };
+    let hit = LAST.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(t, _)| t == text)
+            .map(|(_, p)| p.clone())
+    });
+    if let Some(plan) = hit {
+        return plan;
+    }
+    let plan = decode_plan(private);
+    LAST.with(|l| *l.borrow_mut() = Some((text.to_string(), plan.clone())));
+    plan
 }
 
 unsafe fn exec<'a>(node: *mut pg_sys::ForeignScanState) -> &'a mut ScanExec {
