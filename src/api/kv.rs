@@ -41,7 +41,6 @@ fn read_value(info: &ServerInfo, key: &[u8]) -> Option<Vec<u8>> {
         }
     }
     let revision = xact::snapshot_revision(info).unwrap_or(0);
-    let timeout = info.options.request_timeout;
     let resp = connection::with_client_retry(
         info,
         &|| {
@@ -55,7 +54,7 @@ fn read_value(info: &ServerInfo, key: &[u8]) -> Option<Vec<u8>> {
             let key = key.to_vec();
             async move {
                 let opts = GetOptions::new().with_revision(revision);
-                client::with_timeout(timeout, c.get(key, Some(opts))).await
+                c.get(key, Some(opts)).await.map_err(Into::into)
             }
         },
     );
@@ -172,7 +171,6 @@ fn etcd_put_bytea(
 fn visible_count(info: &ServerInfo, range: &KeyRange) -> i64 {
     let keys = KeySet::from_range(range.clone());
     let revision = xact::snapshot_revision(info).unwrap_or(0);
-    let timeout = info.options.request_timeout;
     let what = || format!("counting keys on etcd server \"{}\"", info.server_name);
     let overlay = xact::pending_snapshot(info)
         .filter(|p| p.touches(&keys))
@@ -186,7 +184,7 @@ fn visible_count(info: &ServerInfo, range: &KeyRange) -> i64 {
                     .with_range(end)
                     .with_count_only()
                     .with_revision(revision);
-                client::with_timeout(timeout, c.get(key, Some(opts))).await
+                c.get(key, Some(opts)).await.map_err(Into::into)
             }
         });
         return resp.count();
@@ -213,7 +211,7 @@ fn visible_count(info: &ServerInfo, range: &KeyRange) -> i64 {
                     let req = req.clone();
                     async move {
                         let opts = req.get_options();
-                        client::with_timeout(timeout, c.get(req.key, Some(opts))).await
+                        c.get(req.key, Some(opts)).await.map_err(Into::into)
                     }
                 });
                 page = pager.accept(resp).into();
