@@ -68,7 +68,7 @@ struct Args {
     flags: Vec<String>,
 }
 
-const FLAGS: &[&str] = &["desc", "keys-only", "prev-kv"];
+const FLAGS: &[&str] = &["desc", "keys-only", "prev-kv", "single-request"];
 
 impl Args {
     fn parse(argv: &[String]) -> Res<Args> {
