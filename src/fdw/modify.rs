@@ -120,7 +120,8 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
 pub struct ModifyExec {
     pub(super) server: ServerInfo,
     cols: TableColumns,
-    relname: String,
+    /// Shared, so that a conversion can name the table without a copy.
+    relname: std::rc::Rc<str>,
     key_col: Column,
     rowid_attno: i16,
     modrev_attno: i16,
@@ -163,7 +164,7 @@ impl ModifyExec {
         check_writable(&table, relid);
         let userid = connection::effective_user(pgver::result_rel_check_as_user(rinfo, estate));
         let server = catalog::server_info(server_oid, userid);
-        let relname = catalog::rel_name(relid);
+        let relname: std::rc::Rc<str> = catalog::rel_name(relid).into();
         let Some(key_col) = cols.find(Field::Key).copied() else {
             raise(
                 PgSqlErrorCode::ERRCODE_FDW_INVALID_COLUMN_NAME,
@@ -336,7 +337,7 @@ impl ModifyExec {
         col: Column,
         f: impl FnOnce(&mut Self) -> R,
     ) -> R {
-        let relname = self.relname.clone();
+        let relname = std::rc::Rc::clone(&self.relname);
         crate::errcontext::with_context(
             || f(self),
             || crate::errcontext::conversion_line(key, col.field.name(), &relname),
