@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import subprocess
 import time
 
@@ -356,19 +355,22 @@ def tls_server(db, etcd_tls, certs, connstr):
 
 def test_certificates_of_a_tls_server(db, etcd_tls, certs):
     tls_server(db, etcd_tls, certs, etcd_tls.url)
-    before = datetime.datetime.now(datetime.timezone.utc)
-    rows = cert_rows(db)
-    after = datetime.datetime.now(datetime.timezone.utc)
+    # the server's own clock bounds the days left: the statement's start
+    # (before the function ran) and clock_timestamp() after it returned
+    cur = db.conn.execute(
+        "SELECT c.*, floor(extract(epoch FROM c.not_after - statement_timestamp()) / 86400) AS hi, "
+        "floor(extract(epoch FROM c.not_after - clock_timestamp()) / 86400) AS lo, "
+        "clock_timestamp() AS after FROM etcd_certificates('s') c")
+    names = [d.name for d in cur.description]
+    rows = [dict(zip(names, r)) for r in cur.fetchall()]
     assert [r["source"] for r in rows] == ["ssl_ca", "ssl_cert", etcd_tls.url]
     files = [certs.ca, certs.client_cert, certs.server_cert]
     for r, path in zip(rows, files):
         assert r["subject"] == openssl_field(path, "-subject")
         assert r["issuer"] == openssl_field(path, "-issuer")
         assert r["not_after"] == openssl_enddate(path)
-        assert r["not_before"] <= after
-        lo = math.floor((r["not_after"] - after).total_seconds() / 86400)
-        hi = math.floor((r["not_after"] - before).total_seconds() / 86400)
-        assert lo <= r["days_left"] <= hi, r
+        assert r["not_before"] <= r["after"]
+        assert r["lo"] <= r["days_left"] <= r["hi"], r
     assert rows[0]["subject"] == "CN=etcd_fdw test CA" == rows[0]["issuer"]
     assert rows[1]["subject"] == "CN=etcd-fdw-client"
     assert rows[2]["subject"] == "CN=localhost" and rows[2]["issuer"] == "CN=etcd_fdw test CA"
