@@ -52,6 +52,16 @@ pub fn server_for_call(server: &ServerName) -> ServerInfo {
     catalog::server_info(server_oid, user)
 }
 
+/// A NULL where a function needs a value: STRICT functions never get
+/// here (PostgreSQL returns NULL without calling them); any other caller
+/// gets an ERROR, not a panic.
+fn null_argument(index: usize) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("argument {} must not be NULL", index + 1),
+    )
+}
+
 /// A function argument of SQL type `name` (a foreign server's name): pgrx
 /// maps no Rust type to `name`, whose datum points at a fixed 64-byte,
 /// NUL-padded `NameData` (not a varlena like `text`).
@@ -91,8 +101,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for ServerName {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: the argument is a `name` datum (the SQL signature says so).
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| null_argument(index))
     }
 }
 
@@ -130,8 +139,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Utf8Text {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: the argument is a `text` datum.
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| null_argument(index))
     }
 }
 
