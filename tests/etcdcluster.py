@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+import harness
 from harness import etcd_binaries, free_ports, register_cleanup, rmtree_quiet, unregister_cleanup
 
 ETCD_VERSION = "3.5.1"
@@ -106,9 +107,10 @@ class Member:
         self.stopped = False
 
     def stop(self):
-        """SIGSTOP: the sockets stay open (TCP connects complete) but nothing answers."""
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        """SIGSTOP: the sockets stay open (TCP connects complete) but nothing
+        answers; returns once all its threads have stopped."""
         self.stopped = True
+        harness.sigstop_and_wait(self.proc.pid)
 
     def cont(self):
         if self.proc is not None:

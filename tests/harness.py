@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -111,22 +112,156 @@ def _run_cleanups():
             pass
 
 
-def free_ports(n=1):
-    """Return n distinct currently-free TCP ports on 127.0.0.1."""
-    socks = []
+# Ports.  Test processes run side by side (scripts/test.sh runs two majors'
+# suites at once), and every one of them starts servers on loopback ports.
+# A port found free with bind(port 0) and then handed to a server can be
+# taken in between by the other suite's server, or by any outgoing
+# connection's local port (those come from the same ephemeral range); a
+# server that then reaches "the etcd on port P" may reach someone else's.
+# So each test process takes a block of its own below the ephemeral range
+# (a slot, held with an flock on /tmp/etcdfdw-ports.N.lock for the life of
+# the process) and hands its ports out in order, never the same one twice
+# while the block lasts, skipping any port something else listens on.
+_PORT_BASE = 10000
+_PORT_SLOTS = 8
+_port_lock = threading.Lock()
+_port_state: dict = {}
+
+
+def _ephemeral_low():
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_block():
+    """(first, end) of this process's block of ports, taking a slot first."""
+    if "block" not in _port_state:
+        size = (_ephemeral_low() - _PORT_BASE) // _PORT_SLOTS
+        if size < 200:
+            raise RuntimeError(
+                f"the ephemeral port range starts at {_ephemeral_low()}: "
+                f"no room below it for {_PORT_SLOTS} blocks of test ports"
+            )
+        for slot in range(_PORT_SLOTS):
+            fd = os.open(f"/tmp/etcdfdw-ports.{slot}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            first = _PORT_BASE + slot * size
+            _port_state.update(block=(first, first + size), next=first, fd=fd)
+            break
+        else:
+            raise RuntimeError(
+                f"all {_PORT_SLOTS} test port slots (/tmp/etcdfdw-ports.N.lock) are held "
+                "by other test processes"
+            )
+    return _port_state["block"]
+
+
+def _port_is_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
     finally:
-        for s in socks:
-            s.close()
+        s.close()
+
+
+def free_ports(n=1):
+    """Return n distinct free TCP ports on 127.0.0.1 from this process's own
+    block (see above): no other test process is handed the same ones."""
+    with _port_lock:
+        first, end = _port_block()
+        out = []
+        tried = 0
+        while len(out) < n:
+            if tried >= end - first:
+                raise RuntimeError(f"no free port left in the test port block {first}-{end - 1}")
+            port = _port_state["next"]
+            _port_state["next"] = port + 1 if port + 1 < end else first
+            tried += 1
+            if _port_is_free(port):
+                out.append(port)
+        return out
 
 
 def free_port():
     return free_ports(1)[0]
+
+
+def listening_pids(port):
+    """The pids of the processes that hold a socket listening on
+    127.0.0.1:port (or on any address), read from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{inode}]")
+        except OSError:
+            pass
+    pids = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    pids.add(int(pid))
+                    break
+            except OSError:
+                pass
+    return pids
+
+
+def process_state(pid):
+    """The states (R, S, D, T, t, Z, ...) of every thread of a process, from
+    /proc/PID/task/*/stat; empty once the process is gone."""
+    states = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return states
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                # "pid (comm) S ...": comm may hold spaces and parentheses
+                states.add(f.read().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            pass
+    return states
+
+
+def sigstop_and_wait(pid, timeout=30.0):
+    """SIGSTOP a process and return once every one of its threads is stopped
+    (kill() returns when the signal is queued, before the threads stop: a
+    request that arrives in between can still be answered)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = process_state(pid)
+        if states and states <= {"T", "t"}:
+            return
+        if not states or "Z" in states:
+            raise RuntimeError(f"process {pid} is gone: it cannot be stopped")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} did not stop within {timeout} s (threads: {states})")
+        time.sleep(0.001)
 
 
 def _running_as_root():
@@ -758,10 +893,16 @@ class EtcdServer:
                     break
                 try:
                     self.ctl("endpoint", "health", timeout=5)
-                    return self
                 except (EtcdctlError, subprocess.TimeoutExpired) as e:
                     last = e
                     time.sleep(0.1)
+                    continue
+                # the etcd that answered must be ours, not another one that
+                # holds the port (ours then fails to bind and exits)
+                if self.proc.poll() is None and self.proc.pid in listening_pids(self.port):
+                    return self
+                last = f"port {self.port} answers, but not from etcd pid {self.proc.pid}"
+                break
             last = f"{last}\n--- etcd log ---\n{self.log_tail()}"
             self._kill_proc()
         raise RuntimeError(f"etcd {self.version} did not become healthy: {last}")
@@ -793,9 +934,10 @@ class EtcdServer:
             rmtree_quiet(self.base)
 
     def stop(self):
-        """SIGSTOP the etcd process (it keeps its sockets but answers nothing)."""
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        """SIGSTOP the etcd process (it keeps its sockets but answers
+        nothing); returns once all its threads have stopped."""
         self.stopped = True
+        sigstop_and_wait(self.proc.pid)
 
     def cont(self):
         """SIGCONT a stopped etcd."""
