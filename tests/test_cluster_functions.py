@@ -340,6 +340,17 @@ def openssl_enddate(path):
     )
 
 
+def openssl_checkend(path, seconds):
+    """True when `openssl x509 -checkend` says the certificate is still valid
+    `seconds` from now (exit 0), False when it will have expired (exit 1)."""
+    p = subprocess.run(
+        ["openssl", "x509", "-noout", "-in", path, "-checkend", str(seconds)],
+        capture_output=True, timeout=60,
+    )
+    assert p.returncode in (0, 1), p.stderr
+    return p.returncode == 0
+
+
 def cert_rows(db, server="s", conn=None):
     cur = (conn or db.conn).execute(f"SELECT * FROM etcd_certificates('{server}')")
     names = [d.name for d in cur.description]
@@ -355,12 +366,13 @@ def tls_server(db, etcd_tls, certs, connstr):
 
 def test_certificates_of_a_tls_server(db, etcd_tls, certs):
     tls_server(db, etcd_tls, certs, etcd_tls.url)
-    # the server's own clock bounds the days left: the statement's start
-    # (before the function ran) and clock_timestamp() after it returned
+    # days_left counts from the statement's start: the same instant that
+    # statement_timestamp() gives the query, so the expected value is exact
+    # (a second reading of the wall clock is not: it is a different instant,
+    # and on a VM the wall clock can step)
     cur = db.conn.execute(
-        "SELECT c.*, floor(extract(epoch FROM c.not_after - statement_timestamp()) / 86400) AS hi, "
-        "floor(extract(epoch FROM c.not_after - clock_timestamp()) / 86400) AS lo, "
-        "clock_timestamp() AS after FROM etcd_certificates('s') c")
+        "SELECT c.*, floor(extract(epoch FROM c.not_after - statement_timestamp()) / 86400) "
+        "AS expected, statement_timestamp() AS at FROM etcd_certificates('s') c")
     names = [d.name for d in cur.description]
     rows = [dict(zip(names, r)) for r in cur.fetchall()]
     assert [r["source"] for r in rows] == ["ssl_ca", "ssl_cert", etcd_tls.url]
@@ -369,8 +381,12 @@ def test_certificates_of_a_tls_server(db, etcd_tls, certs):
         assert r["subject"] == openssl_field(path, "-subject")
         assert r["issuer"] == openssl_field(path, "-issuer")
         assert r["not_after"] == openssl_enddate(path)
-        assert r["not_before"] <= r["after"]
-        assert r["lo"] <= r["days_left"] <= r["hi"], r
+        assert r["days_left"] == r["expected"], r
+        # openssl's own answer agrees: valid for days_left more days, not for
+        # one more (the test PKI is 7 days long and the run far shorter than
+        # a day, so no day boundary falls between the statement and openssl)
+        assert openssl_checkend(path, r["days_left"] * 86400), r
+        assert not openssl_checkend(path, (r["days_left"] + 1) * 86400), r
     assert rows[0]["subject"] == "CN=etcd_fdw test CA" == rows[0]["issuer"]
     assert rows[1]["subject"] == "CN=etcd-fdw-client"
     assert rows[2]["subject"] == "CN=localhost" and rows[2]["issuer"] == "CN=etcd_fdw test CA"

@@ -38,11 +38,17 @@ impl CertInfo {
         })
     }
 
-    /// Whole days from `now` (Unix seconds) until the certificate expires,
-    /// rounded down: 0 on its last day, negative once it has expired.
-    pub fn days_left(&self, now: i64) -> i32 {
-        let days = (self.not_after - now).div_euclid(86_400);
-        days.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+    /// Whole days from `now_micros` (microseconds since the Unix epoch)
+    /// until the certificate expires, rounded down: 0 on its last day,
+    /// negative once it has expired.  Microseconds, so that the answer is
+    /// exactly `floor(extract(epoch FROM not_after - now) / 86400)` for the
+    /// same `now` (a whole-second `now` is off by one within the second
+    /// after each day boundary).
+    pub fn days_left(&self, now_micros: i64) -> i32 {
+        const DAY_MICROS: i128 = 86_400 * 1_000_000;
+        let left = i128::from(self.not_after) * 1_000_000 - i128::from(now_micros);
+        left.div_euclid(DAY_MICROS)
+            .clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32
     }
 }
 
@@ -282,11 +288,18 @@ mod tests {
             not_before: 0,
             not_after: 10 * 86_400,
         };
+        const S: i64 = 1_000_000;
         assert_eq!(info.days_left(0), 10);
         assert_eq!(info.days_left(1), 9);
-        assert_eq!(info.days_left(10 * 86_400 - 1), 0);
-        assert_eq!(info.days_left(10 * 86_400), 0);
-        assert_eq!(info.days_left(10 * 86_400 + 1), -1);
+        assert_eq!(info.days_left(S), 9);
+        assert_eq!(info.days_left(86_400 * S - 1), 9);
+        assert_eq!(info.days_left(86_400 * S), 9);
+        assert_eq!(info.days_left(86_400 * S + 1), 8);
+        assert_eq!(info.days_left(10 * 86_400 * S - 1), 0);
+        assert_eq!(info.days_left(10 * 86_400 * S), 0);
+        assert_eq!(info.days_left(10 * 86_400 * S + 1), -1);
+        assert_eq!(info.days_left(i64::MIN), 106_752_001);
+        assert_eq!(info.days_left(i64::MAX), -106_751_982);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use pgrx::{pg_sys, PgSqlErrorCode};
 
 use super::ServerName;
 use crate::catalog::ServerInfo;
-use crate::error::{raise, raise_with, warning_with_hint};
+use crate::error::{raise_with, warning_with_hint};
 use crate::runtime::block_on;
 use etcd_fdw_core::certs::{self, CertInfo};
 use etcd_fdw_core::cluster::join_all;
@@ -114,13 +114,12 @@ fn etcd_certificates(
             ),
         }
     }
-    let now = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(_) => raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "the system clock is before 1970",
-        ),
-    };
+    // days_left is counted from the statement's start, PostgreSQL's own
+    // statement_timestamp(): one "now" for every row, and the same clock a
+    // query comparing not_after with statement_timestamp() reads.
+    // SAFETY: reads a backend global set at the start of every statement.
+    let statement_start = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    let now = statement_start.saturating_add(PG_EPOCH_UNIX * 1_000_000);
     TableIterator::new(found.into_iter().map(move |(source, c)| {
         let days = c.days_left(now);
         (
