@@ -1219,6 +1219,22 @@ class Blackhole:
         self.listener.close()
 
 
+def wait_until(condition, what, timeout=60.0, interval=0.02):
+    """Poll `condition()` until it returns a true value and return that
+    value; fail naming `what` after `timeout` s.  For waiting on a state
+    (a key gone, a backend blocked, a watcher registered), never on a
+    duration: the timeout is only a bound for a test that would otherwise
+    hang, so make it generous (CI runs two suites side by side on 2 cores)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
 def wait_backend_active(observer_conn, pid, timeout=10.0, min_active=0.3, alive=lambda: True):
     """Wait until backend `pid` has been running a statement for >= min_active s
     (giving up early once `alive()` is false, e.g. the client thread ended)."""
