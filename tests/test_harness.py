@@ -8,13 +8,12 @@ import os
 import socket
 import ssl
 import subprocess
-import time
 
 import psycopg
 import pytest
 
 import harness
-from harness import AUTH_PREFIX, EtcdctlError, QueryThread, expect_error, wait_backend_active
+from harness import AUTH_PREFIX, EtcdctlError, QueryThread, expect_error, wait_until
 
 
 def test_pg_cluster(bare_db, pg):
@@ -36,12 +35,24 @@ def test_pg_second_and_role_connection(bare_db):
     rc = bare_db.role_connection("harness_plain_role")
     assert bare_db.scalar("SELECT current_user", conn=rc) == "harness_plain_role"
     assert bare_db.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", conn=rc) is False
-    # pg_cancel_backend from the second connection cancels a running query
-    t = QueryThread(bare_db.conn, "SELECT pg_sleep(30)")
+    # pg_cancel_backend from the second connection cancels a running query:
+    # sent once the backend sleeps in pg_sleep (its wait event), and the sleep
+    # is far longer than the guard below, so only the cancel can end it
+    sql = "SELECT pg_sleep(600)"
+    t = QueryThread(bare_db.conn, sql)
     t.start()
-    assert wait_backend_active(c2, pid1)
+    wait_until(
+        lambda: not t.is_alive()
+        or c2.execute(
+            "SELECT state = 'active' AND query = %s AND wait_event = 'PgSleep' "
+            "FROM pg_stat_activity WHERE pid = %s",
+            (sql, pid1),
+        ).fetchone() == (True,),
+        f"backend {pid1} sleeping in pg_sleep",
+    )
+    assert t.is_alive(), f"pg_sleep(600) ended early: error={t.error!r}"
     c2.execute("SELECT pg_cancel_backend(%s)", (pid1,))
-    t.join(10)
+    t.join(120)  # only a guard against a hang
     assert not t.is_alive()
     assert t.error is not None and t.error.sqlstate == "57014"
     assert bare_db.scalar("SELECT 1") == 1
@@ -90,14 +101,9 @@ def test_etcd_stop_cont(etcd_fresh):
     etcd_fresh.put("k", "v")
     etcd_fresh.stop()
     try:
-        deadline = time.time() + 5
-        while True:
-            with open(f"/proc/{etcd_fresh.pid}/stat") as f:
-                state = f.read().split(")")[-1].split()[0]
-            if state == "T" or time.time() > deadline:
-                break
-            time.sleep(0.05)
-        assert state == "T"
+        # stop() returns once every thread of etcd is stopped
+        states = harness.process_state(etcd_fresh.pid)
+        assert states and states <= {"T", "t"}, states
         with pytest.raises((EtcdctlError, subprocess.TimeoutExpired)):
             etcd_fresh.ctl("get", "k", "--command-timeout", "1s", timeout=10)
     finally:
