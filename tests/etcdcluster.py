@@ -211,7 +211,7 @@ class EtcdCluster:
             unregister_cleanup(self._cleanup)
             rmtree_quiet(self.base)
 
-    def ensure_all_running(self, timeout=30.0):
+    def ensure_all_running(self, timeout=60.0):
         """SIGCONT stopped members, restart dead ones, wait until all are healthy."""
         for m in self.members:
             if m.running:
@@ -226,7 +226,7 @@ class EtcdCluster:
         ms = self.members if members is None else members
         return run_etcdctl(self.etcdctl_bin, [m.url for m in ms], *args, **kw)
 
-    def wait_healthy(self, members=None, timeout=30.0):
+    def wait_healthy(self, members=None, timeout=60.0):
         ms = self.members if members is None else members
         deadline = time.monotonic() + timeout
         last = None
@@ -265,8 +265,10 @@ class EtcdCluster:
                 out[name] = (int(hdr["member_id"]), int(st.get("leader", 0)), int(hdr.get("raft_term", 0)))
         return out
 
-    def leader(self, members=None, timeout=10.0):
-        """Name of the leader all given members agree on (polls up to timeout)."""
+    def leader(self, members=None, timeout=60.0):
+        """Name of the leader all given members agree on (polls until they do;
+        `timeout` only bounds a test that would otherwise hang: an election
+        on a loaded machine can take several seconds)."""
         ms = self.members if members is None else members
         deadline = time.monotonic() + timeout
         last = None
@@ -281,18 +283,29 @@ class EtcdCluster:
                 raise AssertionError(f"no agreed leader among {[m.name for m in ms]}: {last}")
             time.sleep(0.2)
 
-    def move_leader(self, name, timeout=10.0):
-        """Make member `name` the leader (etcdctl move-leader)."""
-        if self.leader() == name:
-            return
-        target = self.status()[name][0]
-        self.ctl("move-leader", format(target, "x"))
+    def move_leader(self, name, timeout=60.0):
+        """Make member `name` the leader (etcdctl move-leader) and return once
+        every member agrees on it and the cluster is healthy.
+
+        The transfer is asked for again while `name` is not the leader: the
+        request fails when the leader changes under it (an election on a
+        loaded machine) or when `name` has not caught up yet (just
+        restarted); `timeout` only bounds a test that would otherwise hang."""
         deadline = time.monotonic() + timeout
-        while self.leader() != name:
+        last = None
+        while True:
+            remaining = max(1.0, deadline - time.monotonic())
+            if self.leader(timeout=remaining) == name:
+                break
+            st = self.status()
+            if name in st:
+                p = self.ctl("move-leader", format(st[name][0], "x"), check=False)
+                last = (p.stdout + p.stderr).decode(errors="replace")
+            else:
+                last = f"{name} did not answer etcdctl endpoint status: {st}"
             if time.monotonic() > deadline:
-                raise AssertionError(f"leadership did not move to {name}: {self.status()}")
-            time.sleep(0.1)
-        self.wait_healthy()
+                raise AssertionError(f"leadership did not move to {name}: {last}")
+        self.wait_healthy(timeout=max(30.0, deadline - time.monotonic()))
 
     # -- data ----------------------------------------------------------------
     def put(self, member, key, value):
