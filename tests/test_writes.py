@@ -54,7 +54,6 @@ from harness import (
     private_etcd,
     run_spec_setup,
     vm_hwm_kb,
-    wait_backend_active,
 )
 
 META = (
@@ -115,11 +114,6 @@ def wait_until_blocked_on_advisory_lock(observer, thread, pid, timeout=15.0):
             return True
         time.sleep(0.02)
     return False
-
-
-def wait_active_for(observer, thread, pid, min_active, timeout=10.0):
-    """Wait until backend pid has been running its statement >= min_active s."""
-    return wait_backend_active(observer, pid, timeout, min_active, alive=thread.is_alive)
 
 
 def join_thread(t, limit=60):
@@ -809,20 +803,58 @@ def test_concurrent_change_is_serialization_failure(db, etcd, kp, op, concurrent
         }[op]
 
 
+def make_sleep_gate(db):
+    """sleep_until_opened(): pg_sleep()s in short naps until open_gate()
+    (another session) lets it through.  For a statement that must sleep
+    between reading a row and writing it for exactly as long as the test
+    needs, without betting on a duration."""
+    db.execute("CREATE TABLE gate (opened bool)")
+    db.execute("""
+        CREATE FUNCTION sleep_until_opened() RETURNS bool VOLATILE LANGUAGE plpgsql AS $$
+        BEGIN
+          WHILE NOT EXISTS (SELECT FROM gate) LOOP
+            PERFORM pg_sleep(0.01);
+          END LOOP;
+          RETURN true;
+        END $$""")
+
+
+def open_gate(db):
+    db.execute("INSERT INTO gate VALUES (true)")
+
+
+def wait_sleeping(observer, thread, pid, timeout=60.0):
+    """Wait until backend pid sleeps in pg_sleep() (or thread ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and thread.is_alive():
+        row = observer.execute(
+            "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+        if row == ("Timeout", "PgSleep"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_lost_update_with_pg_sleep(db, etcd, kp):
     k = kp + "k"
     etcd.put(k, "orig")
     make_table(db, etcd, kp)
+    make_sleep_gate(db)
     other = db.connect()
     pid = db.backend_pid(conn=other)
     t = QueryThread(
         other,
-        f"UPDATE t SET value = 'mine' WHERE key = {lit(k)} AND pg_sleep(1.5) IS NOT NULL",
+        f"UPDATE t SET value = 'mine' WHERE key = {lit(k)} AND sleep_until_opened()",
     )
     t.start()
-    assert wait_active_for(db.conn, t, pid, 0.3), f"UPDATE did not start (error: {t.error!r})"
-    etcd.put(k, "theirs")
-    join_thread(t)
+    try:
+        # the scan has read the row and the statement sleeps in its WHERE
+        assert wait_sleeping(db.conn, t, pid), f"UPDATE did not sleep (error: {t.error!r})"
+        etcd.put(k, "theirs")
+    finally:
+        open_gate(db)
+        join_thread(t)
     check_error(t.error, "40001")
     assert etcd.get(k) == b"theirs"
     assert_session_usable(other)
@@ -833,15 +865,20 @@ def test_lost_delete_with_pg_sleep(db, etcd, kp):
     k = kp + "k"
     etcd.put(k, "orig")
     make_table(db, etcd, kp, columns=KV)
+    make_sleep_gate(db)
     other = db.connect()
     pid = db.backend_pid(conn=other)
     t = QueryThread(
-        other, "DELETE FROM t WHERE value <> 'zzz' AND pg_sleep(1.5) IS NOT NULL"
+        other, "DELETE FROM t WHERE value <> 'zzz' AND sleep_until_opened()"
     )
     t.start()
-    assert wait_active_for(db.conn, t, pid, 0.3), f"DELETE did not start (error: {t.error!r})"
-    etcd.put(k, "theirs")
-    join_thread(t)
+    try:
+        # the scan has read the row and the statement sleeps in its WHERE
+        assert wait_sleeping(db.conn, t, pid), f"DELETE did not sleep (error: {t.error!r})"
+        etcd.put(k, "theirs")
+    finally:
+        open_gate(db)
+        join_thread(t)
     check_error(t.error, "40001")
     assert etcd.get(k) == b"theirs"
     assert_session_usable(other)
