@@ -17,7 +17,7 @@
 //!   EXPLAIN) and the validator;
 //! * [`sqlfuncs`]: SQL-callable helper functions (handler, connections);
 //! * [`api`]: etcd's API as SQL functions (leases, watch, cluster, get/put);
-//! * [`pgver`]: the differences between PostgreSQL majors (15, 16, 18).
+//! * [`pgver`]: the differences between PostgreSQL majors (15 to 18).
 
 use pgrx::prelude::*;
 

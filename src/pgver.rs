@@ -2,8 +2,9 @@
 //!
 //! Everything else calls these helpers instead of touching a field or a
 //! function whose shape changed between majors, so `#[cfg(feature = "pgNN")]`
-//! appears only here.  Built and tested: PostgreSQL 15, 16 and 18; 17 is
-//! built only (`cargo check --features pg17`).
+//! appears only here.  Built and tested: PostgreSQL 15, 16, 17 and 18 (the
+//! crate's features `pg15` to `pg18`; 13 and 14 lack fields the FDW
+//! routine sets, e.g. `ExecForeignBatchInsert`).
 
 use pgrx::pg_sys;
 
@@ -20,9 +21,9 @@ pub unsafe fn scan_rti(fsplan: *mut pg_sys::ForeignScan) -> pg_sys::Index {
     if scanrelid > 0 {
         return scanrelid;
     }
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     let relids = unsafe { (*fsplan).fs_relids };
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    #[cfg(not(feature = "pg15"))]
     let relids = unsafe { (*fsplan).fs_base_relids };
     // SAFETY: a valid (possibly NULL) Bitmapset of the plan.
     let first = unsafe { pg_sys::bms_next_member(relids, -1) };
@@ -38,12 +39,12 @@ pub unsafe fn scan_check_as_user(
     fsplan: *mut pg_sys::ForeignScan,
     estate: *mut pg_sys::EState,
 ) -> pg_sys::Oid {
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     {
         // SAFETY: scan_rti is a valid range-table index of estate's plan.
         unsafe { (*pg_sys::exec_rt_fetch(scan_rti(fsplan), estate)).checkAsUser }
     }
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    #[cfg(not(feature = "pg15"))]
     {
         // 16+: permissions moved to RTEPermissionInfo; the planner copies
         // the relation's userid into the plan node (an upper relation's
@@ -63,7 +64,7 @@ pub unsafe fn result_rel_check_as_user(
     rinfo: *mut pg_sys::ResultRelInfo,
     estate: *mut pg_sys::EState,
 ) -> pg_sys::Oid {
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     {
         // SAFETY: a positive ri_RangeTableIndex indexes estate's range table
         // (0 for relations routed to without one: current user).
@@ -75,7 +76,7 @@ pub unsafe fn result_rel_check_as_user(
             (*pg_sys::exec_rt_fetch(rti, estate)).checkAsUser
         }
     }
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    #[cfg(not(feature = "pg15"))]
     {
         // SAFETY: the executor's own helper, for a result relation of estate
         // (it resolves routed partitions through the root relation).
@@ -89,12 +90,12 @@ pub unsafe fn result_rel_check_as_user(
 /// # Safety
 /// `set` is NULL or a valid Bitmapset.
 pub unsafe fn bms_is_empty(set: *const pg_sys::Bitmapset) -> bool {
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     {
         // SAFETY: the caller's set is valid or NULL.
         unsafe { pg_sys::bms_is_empty(set) }
     }
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    #[cfg(not(feature = "pg15"))]
     {
         set.is_null()
     }
@@ -181,7 +182,7 @@ pub unsafe fn create_foreignscan_path(
     let no_target = std::ptr::null_mut();
     let no_outer = std::ptr::null_mut();
     // SAFETY (all arms): the caller's planner context.
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    #[cfg(any(feature = "pg15", feature = "pg16"))]
     unsafe {
         pg_sys::create_foreignscan_path(
             root,
@@ -236,10 +237,10 @@ pub unsafe fn create_foreignscan_path(
 /// # Safety
 /// Catalog lookups: must run inside a transaction.
 pub unsafe fn has_server_usage(server_oid: pg_sys::Oid, role: pg_sys::Oid) -> bool {
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     let result =
         unsafe { pg_sys::pg_foreign_server_aclcheck(server_oid, role, pg_sys::ACL_USAGE as _) };
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    #[cfg(not(feature = "pg15"))]
     let result = unsafe {
         pg_sys::object_aclcheck(
             pg_sys::ForeignServerRelationId,
@@ -269,7 +270,7 @@ pub unsafe fn create_foreign_upper_path(
     let no_pathkeys = std::ptr::null_mut();
     let no_outer = std::ptr::null_mut();
     // SAFETY (all arms): the caller's planner context.
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    #[cfg(any(feature = "pg15", feature = "pg16"))]
     unsafe {
         pg_sys::create_foreign_upper_path(
             root,
