@@ -4,12 +4,12 @@
 #   bash scripts/bench.sh            # sizes 10k, 100k, 1M  (~15-20 min on 2 cores)
 #   bash scripts/bench.sh --quick    # sizes 10k, 100k      (a few minutes)
 #   bash scripts/bench.sh --sizes 10k,50k --reps 3 ...   (see bench/run.py --help)
-#   bash scripts/bench.sh --pg 18    # against PostgreSQL 18 (or 16); default 15
+#   bash scripts/bench.sh --pg 18    # against PostgreSQL 18 (or 16, 17); default 15
 #
 # Sets up the machine, installs a RELEASE build of the extension into that
 # PostgreSQL (replacing a debug build the tests may have installed), builds
 # the raw client, then runs bench/run.py, which starts its own etcd and
-# PostgreSQL and writes bench/results/RESULTS.md and scan.svg (for 16 and 18:
+# PostgreSQL and writes bench/results/RESULTS.md and scan.svg (for 16 to 18:
 # bench/results/pgNN/).
 set -euo pipefail
 cd "$(dirname "$0")/.."

