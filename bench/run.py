@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """etcd_fdw benchmark: the FDW against a raw etcd-client program.
 
-Starts its own etcd and PostgreSQL (15 by default; ETCD_FDW_PG=16|18, as
+Starts its own etcd and PostgreSQL (15 by default; ETCD_FDW_PG=16|17|18, as
 `scripts/bench.sh --pg N` sets it; helpers of tests/harness.py),
 loads data with the raw client (bench/rawclient, `rawclient load`), then runs
 every workload through the FDW and through the raw client, alternating the
@@ -10,7 +10,7 @@ two (fdw, raw, fdw, raw, ...), and writes
   bench/results/RESULTS.md    table of medians, ratios, targets + machine
   bench/results/scan.svg      full-scan time vs N, FDW and raw client
   bench/results/results.json  every sample
-  (bench/results/pgNN/ for PostgreSQL 16 and 18)
+  (bench/results/pgNN/ for PostgreSQL 16 to 18)
 
 Usage: python3 bench/run.py [--quick] [--sizes 10k,100k,1M] [--reps 5] ...
 (run `bash scripts/bench.sh` to build the release extension and raw client
@@ -1456,7 +1456,8 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=450,
                    help="seconds per scan workload and size; longer runs get fewer "
                         "repetitions, at least 2 per side (default 450)")
-    p.add_argument("--etcd-version", default="3.5.1", choices=sorted(harness.ETCD_VERSION_IDS))
+    p.add_argument("--etcd-version", default=harness.ETCD35, choices=sorted(harness.ETCD_VERSION_IDS),
+                   type=lambda v: harness.ETCD_VERSION_OF.get(v, v))
     p.add_argument("--fetch-size", type=int, default=None,
                    help="fixed keys per request (default: the adaptive paging both sides share)")
     p.add_argument("--batch-size", type=int, default=128)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README command 1: set up the machine, build and install etcd_fdw into the
-# system PostgreSQL 15 (or `--pg 16|18`, the wheels under .pg/), start a throwaway etcd and a throwaway PostgreSQL
-# cluster (loopback only, free ports, data under $DEMO_DIR), put sample keys
-# and run the specification's example.  They keep running so you can play;
+# system PostgreSQL 15 (or `--pg 16|17|18`, the wheels under .pg/), start a
+# throwaway etcd (the test matrix's 3.5, under .pg/) and a throwaway
+# PostgreSQL cluster (loopback only, free ports, data under $DEMO_DIR), put
+# sample keys and run the specification's example.  They keep running so you can play;
 # `bash scripts/demo.sh stop` stops them and removes the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ parse_pg_arg "$@"
 set -- "${PG_ARGS[@]+"${PG_ARGS[@]}"}"
 DEMO_DIR=${DEMO_DIR:-/tmp/etcd_fdw_demo}
 PGBIN=$(pg_bindir_of "$PG_MAJOR")
+ETCD=$(etcd_bindir_of etcd35)/etcd
+ETCDCTL=$(etcd_bindir_of etcd35)/etcdctl
 export ETCDCTL_API=3
 
 stop() {
@@ -43,18 +46,18 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 ETCD_PORT=$(free_port); PEER_PORT=$(free_port); PG_PORT=$(free_port)
 ENDPOINT="127.0.0.1:$ETCD_PORT"
 
-echo "==> starting etcd $(/usr/bin/etcd --version | head -1 | awk '{print $3}') on $ENDPOINT"
-/usr/bin/etcd --name demo --data-dir "$DEMO_DIR/etcd" \
+echo "==> starting etcd $("$ETCD" --version | head -1 | awk '{print $3}') on $ENDPOINT"
+"$ETCD" --name demo --data-dir "$DEMO_DIR/etcd" \
   --listen-client-urls "http://$ENDPOINT" --advertise-client-urls "http://$ENDPOINT" \
   --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
   --initial-cluster "demo=http://127.0.0.1:$PEER_PORT" >"$DEMO_DIR/etcd.log" 2>&1 &
 echo $! >"$DEMO_DIR/etcd.pid"
 for _ in $(seq 100); do
-  /usr/bin/etcdctl --endpoints "$ENDPOINT" endpoint health >/dev/null 2>&1 && break
+  "$ETCDCTL" --endpoints "$ENDPOINT" endpoint health >/dev/null 2>&1 && break
   sleep 0.1
 done
-/usr/bin/etcdctl --endpoints "$ENDPOINT" put bar baz >/dev/null
-/usr/bin/etcdctl --endpoints "$ENDPOINT" put foo bar >/dev/null
+"$ETCDCTL" --endpoints "$ENDPOINT" put bar baz >/dev/null
+"$ETCDCTL" --endpoints "$ENDPOINT" put foo bar >/dev/null
 
 echo "==> starting PostgreSQL $PG_MAJOR on 127.0.0.1:$PG_PORT (socket in $DEMO_DIR)"
 runuser -u postgres -- "$PGBIN/initdb" -D "$DEMO_DIR/pg" -U postgres -A trust -E UTF8 --locale C >/dev/null
@@ -75,6 +78,6 @@ cat <<EOF2
 
 The demo is running:
   psql:    runuser -u postgres -- $PGBIN/psql -h $DEMO_DIR -p $PG_PORT postgres
-  etcdctl: ETCDCTL_API=3 etcdctl --endpoints $ENDPOINT get --prefix ''
+  etcdctl: ETCDCTL_API=3 $ETCDCTL --endpoints $ENDPOINT get --prefix ''
   stop:    bash scripts/demo.sh stop
 EOF2

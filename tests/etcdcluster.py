@@ -1,7 +1,7 @@
 """A 3-member etcd cluster on loopback, for tests/test_cluster.py and the
 chaos run (chaos/run.py).
 
-``EtcdCluster`` starts members m1, m2, m3 (etcd 3.5.1 by default) on free
+``EtcdCluster`` starts members m1, m2, m3 (the matrix's etcd 3.5 by default) on free
 127.0.0.1 ports; each ``Member`` can be SIGKILLed and restarted (its data dir
 is kept, so it rejoins), or paused with SIGSTOP and continued with SIGCONT.
 Leader lookup and data access go through etcdctl (``ctl``, ``status``,
@@ -24,9 +24,9 @@ import urllib.request
 import uuid
 
 import harness
-from harness import etcd_binaries, free_ports, register_cleanup, rmtree_quiet, unregister_cleanup
+from harness import ETCD35, etcd_binaries, free_ports, register_cleanup, rmtree_quiet, unregister_cleanup
 
-ETCD_VERSION = "3.5.1"
+ETCD_VERSION = ETCD35  # what .pg/etcd35's etcd reports, e.g. "3.5.16"
 
 # error texts etcd sends while the cluster has no (or a changing) leader
 ELECTION_ERRORS = ("no leader", "leader changed", "etcdserver: request timed out")

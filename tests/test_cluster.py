@@ -1,4 +1,4 @@
-"""etcd_fdw against a real 3-member etcd cluster (etcd 3.5.1) on loopback.
+"""etcd_fdw against a real 3-member etcd cluster (etcd 3.5) on loopback.
 
 The cluster (members m1, m2, m3) is started once for the module; the server
 option connstr lists all three client endpoints.  What is checked:

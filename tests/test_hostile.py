@@ -29,6 +29,7 @@ import psycopg
 import pytest
 
 from harness import (
+    ETCD35,
     EtcdServer,
     assert_session_usable,
     err_text,
@@ -544,7 +545,7 @@ LIST_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def etcd_one():
-    """One etcd (3.5.1 when selected) holding PRESENT."""
+    """One etcd (3.5 when selected) holding PRESENT."""
     with private_etcd() as srv:
         srv.put_many([(k, k[len(LP):]) for k in sorted(PRESENT)])
         yield srv
@@ -1015,10 +1016,10 @@ def test_odd_values_of_server_options(db, etcd_one, certs, alive, opt):
 
 @pytest.fixture(scope="module")
 def etcd_tls_one(certs):
-    """One TLS etcd (3.5.1 when selected) requiring client certificates;
+    """One TLS etcd (3.5 when selected) requiring client certificates;
     its certificate is for localhost, etcd.test and 127.0.0.1."""
     vs = selected_etcd_versions()
-    srv = EtcdServer("3.5.1" if "3.5.1" in vs else vs[-1], certs=certs, client_cert_auth=True)
+    srv = EtcdServer(ETCD35 if ETCD35 in vs else vs[-1], certs=certs, client_cert_auth=True)
     try:
         srv.start()
         srv.put("tls/a", "1")
@@ -1194,7 +1195,7 @@ def test_odd_option_names_are_hv00d(db, etcd_one, alive):
 
 @pytest.fixture(scope="module")
 def etcd_auth_one():
-    """One etcd (3.5.1 when selected) with auth: root:rootpw; role alice_role
+    """One etcd (3.5 when selected) with auth: root:rootpw; role alice_role
     reads and writes auth/, which holds auth/a=1 and auth/b=2."""
     with private_etcd() as srv:
         srv.put("auth/a", "1")

@@ -20,6 +20,7 @@ import tempfile
 import pytest
 
 from harness import (
+    ETCD35,
     EtcdServer,
     assert_session_usable,
     err_text,
@@ -30,7 +31,7 @@ from harness import (
     unregister_cleanup,
 )
 
-ETCD_VERSION = "3.5.1"
+ETCD_VERSION = ETCD35
 
 
 class InteropPKI:
