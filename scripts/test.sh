@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # README command 2: set up the machine, then run every test: the pure-Rust
-# unit and property tests once, a type-check for PostgreSQL 17
-# (scripts/check-pg17.sh), then builds without warnings for each major and
-# runs the integration tests against throwaway PostgreSQL clusters and etcd
-# 3.4.23 / 3.5.1 servers:
+# unit and property tests once, then builds without warnings for each major
+# and runs the integration tests against throwaway PostgreSQL clusters and
+# etcd 3.4.23 (Debian 12) and 3.5.x (Debian trixie, under .pg/) servers:
 #   15 (Debian) and 18 (wheel): the whole suite, the two majors' runs side
 #       by side (each starts its own servers on free ports) to keep the wall
 #       time down on two cores;
-#   16 (wheel): the spec example, options, pushdown differential, writes,
-#       everyday functions (put mode, get/put/delete, CONTEXT lines),
-#       upgrade and packaging tests.
+#   then 16 and 17 (wheels), side by side: the spec example, options,
+#       pushdown differential, writes, everyday functions (put mode,
+#       get/put/delete, CONTEXT lines), upgrade and packaging tests (the
+#       tarball of scripts/package.sh --debug into a copy of the wheel);
+#       17 also the transaction tests.
 # Extra arguments go to every pytest run.  PG_MAJORS_TO_TEST="15 18"
 # restricts the majors.  A failure on one major fails the run and names the
 # major; its log is printed.
@@ -17,14 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/pg.sh
-majors=(${PG_MAJORS_TO_TEST:-15 18 16})
+majors=(${PG_MAJORS_TO_TEST:-15 18 16 17})
 has() { [[ " ${majors[*]} " == *" $1 "* ]]; }
 
 echo "==> unit and property tests (cargo test -p etcd_fdw_core)"
 cargo test -q -p etcd_fdw_core 2>&1 | grep -Ev '^\s*(Compiling|Downloaded|Downloading)'
 echo "==> build the benchmark's raw client (bench/rawclient)"
 cargo build -q -p etcd_rawclient
-bash scripts/check-pg17.sh
 export ETCD_FDW_DENY_WARNINGS=1
 
 declare -A suite=(
@@ -32,27 +32,29 @@ declare -A suite=(
   [18]="tests"
   [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py"
 )
+suite[17]="${suite[16]} tests/test_transactions.py"
 failed=()
 built=()
 for major in "${majors[@]}"; do
   echo "==> PostgreSQL $major: build and install"
   if bash scripts/install.sh --pg "$major"; then built+=("$major"); else failed+=("$major (build)"); fi
 done
-package=""
-if has 16 && [[ " ${built[*]} " == *" 16 "* ]]; then
-  echo "==> PostgreSQL 16: scripts/package.sh --debug"
-  package=$(bash scripts/package.sh --pg-config "$(pg_config_of 16)" --debug | tail -n 1) || failed+=("16 (package)")
-fi
+# the tarballs test_package.py installs into a copy of the wheel (built
+# here, one cargo build at a time, not inside the parallel pytest runs)
+declare -A package=()
+for major in 16 17 18; do
+  if has "$major" && [[ " ${built[*]} " == *" $major "* ]]; then
+    echo "==> PostgreSQL $major: scripts/package.sh --debug"
+    package[$major]=$(bash scripts/package.sh --pg-config "$(pg_config_of "$major")" --debug | tail -n 1) ||
+      failed+=("$major (package)")
+  fi
+done
 
 logdir=$(mktemp -d /tmp/etcd_fdw-test.XXXXXX)
 run_suite() {  # major -> runs pytest, output in $logdir/pgN.log
   local major=$1
-  # the tarball built above is for 16; the other majors' test_package.py
-  # builds its own
-  local pkg=""
-  [[ $major == 16 ]] && pkg=$package
   # shellcheck disable=SC2086
-  ETCD_FDW_PG=$major ETCD_FDW_PACKAGE=$pkg \
+  ETCD_FDW_PG=$major ETCD_FDW_PACKAGE=${package[$major]:-} \
     python3 -m pytest ${suite[$major]} -q -p no:cacheprovider "${@:2}" >"$logdir/pg$major.log" 2>&1
 }
 report() {  # major rc
@@ -64,24 +66,26 @@ report() {  # major rc
     failed+=("$1")
   fi
 }
-# the whole suite on 15 and 18 side by side, then 16's part
-declare -A pids=()
-for major in 15 18; do
-  if has "$major" && [[ " ${built[*]} " == *" $major "* ]]; then
-    echo "==> PostgreSQL $major: integration tests (pytest ${suite[$major]}), log $logdir/pg$major.log"
-    run_suite "$major" "$@" &
-    pids[$major]=$!
-  fi
-done
-for major in "${!pids[@]}"; do
-  rc=0; wait "${pids[$major]}" || rc=$?
-  report "$major" "$rc"
-done
-if has 16 && [[ " ${built[*]} " == *" 16 "* ]]; then
-  echo "==> PostgreSQL 16: integration tests (pytest ${suite[16]})"
-  rc=0; run_suite 16 "$@" || rc=$?
-  report 16 "$rc"
-fi
+run_side_by_side() {  # majors...: their suites at the same time
+  local -A pids=()
+  local major rc
+  for major in "$@"; do
+    if has "$major" && [[ " ${built[*]} " == *" $major "* ]]; then
+      echo "==> PostgreSQL $major: integration tests (pytest ${suite[$major]}), log $logdir/pg$major.log"
+      run_suite "$major" "${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}" &
+      pids[$major]=$!
+    fi
+  done
+  for major in "$@"; do
+    [[ -n "${pids[$major]:-}" ]] || continue
+    rc=0; wait "${pids[$major]}" || rc=$?
+    report "$major" "$rc"
+  done
+}
+PYTEST_ARGS=("$@")
+# the whole suite on 15 and 18 side by side, then 16's and 17's parts
+run_side_by_side 15 18
+run_side_by_side 16 17
 if ((${#failed[@]})); then
   echo "FAILED on PostgreSQL ${failed[*]}" >&2
   exit 1

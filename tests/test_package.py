@@ -4,7 +4,7 @@ A tarball built for the PostgreSQL under test is unpacked into a fresh copy
 of that PostgreSQL's installation (without etcd_fdw), installed with the
 tarball's own install.sh, and a new cluster of that copy answers the
 specification's example.  The installation is copied, so this needs a
-relocatable PostgreSQL: the wheels' 16 and 18 (Debian's 15 has fixed paths).
+relocatable PostgreSQL: the wheels' 16, 17 and 18 (Debian's 15 has fixed paths).
 
 ETCD_FDW_PACKAGE names a tarball built already (scripts/test.sh builds it
 with `scripts/package.sh --debug`); without it the test builds one.
@@ -44,7 +44,7 @@ def tarball():
     return os.path.join(harness.REPO, path)
 
 
-@pytest.mark.skipif(not _relocatable(), reason="needs a relocatable PostgreSQL (the 16 and 18 wheels)")
+@pytest.mark.skipif(not _relocatable(), reason="needs a relocatable PostgreSQL (the 16, 17 and 18 wheels)")
 def test_tarball_into_fresh_installation(tarball, etcd_fresh):
     assert f"-pg{harness.PG_MAJOR}-" in os.path.basename(tarball)
     base = tempfile.mkdtemp(prefix="etcdfdw-pkg-")
