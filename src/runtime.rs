@@ -73,6 +73,11 @@ pub fn block_on_uncancellable<F: Future>(fut: F) -> F::Output {
 /// Run `fut` to completion on the backend's runtime, abandoning it (and
 /// raising PostgreSQL's cancel/timeout ERROR) if the query is interrupted.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
+    // A cancel that arrived between two waits is acted on before the next
+    // request goes out: a loop of fast requests (a key list in batches, a
+    // count over many pages) would otherwise finish each one inside the
+    // first INTERRUPT_POLL and never see it.
+    pgrx::check_for_interrupts!();
     let out = RUNTIME.with(|cell| {
         let rt = cell.get_or_init(build_runtime);
         rt.block_on(async {
