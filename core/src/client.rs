@@ -361,7 +361,12 @@ async fn connect_endpoint(
             .with_serializable()
             .with_limit(1);
         match tokio::time::timeout(opts.connect_timeout, kv.get(vec![0u8], Some(probe))).await {
-            Ok(Ok(_)) | Ok(Err(etcd_client::Error::GRpcStatus(_))) => {}
+            Ok(Ok(_)) => {}
+            // tonic reports a connection that broke under the request
+            // (reset, TLS alert) as a status of its own making, Unknown
+            // or Unavailable: that is no answer from the member.
+            Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                if !matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable) => {}
             Ok(Err(e)) => return Err(EndpointFailure::Dead(error_chain(&e))),
             Err(_) => return Err(timed_out("waiting for an answer")),
         }

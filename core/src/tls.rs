@@ -14,11 +14,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -35,6 +36,11 @@ pub struct TlsSetup {
     servername: Option<String>,
     /// Where the trusted CAs come from, for messages.
     trusted: String,
+    /// The client certificate (`ssl_cert`), for messages; `None` without.
+    client_cert: Option<String>,
+    /// How long to wait, after a TLS 1.3 handshake with a client
+    /// certificate, for the server's first record (see `server_verdict`).
+    verdict_wait: Duration,
 }
 
 fn file_error(option: &'static str, path: &str, detail: impl Into<String>) -> EtcdError {
@@ -159,6 +165,11 @@ pub fn tls_setup(opts: &ServerOptions) -> Result<Option<TlsSetup>, EtcdError> {
             Some(path) => format!("ssl_ca \"{path}\""),
             None => "the system's CAs".to_string(),
         },
+        client_cert: opts.ssl_cert.clone(),
+        // Half of connect_timeout: tonic's own connect_timeout bounds the
+        // whole connector, and a server that says nothing first must
+        // still get its connection.
+        verdict_wait: opts.connect_timeout / 2,
     }))
 }
 
@@ -216,7 +227,43 @@ impl tower_service::Service<Uri> for TlsConnector {
                 };
                 return Err(why.into());
             }
+            server_verdict(&setup, &mut stream).await?;
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+/// In TLS 1.3 the client's handshake is over before the server has
+/// checked the client certificate: a server that refuses it (unknown CA,
+/// a leaf without its intermediate) says so in an alert *after* our
+/// `connect()` succeeded, and the first request would only see a reset
+/// ("transport error").  etcd (Go's HTTP/2 server) speaks first once it
+/// accepts us (its SETTINGS frame), so wait for its first record: data
+/// means accepted (peek leaves it for HTTP/2 to read); an alert is the
+/// refusal, reported as the TLS failure it is.  A server that stays
+/// silent for `verdict_wait` is given the connection.
+async fn server_verdict(
+    setup: &TlsSetup,
+    stream: &mut SslStream<TcpStream>,
+) -> Result<(), BoxError> {
+    let Some(cert) = &setup.client_cert else {
+        return Ok(());
+    };
+    if stream.ssl().version2() != Some(SslVersion::TLS1_3) {
+        return Ok(()); // up to TLS 1.2 the handshake included the verdict
+    }
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(setup.verdict_wait, Pin::new(stream).peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Err(_) => Ok(()),
+        Ok(Ok(_)) => Err(format!(
+            "TLS handshake failed: the server closed the connection after the handshake \
+             (did it refuse the client certificate in ssl_cert \"{cert}\"?)"
+        )
+        .into()),
+        Ok(Err(e)) => Err(format!(
+            "TLS handshake failed: the server refused the client certificate in ssl_cert \"{cert}\": {e}"
+        )
+        .into()),
     }
 }
