@@ -4,7 +4,9 @@
 # throwaway etcd (the test matrix's 3.5, under .pg/) and a throwaway
 # PostgreSQL cluster (loopback only, free ports, data under $DEMO_DIR), put
 # sample keys and run the specification's example.  They keep running so you can play;
-# `bash scripts/demo.sh stop` stops them and removes the data.
+# `bash scripts/demo.sh stop` stops them and removes the data.  The build is
+# a debug one (quick to compile); PROFILE=release bash scripts/demo.sh
+# installs an optimised one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pg.sh
@@ -23,8 +25,10 @@ stop() {
     runuser -u postgres -- "$bin/pg_ctl" -D "$DEMO_DIR/pg" -m fast stop >/dev/null 2>&1 || true
   fi
   if [[ -f "$DEMO_DIR/etcd.pid" ]]; then
-    kill "$(cat "$DEMO_DIR/etcd.pid")" 2>/dev/null || true
-    sleep 0.5
+    local pid; pid=$(cat "$DEMO_DIR/etcd.pid")
+    kill "$pid" 2>/dev/null || true
+    # wait for it to exit (it holds its data directory until then)
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -rf "$DEMO_DIR"
 }
@@ -46,16 +50,23 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 ETCD_PORT=$(free_port); PEER_PORT=$(free_port); PG_PORT=$(free_port)
 ENDPOINT="127.0.0.1:$ETCD_PORT"
 
+ETCD_CMD=("$ETCD" --name demo --data-dir "$DEMO_DIR/etcd"
+  --listen-client-urls "http://$ENDPOINT" --advertise-client-urls "http://$ENDPOINT"
+  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT"
+  --initial-cluster "demo=http://127.0.0.1:$PEER_PORT")
 echo "==> starting etcd $("$ETCD" --version | head -1 | awk '{print $3}') on $ENDPOINT"
-"$ETCD" --name demo --data-dir "$DEMO_DIR/etcd" \
-  --listen-client-urls "http://$ENDPOINT" --advertise-client-urls "http://$ENDPOINT" \
-  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster "demo=http://127.0.0.1:$PEER_PORT" >"$DEMO_DIR/etcd.log" 2>&1 &
+"${ETCD_CMD[@]}" >"$DEMO_DIR/etcd.log" 2>&1 &
 echo $! >"$DEMO_DIR/etcd.pid"
+healthy=0
 for _ in $(seq 100); do
-  "$ETCDCTL" --endpoints "$ENDPOINT" endpoint health >/dev/null 2>&1 && break
+  if "$ETCDCTL" --endpoints "$ENDPOINT" endpoint health >/dev/null 2>&1; then healthy=1; break; fi
   sleep 0.1
 done
+if ((!healthy)); then
+  echo "etcd did not become healthy within 10 s; its log ($DEMO_DIR/etcd.log):" >&2
+  tail -n 20 "$DEMO_DIR/etcd.log" >&2
+  exit 1
+fi
 "$ETCDCTL" --endpoints "$ENDPOINT" put bar baz >/dev/null
 "$ETCDCTL" --endpoints "$ENDPOINT" put foo bar >/dev/null
 
@@ -74,10 +85,21 @@ CREATE foreign table test (key text, value text) server my_etcd_server options(r
 SELECT * FROM test;
 SQL
 
+# the command line that restarts this etcd on the same data and ports
+restart_etcd="$(printf '%q ' "${ETCD_CMD[@]}")>>$DEMO_DIR/etcd.log 2>&1 & echo \$! >$DEMO_DIR/etcd.pid"
+profile=${PROFILE:-debug}
 cat <<EOF2
 
 The demo is running:
-  psql:    runuser -u postgres -- $PGBIN/psql -h $DEMO_DIR -p $PG_PORT postgres
-  etcdctl: ETCDCTL_API=3 $ETCDCTL --endpoints $ENDPOINT get --prefix ''
-  stop:    bash scripts/demo.sh stop
+  psql:     runuser -u postgres -- $PGBIN/psql -h $DEMO_DIR -p $PG_PORT postgres
+  etcdctl:  ETCDCTL_API=3 $ETCDCTL --endpoints $ENDPOINT get --prefix ''
+  data:     etcd $DEMO_DIR/etcd, PostgreSQL $DEMO_DIR/pg
+  logs:     etcd $DEMO_DIR/etcd.log, PostgreSQL $DEMO_DIR/pg.log
+  etcd:     pid $(cat "$DEMO_DIR/etcd.pid"); to stop it (an outage): kill \$(cat $DEMO_DIR/etcd.pid)
+            to start it again on the same data and port:
+            $restart_etcd
+  build:    etcd_fdw was installed into PostgreSQL $PG_MAJOR as a $profile build$(
+    [[ $profile == release ]] || printf '%s' " (quick to compile, slower
+            to run); for an optimised one: PROFILE=release bash scripts/demo.sh --pg $PG_MAJOR")
+  stop:     bash scripts/demo.sh stop   (stops both and removes $DEMO_DIR)
 EOF2
