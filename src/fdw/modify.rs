@@ -16,7 +16,7 @@ use etcd_fdw_core::client;
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::{
-    effective_batch_size, effective_insert_mode, InsertMode, TableOptions,
+    effective_batch_size, effective_insert_mode, InsertMode, InvalidValues, TableOptions,
 };
 use etcd_fdw_core::plan::ModifyFlags;
 use etcd_fdw_core::writes::{
@@ -28,7 +28,7 @@ use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 use super::plan::table_info;
 use super::private;
 use crate::catalog::{self, ServerInfo};
-use crate::columns::{self, display_key, Column, Field, Repr, TableColumns};
+use crate::columns::{self, display_key, Column, Field, IoInput, Repr, TableColumns};
 use crate::connection;
 use crate::error::{raise, raise_with};
 use crate::pgver;
@@ -139,6 +139,11 @@ pub struct ModifyExec {
     do_nothing: bool,
     /// `insert_mode 'put'`: INSERT overwrites existing keys.
     insert_mode: InsertMode,
+    /// The value column's input function, when it is read through its
+    /// type's text I/O (RETURNING).
+    value_input: Option<IoInput>,
+    /// The table option `invalid_values` (RETURNING reads like a scan).
+    invalid_values: InvalidValues,
     pub(super) batch_size: u32,
     /// Per-row scratch memory (detoasted datums, output function results,
     /// converted text, RETURNING datums), reset at the start of each row
@@ -215,6 +220,11 @@ impl ModifyExec {
             row_cxt,
             batch_size: effective_batch_size(&server.options, &table),
             insert_mode: effective_insert_mode(&server.options, &table),
+            value_input: cols
+                .find(Field::Value)
+                .filter(|c| c.repr == Repr::Io)
+                .map(|c| IoInput::new(c, (*estate).es_query_cxt)),
+            invalid_values: table.invalid_values,
             key_set: table.key_set(),
             server,
             cols,
@@ -614,32 +624,20 @@ impl ModifyExec {
                 Field::ModRevision => pg_sys::Datum::from(row.mod_revision),
                 Field::Version => pg_sys::Datum::from(row.version),
                 Field::Lease => pg_sys::Datum::from(row.lease),
-                Field::Key if all => match c.repr {
-                    Repr::Bytea => columns::bytea_datum(&row.key),
-                    _ => crate::errcontext::with_context(
-                        || columns::text_datum(&row.key, Field::Key, &row.key),
-                        || crate::errcontext::conversion_line(Some(&row.key), "key", &self.relname),
-                    ),
-                },
-                Field::Value if all => crate::errcontext::with_context(
-                    || match c.repr {
-                        Repr::Bytea => columns::bytea_datum(&row.value),
-                        Repr::Text => columns::text_datum(&row.value, Field::Value, &row.key),
-                        _ => {
-                            let text = columns::text_datum(&row.value, Field::Value, &row.key);
-                            let mut func = pg_sys::InvalidOid;
-                            let mut ioparam = pg_sys::InvalidOid;
-                            pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut ioparam);
-                            pg_sys::OidInputFunctionCall(
-                                func,
-                                pg_sys::text_to_cstring(text.cast_mut_ptr()),
-                                ioparam,
-                                c.typmod,
-                            )
-                        }
-                    },
-                    || crate::errcontext::conversion_line(Some(&row.key), "value", &self.relname),
-                ),
+                Field::Key | Field::Value if all => {
+                    let bytes = if c.field == Field::Key {
+                        &row.key
+                    } else {
+                        &row.value
+                    };
+                    let table = || self.relname.to_string();
+                    let io = self.value_input.as_ref().filter(|_| c.field == Field::Value);
+                    match columns::field_datum(c, io, bytes, &row.key, self.invalid_values, &table)
+                    {
+                        Some(d) => d,
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
             vals[c.index] = d;
