@@ -32,6 +32,7 @@ use crate::columns::{self, display_key, Column, Field, IoInput, Repr, TableColum
 use crate::connection;
 use crate::error::{raise, raise_with};
 use crate::pgver;
+use crate::xact::CreatedBy;
 
 const ROWID_JUNK: &CStr = c"etcd_rowid";
 const MODREV_JUNK: &CStr = c"etcd_modrev";
@@ -139,6 +140,12 @@ pub struct ModifyExec {
     do_nothing: bool,
     /// `insert_mode 'put'`: INSERT overwrites existing keys.
     insert_mode: InsertMode,
+    /// The kind of statement: an existing key's HINT depends on it.
+    pub(super) created_by: CreatedBy,
+    /// The foreign table sets `insert_mode` itself (the hint says SET,
+    /// not ADD).
+    pub(super) table_sets_insert_mode: bool,
+    pub(super) relid: pg_sys::Oid,
     /// The value column's input function, when it is read through its
     /// type's text I/O (RETURNING).
     value_input: Option<IoInput>,
@@ -220,6 +227,9 @@ impl ModifyExec {
             row_cxt,
             batch_size: effective_batch_size(&server.options, &table),
             insert_mode: effective_insert_mode(&server.options, &table),
+            created_by: CreatedBy::Insert,
+            table_sets_insert_mode: table.insert_mode.is_some(),
+            relid,
             value_input: cols
                 .find(Field::Value)
                 .filter(|c| c.repr == Repr::Io)
@@ -480,7 +490,7 @@ impl ModifyExec {
                     self.relname
                 ),
                 (keys.len() > 1).then(|| format!("{} keys of the batch exist.", keys.len())),
-                Some("Use INSERT ... ON CONFLICT DO NOTHING to skip existing keys.".into()),
+                self.duplicate_hint(),
             ),
             Conflict::Changed(k) => raise_with(
                 PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
@@ -492,6 +502,21 @@ impl ModifyExec {
                 Some("Another client wrote or deleted the key; nothing was written for it.".into()),
                 Some("Retry the statement.".into()),
             ),
+        }
+    }
+
+    /// The HINT of a key this statement wanted to create but etcd (or the
+    /// transaction) has: INSERT can skip it with ON CONFLICT DO NOTHING;
+    /// COPY cannot, the table option `insert_mode 'put'` overwrites; an
+    /// UPDATE renaming onto an existing key gets neither.
+    fn duplicate_hint(&self) -> Option<String> {
+        match self.created_by {
+            CreatedBy::Insert => Some(crate::xact::DUPLICATE_HINT_INSERT.into()),
+            CreatedBy::Copy => Some(crate::xact::duplicate_hint_copy(
+                Some(&catalog::qualified_name(self.relid)),
+                self.table_sets_insert_mode,
+            )),
+            CreatedBy::Other => None,
         }
     }
 
@@ -757,6 +782,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     let estate = (*mtstate).ps.state;
     let mut st = ModifyExec::new(estate, rinfo, (*subplan).targetlist, flags.do_nothing);
     st.returning = flags.returning;
+    if (*mtstate).operation != pg_sys::CmdType::CMD_INSERT {
+        st.created_by = CreatedBy::Other;
+    }
     if (*mtstate).operation == pg_sys::CmdType::CMD_UPDATE {
         (st.sets_value, st.sets_lease) = updated_fields(estate, rinfo, &st.cols);
     }
@@ -771,7 +799,22 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
     let do_nothing =
         !plan.is_null() && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
-    let st = ModifyExec::new((*mtstate).ps.state, rinfo, std::ptr::null_mut(), do_nothing);
+    let mut st = ModifyExec::new((*mtstate).ps.state, rinfo, std::ptr::null_mut(), do_nothing);
+    // BeginForeignInsert is called for COPY FROM and for rows routed into
+    // a foreign partition.  COPY FROM (copyfrom.c, PostgreSQL 14 to 18)
+    // passes a ModifyTableState it made itself, with no plan
+    // (`mtstate->ps.plan = NULL`, `operation = CMD_INSERT`); tuple routing
+    // passes the ModifyTable node's state, which has its plan, and its
+    // operation is CMD_UPDATE when an UPDATE moves a row into the
+    // partition.  COPY into a partitioned table routes with COPY's own
+    // plan-less state, so it is COPY too.
+    st.created_by = if plan.is_null() {
+        CreatedBy::Copy
+    } else if (*mtstate).operation == pg_sys::CmdType::CMD_INSERT {
+        CreatedBy::Insert
+    } else {
+        CreatedBy::Other
+    };
     install((*mtstate).ps.state, rinfo, st);
 }
 
