@@ -204,6 +204,21 @@ pub fn table_options(relid: pg_sys::Oid) -> (TableOptions, pg_sys::Oid) {
 }
 
 /// The name of a relation, for messages.
+/// `schema.name` of a relation, each part quoted when SQL needs it (for
+/// hints that show a command to run).
+pub fn qualified_name(relid: pg_sys::Oid) -> String {
+    // SAFETY: catalog lookups returning NULL or palloc'd C strings;
+    // quote_qualified_identifier accepts a NULL qualifier.
+    unsafe {
+        let name = pg_sys::get_rel_name(relid);
+        if name.is_null() {
+            return rel_name(relid);
+        }
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        encoding::server_cstr(pg_sys::quote_qualified_identifier(schema, name))
+    }
+}
+
 pub fn rel_name(relid: pg_sys::Oid) -> String {
     // SAFETY: get_rel_name returns NULL or a palloc'd C string.
     unsafe {

@@ -8,9 +8,10 @@
 //! bigint.  Text columns hold etcd bytes converted from UTF-8 to the
 //! database encoding; invalid bytes raise an ERROR naming the key.
 
+use etcd_fdw_core::options::InvalidValues;
 use etcd_fdw_core::text::{check_text, BadText};
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::encoding;
 use crate::error::raise;
@@ -208,23 +209,146 @@ fn bad_text(field: Field, key: &[u8], why: &str) -> ! {
     )
 }
 
+/// Why `bytes` cannot be a text datum, if they cannot.
+fn text_problem(bytes: &[u8]) -> Option<&'static str> {
+    // One pass for both checks (see etcd_fdw_core::text); no UTF-8
+    // validation in a SQL_ASCII database, as PostgreSQL does.
+    let utf8 = encoding::db_encoding() != pg_sys::pg_enc::PG_SQL_ASCII;
+    match check_text(bytes, utf8) {
+        Ok(()) => None,
+        Err(BadText::ZeroByte) => Some("contains a zero byte, which text cannot hold"),
+        Err(BadText::InvalidUtf8) => Some("is not valid UTF-8"),
+    }
+}
+
 /// A text datum of `bytes` (UTF-8 from etcd), in the server encoding.
 ///
 /// # Safety
 /// Must run in a memory context suitable for the datum's lifetime.
 pub unsafe fn text_datum(bytes: &[u8], field: Field, key: &[u8]) -> pg_sys::Datum {
-    // One pass for both checks (see etcd_fdw_core::text); no UTF-8
-    // validation in a SQL_ASCII database, as PostgreSQL does.
-    let utf8 = encoding::db_encoding() != pg_sys::pg_enc::PG_SQL_ASCII;
-    match check_text(bytes, utf8) {
-        Ok(()) => {}
-        Err(BadText::ZeroByte) => {
-            bad_text(field, key, "contains a zero byte, which text cannot hold")
-        }
-        Err(BadText::InvalidUtf8) => bad_text(field, key, "is not valid UTF-8"),
+    if let Some(why) = text_problem(bytes) {
+        bad_text(field, key, why);
     }
     let text = encoding::utf8_to_server(bytes);
     text_from_bytes(&text)
+}
+
+/// The input function of a column read through its type's text I/O.
+pub struct IoInput {
+    /// palloc'd in the context given to [`IoInput::new`], so a shared
+    /// reference can call it (the function may cache in `fn_extra`).
+    flinfo: *mut pg_sys::FmgrInfo,
+    typioparam: pg_sys::Oid,
+    typmod: i32,
+}
+
+impl IoInput {
+    /// Look up `col`'s type input function, living in `cxt`.
+    ///
+    /// # Safety
+    /// Catalog lookups; `cxt` outlives every use.
+    pub unsafe fn new(col: &Column, cxt: pg_sys::MemoryContext) -> IoInput {
+        let mut func = pg_sys::InvalidOid;
+        let mut typioparam = pg_sys::InvalidOid;
+        pg_sys::getTypeInputInfo(col.typoid, &mut func, &mut typioparam);
+        let flinfo = pg_sys::MemoryContextAllocZero(cxt, std::mem::size_of::<pg_sys::FmgrInfo>())
+            as *mut pg_sys::FmgrInfo;
+        pg_sys::fmgr_info_cxt(func, flinfo, cxt);
+        IoInput {
+            flinfo,
+            typioparam,
+            typmod: col.typmod,
+        }
+    }
+}
+
+/// The one conversion of etcd's bytes into a key or value column's datum
+/// (text, varchar, bytea, or any type through its input function).  An
+/// error names the key, the column and the table (CONTEXT line).
+///
+/// With `invalid` = [`InvalidValues::Null`] (PostgreSQL 16 and later) a
+/// value that does not convert -- not UTF-8, a zero byte in text, refused
+/// by its type's input function as a soft error -- is `None` (NULL)
+/// after a WARNING naming key, column and table.  Keys always raise (a
+/// row has no NULL key), and so do errors that are not soft: a character
+/// the database encoding cannot hold, a type whose input function raises.
+///
+/// `io` is the column's input function when its repr is [`Repr::Io`];
+/// `table` names the foreign table for messages (computed on failure only).
+///
+/// # Safety
+/// The datum is allocated in the current memory context.
+pub unsafe fn field_datum(
+    col: &Column,
+    io: Option<&IoInput>,
+    bytes: &[u8],
+    key: &[u8],
+    invalid: InvalidValues,
+    table: &dyn Fn() -> String,
+) -> Option<pg_sys::Datum> {
+    if col.repr == Repr::Bytea {
+        return Some(bytea_datum(bytes));
+    }
+    let soft = invalid == InvalidValues::Null
+        && col.field == Field::Value
+        && crate::pgver::SOFT_INPUT_ERRORS;
+    crate::errcontext::with_context(
+        || {
+            if soft {
+                if let Some(why) = text_problem(bytes) {
+                    let sqlstate = PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE as i32;
+                    read_as_null(col, key, &table(), sqlstate, &format!("the value {why}"));
+                    return None;
+                }
+            }
+            let text = text_datum(bytes, col.field, key);
+            if col.repr != Repr::Io {
+                return Some(text);
+            }
+            let Some(io) = io else {
+                crate::error::raise(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    "etcd_fdw: no input function for an I/O column",
+                )
+            };
+            let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
+            if !soft {
+                return Some(pg_sys::InputFunctionCall(
+                    io.flinfo,
+                    cstr,
+                    io.typioparam,
+                    io.typmod,
+                ));
+            }
+            match crate::pgver::input_function_call_safe(io.flinfo, cstr, io.typioparam, io.typmod)
+            {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    read_as_null(col, key, &table(), e.sqlstate, &e.message);
+                    None
+                }
+            }
+        },
+        || crate::errcontext::conversion_line(Some(key), col.field.name(), &table()),
+    )
+}
+
+/// The WARNING of a value read as NULL (`invalid_values 'null'`).
+#[cold]
+fn read_as_null(col: &Column, key: &[u8], table: &str, sqlstate: i32, why: &str) {
+    let conv = |t: String| encoding::for_server(&t).into_owned();
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::from(sqlstate),
+        conv(format!(
+            "invalid value of etcd key \"{}\" read as NULL: column \"{}\" of foreign table \"{table}\"",
+            display_key(key),
+            col.field.name()
+        )),
+        "etcd_fdw",
+    )
+    .set_detail(conv(why.to_string()))
+    .set_hint("The foreign table's option invalid_values 'null' reads values that do not convert as NULL; 'error' (the default) raises the error.")
+    .report(PgLogLevel::WARNING);
 }
 
 /// A text datum holding exactly `bytes` (already in the server encoding).

@@ -316,3 +316,84 @@ pub unsafe fn create_foreign_upper_path(
         )
     }
 }
+
+/// Whether a type's input function can report a value it refuses instead
+/// of raising it (soft input errors, `InputFunctionCallSafe`, PostgreSQL
+/// 16 and later).  The table option `invalid_values 'null'` needs them.
+pub const SOFT_INPUT_ERRORS: bool = cfg!(not(feature = "pg15"));
+
+/// Why an input function refused a value (a soft error's report).
+pub struct SoftError {
+    pub sqlstate: i32,
+    /// The error's message, and its detail after a colon.
+    pub message: String,
+}
+
+/// A type's input function on `cstr`: the datum, or with soft input
+/// errors (16+) the error the function would have raised.  On 15 an
+/// invalid value raises its ERROR, as `InputFunctionCall` does.
+///
+/// # Safety
+/// `flinfo` is the type's looked-up input function; `cstr` a valid C
+/// string; the datum is allocated in the current memory context.
+pub unsafe fn input_function_call_safe(
+    flinfo: *mut pg_sys::FmgrInfo,
+    cstr: *mut std::ffi::c_char,
+    typioparam: pg_sys::Oid,
+    typmod: i32,
+) -> Result<pg_sys::Datum, SoftError> {
+    #[cfg(feature = "pg15")]
+    {
+        // SAFETY: the caller's arguments.
+        Ok(unsafe { pg_sys::InputFunctionCall(flinfo, cstr, typioparam, typmod) })
+    }
+    #[cfg(not(feature = "pg15"))]
+    {
+        // An ErrorSaveContext node (nodes/miscnodes.h) asking for the
+        // error's details: input functions that support soft errors
+        // (json, jsonb, the integer and numeric types, ...) fill it in and
+        // return; those that do not still raise their ERROR.
+        let mut escontext = pg_sys::ErrorSaveContext {
+            type_: pg_sys::NodeTag::T_ErrorSaveContext,
+            error_occurred: false,
+            details_wanted: true,
+            error_data: std::ptr::null_mut(),
+        };
+        let mut result = pg_sys::Datum::from(0);
+        // SAFETY: the caller's arguments; escontext lives through the call.
+        let ok = unsafe {
+            pg_sys::InputFunctionCallSafe(
+                flinfo,
+                cstr,
+                typioparam,
+                typmod,
+                (&raw mut escontext).cast(),
+                &mut result,
+            )
+        };
+        if ok {
+            return Ok(result);
+        }
+        let edata = escontext.error_data;
+        if edata.is_null() {
+            return Err(SoftError {
+                sqlstate: pgrx::PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION as i32,
+                message: "invalid input".into(),
+            });
+        }
+        // SAFETY: a palloc'd ErrorData the input function filled in.
+        unsafe {
+            let mut message = if (*edata).message.is_null() {
+                String::from("invalid input")
+            } else {
+                crate::encoding::server_cstr((*edata).message)
+            };
+            if !(*edata).detail.is_null() {
+                message = format!("{message}: {}", crate::encoding::server_cstr((*edata).detail));
+            }
+            let sqlstate = (*edata).sqlerrcode;
+            pg_sys::FreeErrorData(edata);
+            Err(SoftError { sqlstate, message })
+        }
+    }
+}

@@ -42,12 +42,38 @@ pub enum CommitMode {
 
 static COMMIT_MODE: GucSetting<CommitMode> = GucSetting::<CommitMode>::new(CommitMode::Transaction);
 
+/// What kind of statement wrote a key that must not exist in etcd at
+/// commit (a guarded create): it decides the HINT of a duplicate key found
+/// at COMMIT, when the statement itself is long over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreatedBy {
+    /// INSERT (it can skip existing keys with ON CONFLICT DO NOTHING).
+    Insert,
+    /// COPY FROM (it cannot; `insert_mode 'put'` overwrites instead).
+    Copy,
+    /// An UPDATE that renamed a key (or moved a row into a partition).
+    Other,
+}
+
+/// A statement kind that created keys, and the foreign table it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Creator {
+    pub by: CreatedBy,
+    pub relid: pg_sys::Oid,
+    /// The table sets `insert_mode` itself (a hint says SET, not ADD).
+    pub table_sets_insert_mode: bool,
+}
+
 /// The writes and the snapshot of one connection in this transaction.
 struct ConnTxn {
     server: ServerInfo,
     pending: PendingTxn,
     /// REPEATABLE READ / SERIALIZABLE: the revision every scan reads at.
     snapshot: Option<i64>,
+    /// The kinds of statement that added guarded creates, with the foreign
+    /// table each wrote (kept when a savepoint's writes are rolled back:
+    /// then the hint may name more than needed, never less).
+    created_by: Vec<Creator>,
 }
 
 thread_local! {
@@ -96,6 +122,7 @@ fn with_conn<R>(server: &ServerInfo, f: impl FnOnce(&mut ConnTxn) -> R) -> R {
             server: server.clone(),
             pending: PendingTxn::new(),
             snapshot: None,
+            created_by: Vec::new(),
         });
         f(entry)
     })
@@ -104,6 +131,54 @@ fn with_conn<R>(server: &ServerInfo, f: impl FnOnce(&mut ConnTxn) -> R) -> R {
 /// Run `f` on the pending writes of `server`'s connection.
 pub fn with_pending<R>(server: &ServerInfo, f: impl FnOnce(&mut PendingTxn) -> R) -> R {
     with_conn(server, |c| f(&mut c.pending))
+}
+
+/// Note that a statement (`who`) added a guarded create (a key that must
+/// be absent at commit) to `server`'s connection.
+pub fn note_created_by(server: &ServerInfo, who: Creator) {
+    with_conn(server, |c| {
+        if !c.created_by.contains(&who) {
+            c.created_by.push(who);
+        }
+    });
+}
+
+/// The HINT of a duplicate key found at COMMIT: the remedy of the kind of
+/// statement that created keys (naming the table when COPY into one table
+/// did), both remedies when INSERT and COPY did, none when only renames
+/// did.
+fn duplicate_hint_at_commit(who: &[Creator]) -> Option<String> {
+    let insert = who.iter().any(|w| w.by == CreatedBy::Insert);
+    let copies: Vec<&Creator> = who.iter().filter(|w| w.by == CreatedBy::Copy).collect();
+    match (insert, copies.as_slice()) {
+        (true, []) => Some(DUPLICATE_HINT_INSERT.into()),
+        (false, [one]) => Some(duplicate_hint_copy(
+            Some(&crate::catalog::qualified_name(one.relid)),
+            one.table_sets_insert_mode,
+        )),
+        (false, [_, ..]) => Some(duplicate_hint_copy(None, false)),
+        (false, []) => None,
+        (true, [_, ..]) => Some(
+            "To skip existing keys, use INSERT ... ON CONFLICT DO NOTHING; COPY cannot skip them, but with the foreign table option insert_mode 'put' INSERT and COPY overwrite them (ALTER FOREIGN TABLE ... OPTIONS (ADD insert_mode 'put'))."
+                .into(),
+        ),
+    }
+}
+
+/// The HINT of a duplicate key an INSERT wrote.
+pub const DUPLICATE_HINT_INSERT: &str =
+    "Use INSERT ... ON CONFLICT DO NOTHING to skip existing keys.";
+
+/// The HINT of a duplicate key a COPY wrote: COPY has no ON CONFLICT, the
+/// table option `insert_mode 'put'` makes it overwrite existing keys.
+/// `table`: the foreign table's name, quoted, when known; `has_option`:
+/// the table sets `insert_mode` already (SET instead of ADD).
+pub fn duplicate_hint_copy(table: Option<&str>, has_option: bool) -> String {
+    format!(
+        "COPY cannot skip existing keys; to overwrite them, set the foreign table option insert_mode 'put': ALTER FOREIGN TABLE {} OPTIONS ({} insert_mode 'put').",
+        table.unwrap_or("..."),
+        if has_option { "SET" } else { "ADD" }
+    )
 }
 
 /// The transaction's pending writes on `server`'s connection as they are
@@ -228,16 +303,20 @@ unsafe extern "C-unwind" fn subxact_callback(
 
 /// Commit every connection's pending writes, in a fixed order.
 fn commit_all() {
-    let conns: Vec<(ServerInfo, CommitTxn)> = XACT.with(|x| {
+    let conns: Vec<(ServerInfo, CommitTxn, Vec<Creator>)> = XACT.with(|x| {
         x.borrow()
             .values()
-            .filter_map(|c| c.pending.commit().map(|t| (c.server.clone(), t)))
+            .filter_map(|c| {
+                c.pending
+                    .commit()
+                    .map(|t| (c.server.clone(), t, c.created_by.clone()))
+            })
             .collect()
     });
     let mut committed: Vec<String> = Vec::new();
-    for (server, txn) in conns {
+    for (server, txn, created_by) in conns {
         if let Err(f) = commit_one(&server, &txn) {
-            report_failure(&server, &f, &committed);
+            report_failure(&server, &f, &committed, &created_by);
         }
         committed.push(server.server_name.clone());
     }
@@ -408,7 +487,12 @@ fn resolve_unknown(
     Err(unknown(error))
 }
 
-fn report_failure(server: &ServerInfo, f: &CommitFailure, committed: &[String]) -> ! {
+fn report_failure(
+    server: &ServerInfo,
+    f: &CommitFailure,
+    committed: &[String],
+    created_by: &[Creator],
+) -> ! {
     let earlier = if committed.is_empty() {
         String::new()
     } else {
@@ -432,7 +516,7 @@ fn report_failure(server: &ServerInfo, f: &CommitFailure, committed: &[String]) 
             Some(format!(
                 "The key exists in etcd (it did when the row was inserted, or another client created it before the commit); nothing of the transaction was written to \"{name}\".{earlier}"
             )),
-            None,
+            duplicate_hint_at_commit(created_by),
         ),
         CommitFailure::Conflict(CommitConflict::Changed(k)) => raise_with(
             PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,

@@ -46,6 +46,7 @@ impl OptionContext {
                 "fetch_size",
                 "batch_size",
                 "insert_mode",
+                "invalid_values",
             ],
             OptionContext::Column => &[],
         }
@@ -237,6 +238,39 @@ fn parse_insert_mode(value: &str) -> Result<InsertMode, OptionError> {
     }
 }
 
+/// What a scan does with a value that does not convert to its column's
+/// type (not JSON for a jsonb column, not UTF-8 for a text one, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InvalidValues {
+    /// Raise the conversion's ERROR (naming key, column and table).
+    #[default]
+    Error,
+    /// Read it as NULL, with a WARNING naming key, column and table
+    /// (PostgreSQL 16 and later: soft input errors).
+    Null,
+}
+
+impl InvalidValues {
+    pub fn name(self) -> &'static str {
+        match self {
+            InvalidValues::Error => "error",
+            InvalidValues::Null => "null",
+        }
+    }
+}
+
+fn parse_invalid_values(value: &str) -> Result<InvalidValues, OptionError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "error" => Ok(InvalidValues::Error),
+        "null" => Ok(InvalidValues::Null),
+        _ => Err(OptionError::InvalidValue {
+            name: "invalid_values",
+            value: value.to_string(),
+            expected: "error or null",
+        }),
+    }
+}
+
 fn parse_consistency(value: &str) -> Result<Consistency, OptionError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "l" | "linearizable" => Ok(Consistency::Linearizable),
@@ -400,6 +434,7 @@ pub struct TableOptions {
     pub fetch_size: Option<u32>,
     pub batch_size: Option<u32>,
     pub insert_mode: Option<InsertMode>,
+    pub invalid_values: InvalidValues,
 }
 
 impl TableOptions {
@@ -592,6 +627,10 @@ pub fn parse_table(opts: &[(String, String)]) -> Result<TableOptions, OptionErro
         insert_mode: get(opts, "insert_mode")
             .map(parse_insert_mode)
             .transpose()?,
+        invalid_values: get(opts, "invalid_values")
+            .map(parse_invalid_values)
+            .transpose()?
+            .unwrap_or_default(),
     };
     if t.prefix.is_some() {
         if t.key.is_some() {
@@ -899,11 +938,23 @@ mod tests {
         assert_eq!(t.revision, 7);
         assert_eq!(t.consistency, Consistency::Serializable);
         assert_eq!(t.read_only_reason(), Some("keys_only"));
+        assert_eq!(t.invalid_values, InvalidValues::Error);
+        for (v, want) in [
+            ("error", InvalidValues::Error),
+            ("NULL", InvalidValues::Null),
+            (" null ", InvalidValues::Null),
+        ] {
+            let t = parse_table(&o(&[("rowid_column", "key"), ("invalid_values", v)])).unwrap();
+            assert_eq!(t.invalid_values, want, "{v:?}");
+        }
         for (n, v) in [
             ("keys_only", "maybe"),
             ("revision", "-1"),
             ("revision", "1.5"),
             ("consistency", "x"),
+            ("invalid_values", "skip"),
+            ("invalid_values", ""),
+            ("invalid_values", "nulls"),
         ] {
             let e = parse_table(&o(&[("rowid_column", "key"), (n, v)])).unwrap_err();
             assert!(matches!(e, OptionError::InvalidValue { name, .. } if name == n));

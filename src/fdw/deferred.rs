@@ -17,7 +17,7 @@ use pgrx::pg_sys;
 use super::modify::ModifyExec;
 use crate::catalog::ServerInfo;
 use crate::connection;
-use crate::xact;
+use crate::xact::{self, CreatedBy};
 
 /// How a scan's row reached the modify callbacks: a mod_revision of 0
 /// marks a row of the transaction's own pending state.
@@ -32,6 +32,15 @@ pub fn read_from(mod_revision: i64) -> ReadFrom {
 impl ModifyExec {
     fn pending<R>(&self, f: impl FnOnce(&mut PendingTxn) -> R) -> R {
         xact::with_pending(&self.server, f)
+    }
+
+    /// This statement as the creator of keys, for the HINT at COMMIT.
+    fn creator(&self, by: CreatedBy) -> xact::Creator {
+        xact::Creator {
+            by,
+            relid: self.relid,
+            table_sets_insert_mode: self.table_sets_insert_mode,
+        }
     }
 
     fn refused(&self, e: PendingError) -> ! {
@@ -70,6 +79,7 @@ impl ModifyExec {
                 if let Err(e) = self.pending(|p| p.insert(&key, value, lease, level, false)) {
                     self.refused(e);
                 }
+                xact::note_created_by(&self.server, self.creator(self.created_by));
                 row.unwrap_or_default()
             }
             WriteOp::Put { key, value, lease } => {
@@ -116,6 +126,7 @@ impl ModifyExec {
                     if let Err(e) = r {
                         self.refused(e);
                     }
+                    xact::note_created_by(&self.server, self.creator(CreatedBy::Other));
                     RowAfter {
                         key: new_key,
                         value,

@@ -3,7 +3,8 @@
 
 use std::ffi::CString;
 
-use etcd_fdw_core::plan::{describe_keys, CondOp};
+use etcd_fdw_core::plan::{describe_keys, CondOp, ScanPlan};
+use etcd_fdw_core::scan::SortField;
 use pgrx::pg_sys;
 
 use super::plan::decode_plan;
@@ -18,6 +19,47 @@ unsafe fn text(label: &str, value: &str, es: *mut pg_sys::ExplainState) {
 unsafe fn int(label: &str, value: i64, es: *mut pg_sys::ExplainState) {
     let l = CString::new(label).unwrap_or_default();
     pg_sys::ExplainPropertyInteger(l.as_ptr(), std::ptr::null(), value, es);
+}
+
+/// What the scan's keys are at run time, as far as the plan tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyShape {
+    /// At most one key (`key = ...`, a parameter `key = outer.col`, or
+    /// contradictory conditions): one single-key get, no paging.
+    OneKey,
+    /// Several single keys (`key IN (...)`, `= ANY`): read key by key, in
+    /// read-only transactions of `batch_size` keys (or one request per key
+    /// with `batch_size` 0); no paging either.
+    KeyList,
+    /// Ranges (prefix, bounds, the whole table): paged range requests.
+    Ranges,
+}
+
+/// The run-time key set is the plan's keys intersected with each
+/// parameter's condition (see `ScanExec::runtime_keys`): single keys when
+/// either side is single keys.
+fn key_shape(plan: &ScanPlan) -> KeyShape {
+    let eq_param = plan.params.iter().any(|p| p.op == CondOp::Eq);
+    let in_param = plan.params.iter().any(|p| p.op == CondOp::In);
+    match plan.keys.point_count() {
+        Some(n) if n <= 1 => KeyShape::OneKey,
+        _ if eq_param => KeyShape::OneKey,
+        Some(_) => KeyShape::KeyList,
+        None if in_param => KeyShape::KeyList,
+        None => KeyShape::Ranges,
+    }
+}
+
+/// Whether `fetch_size` decides the requests: only for ranges read in
+/// pages.  Not for single keys and key lists (one key per get), counts (no
+/// rows), a non-key sort (one request per range, the LIMIT its size) or a
+/// LIMIT no larger than the first page (one request of LIMIT keys).
+fn pages_by_fetch_size(plan: &ScanPlan, shape: KeyShape) -> bool {
+    let non_key_sort = plan.sort.is_some_and(|(f, _)| f != SortField::Key);
+    shape == KeyShape::Ranges
+        && !plan.count_only
+        && !non_key_sort
+        && plan.limit.is_none_or(|l| l > u64::from(plan.fetch_size))
 }
 
 #[pgrx::pg_guard]
@@ -65,14 +107,15 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     if plan.count_only {
         text("etcd Count Only", "true", es);
     }
-    let key_list = plan.keys.point_count().is_some_and(|n| n > 1)
-        || plan.params.iter().any(|p| p.op == CondOp::In);
-    if key_list && plan.batch_size > 0 {
-        text(
+    let shape = key_shape(&plan);
+    match shape {
+        KeyShape::KeyList if plan.batch_size > 0 => text(
             "etcd Key Lists",
             &format!("read-only transactions of up to {} keys", plan.batch_size),
             es,
-        );
+        ),
+        KeyShape::KeyList => text("etcd Key Lists", "one request per key", es),
+        _ => {}
     }
     if plan.revision != 0 {
         int("etcd Revision", plan.revision, es);
@@ -86,30 +129,30 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         },
         es,
     );
-    if plan.count_only {
-        // Counts carry no rows: no pages to size.
-    } else if plan.adaptive_fetch {
-        let then = if plan.whole_range {
-            "then"
+    if pages_by_fetch_size(&plan, shape) {
+        if plan.adaptive_fetch {
+            let then = if plan.whole_range {
+                "then"
+            } else {
+                "then growing"
+            };
+            text(
+                "etcd Fetch Size",
+                &format!(
+                    "auto (first {}, {then} up to {} MiB per request{})",
+                    plan.fetch_size,
+                    etcd_fdw_core::scan::PAGE_BYTES >> 20,
+                    if plan.whole_range {
+                        ": the query reads the whole range"
+                    } else {
+                        ""
+                    }
+                ),
+                es,
+            );
         } else {
-            "then growing"
-        };
-        text(
-            "etcd Fetch Size",
-            &format!(
-                "auto (first {}, {then} up to {} MiB per request{})",
-                plan.fetch_size,
-                etcd_fdw_core::scan::PAGE_BYTES >> 20,
-                if plan.whole_range {
-                    ": the query reads the whole range"
-                } else {
-                    ""
-                }
-            ),
-            es,
-        );
-    } else {
-        int("etcd Fetch Size", plan.fetch_size as i64, es);
+            int("etcd Fetch Size", plan.fetch_size as i64, es);
+        }
     }
     if (*es).analyze && !(*node).fdw_state.is_null() {
         let st = &*((*node).fdw_state as *const ScanExec);

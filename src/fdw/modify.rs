@@ -16,7 +16,7 @@ use etcd_fdw_core::client;
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::{
-    effective_batch_size, effective_insert_mode, InsertMode, TableOptions,
+    effective_batch_size, effective_insert_mode, InsertMode, InvalidValues, TableOptions,
 };
 use etcd_fdw_core::plan::ModifyFlags;
 use etcd_fdw_core::writes::{
@@ -28,10 +28,11 @@ use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 use super::plan::table_info;
 use super::private;
 use crate::catalog::{self, ServerInfo};
-use crate::columns::{self, display_key, Column, Field, Repr, TableColumns};
+use crate::columns::{self, display_key, Column, Field, IoInput, Repr, TableColumns};
 use crate::connection;
 use crate::error::{raise, raise_with};
 use crate::pgver;
+use crate::xact::CreatedBy;
 
 const ROWID_JUNK: &CStr = c"etcd_rowid";
 const MODREV_JUNK: &CStr = c"etcd_modrev";
@@ -139,6 +140,17 @@ pub struct ModifyExec {
     do_nothing: bool,
     /// `insert_mode 'put'`: INSERT overwrites existing keys.
     insert_mode: InsertMode,
+    /// The kind of statement: an existing key's HINT depends on it.
+    pub(super) created_by: CreatedBy,
+    /// The foreign table sets `insert_mode` itself (the hint says SET,
+    /// not ADD).
+    pub(super) table_sets_insert_mode: bool,
+    pub(super) relid: pg_sys::Oid,
+    /// The value column's input function, when it is read through its
+    /// type's text I/O (RETURNING).
+    value_input: Option<IoInput>,
+    /// The table option `invalid_values` (RETURNING reads like a scan).
+    invalid_values: InvalidValues,
     pub(super) batch_size: u32,
     /// Per-row scratch memory (detoasted datums, output function results,
     /// converted text, RETURNING datums), reset at the start of each row
@@ -215,6 +227,14 @@ impl ModifyExec {
             row_cxt,
             batch_size: effective_batch_size(&server.options, &table),
             insert_mode: effective_insert_mode(&server.options, &table),
+            created_by: CreatedBy::Insert,
+            table_sets_insert_mode: table.insert_mode.is_some(),
+            relid,
+            value_input: cols
+                .find(Field::Value)
+                .filter(|c| c.repr == Repr::Io)
+                .map(|c| IoInput::new(c, (*estate).es_query_cxt)),
+            invalid_values: table.invalid_values,
             key_set: table.key_set(),
             server,
             cols,
@@ -470,7 +490,7 @@ impl ModifyExec {
                     self.relname
                 ),
                 (keys.len() > 1).then(|| format!("{} keys of the batch exist.", keys.len())),
-                Some("Use INSERT ... ON CONFLICT DO NOTHING to skip existing keys.".into()),
+                self.duplicate_hint(),
             ),
             Conflict::Changed(k) => raise_with(
                 PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
@@ -482,6 +502,21 @@ impl ModifyExec {
                 Some("Another client wrote or deleted the key; nothing was written for it.".into()),
                 Some("Retry the statement.".into()),
             ),
+        }
+    }
+
+    /// The HINT of a key this statement wanted to create but etcd (or the
+    /// transaction) has: INSERT can skip it with ON CONFLICT DO NOTHING;
+    /// COPY cannot, the table option `insert_mode 'put'` overwrites; an
+    /// UPDATE renaming onto an existing key gets neither.
+    fn duplicate_hint(&self) -> Option<String> {
+        match self.created_by {
+            CreatedBy::Insert => Some(crate::xact::DUPLICATE_HINT_INSERT.into()),
+            CreatedBy::Copy => Some(crate::xact::duplicate_hint_copy(
+                Some(&catalog::qualified_name(self.relid)),
+                self.table_sets_insert_mode,
+            )),
+            CreatedBy::Other => None,
         }
     }
 
@@ -614,32 +649,20 @@ impl ModifyExec {
                 Field::ModRevision => pg_sys::Datum::from(row.mod_revision),
                 Field::Version => pg_sys::Datum::from(row.version),
                 Field::Lease => pg_sys::Datum::from(row.lease),
-                Field::Key if all => match c.repr {
-                    Repr::Bytea => columns::bytea_datum(&row.key),
-                    _ => crate::errcontext::with_context(
-                        || columns::text_datum(&row.key, Field::Key, &row.key),
-                        || crate::errcontext::conversion_line(Some(&row.key), "key", &self.relname),
-                    ),
-                },
-                Field::Value if all => crate::errcontext::with_context(
-                    || match c.repr {
-                        Repr::Bytea => columns::bytea_datum(&row.value),
-                        Repr::Text => columns::text_datum(&row.value, Field::Value, &row.key),
-                        _ => {
-                            let text = columns::text_datum(&row.value, Field::Value, &row.key);
-                            let mut func = pg_sys::InvalidOid;
-                            let mut ioparam = pg_sys::InvalidOid;
-                            pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut ioparam);
-                            pg_sys::OidInputFunctionCall(
-                                func,
-                                pg_sys::text_to_cstring(text.cast_mut_ptr()),
-                                ioparam,
-                                c.typmod,
-                            )
-                        }
-                    },
-                    || crate::errcontext::conversion_line(Some(&row.key), "value", &self.relname),
-                ),
+                Field::Key | Field::Value if all => {
+                    let bytes = if c.field == Field::Key {
+                        &row.key
+                    } else {
+                        &row.value
+                    };
+                    let table = || self.relname.to_string();
+                    let io = self.value_input.as_ref().filter(|_| c.field == Field::Value);
+                    match columns::field_datum(c, io, bytes, &row.key, self.invalid_values, &table)
+                    {
+                        Some(d) => d,
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
             vals[c.index] = d;
@@ -759,6 +782,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     let estate = (*mtstate).ps.state;
     let mut st = ModifyExec::new(estate, rinfo, (*subplan).targetlist, flags.do_nothing);
     st.returning = flags.returning;
+    if (*mtstate).operation != pg_sys::CmdType::CMD_INSERT {
+        st.created_by = CreatedBy::Other;
+    }
     if (*mtstate).operation == pg_sys::CmdType::CMD_UPDATE {
         (st.sets_value, st.sets_lease) = updated_fields(estate, rinfo, &st.cols);
     }
@@ -773,7 +799,22 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
     let do_nothing =
         !plan.is_null() && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
-    let st = ModifyExec::new((*mtstate).ps.state, rinfo, std::ptr::null_mut(), do_nothing);
+    let mut st = ModifyExec::new((*mtstate).ps.state, rinfo, std::ptr::null_mut(), do_nothing);
+    // BeginForeignInsert is called for COPY FROM and for rows routed into
+    // a foreign partition.  COPY FROM (copyfrom.c, PostgreSQL 14 to 18)
+    // passes a ModifyTableState it made itself, with no plan
+    // (`mtstate->ps.plan = NULL`, `operation = CMD_INSERT`); tuple routing
+    // passes the ModifyTable node's state, which has its plan, and its
+    // operation is CMD_UPDATE when an UPDATE moves a row into the
+    // partition.  COPY into a partitioned table routes with COPY's own
+    // plan-less state, so it is COPY too.
+    st.created_by = if plan.is_null() {
+        CreatedBy::Copy
+    } else if (*mtstate).operation == pg_sys::CmdType::CMD_INSERT {
+        CreatedBy::Insert
+    } else {
+        CreatedBy::Other
+    };
     install((*mtstate).ps.state, rinfo, st);
 }
 

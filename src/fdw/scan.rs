@@ -11,6 +11,7 @@ use etcd_fdw_core::client;
 use etcd_fdw_core::client::{EtcdError, MAX_RESPONSE_BYTES};
 use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
+use etcd_fdw_core::options::InvalidValues;
 use etcd_fdw_core::pending::{Overlay, PendingTxn, Step};
 use etcd_fdw_core::plan::{CondOp, ScanPlan};
 use etcd_fdw_core::scan::{
@@ -23,18 +24,10 @@ use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 use super::plan::{decode_plan, table_info};
 use super::pushdown;
 use crate::catalog::{self, ServerInfo};
-use crate::columns::{self, Column, Field, Repr};
+use crate::columns::{self, Column, Field, IoInput, Repr};
 use crate::connection;
 use crate::pgver;
 use crate::xact;
-
-/// Input function of a column read through its type's text I/O.
-struct IoInput {
-    index: usize,
-    flinfo: pg_sys::FmgrInfo,
-    typioparam: pg_sys::Oid,
-    typmod: i32,
-}
 
 pub struct ScanExec {
     pub plan: ScanPlan,
@@ -43,7 +36,11 @@ pub struct ScanExec {
     key_repr: Repr,
     param_exprs: Vec<*mut pg_sys::ExprState>,
     econtext: *mut pg_sys::ExprContext,
-    io_inputs: Vec<IoInput>,
+    /// Input functions of the columns read through their type's text I/O
+    /// (by attribute index).
+    io_inputs: Vec<(usize, IoInput)>,
+    /// The table option `invalid_values`.
+    invalid_values: InvalidValues,
     pager: Option<Pager>,
     page: std::iter::Peekable<std::vec::IntoIter<KeyValue>>,
     /// The transaction's pending writes when the scan began (read your own
@@ -98,7 +95,7 @@ impl ScanExec {
         plan: ScanPlan,
         cxt: pg_sys::MemoryContext,
     ) -> ScanExec {
-        let (_table, server_oid, cols) = table_info(relid);
+        let (table, server_oid, cols) = table_info(relid);
         let server = catalog::server_info(server_oid, userid);
         let pending = xact::pending_snapshot(&server);
         let key_repr = cols.find(Field::Key).map_or(Repr::Text, |c| c.repr);
@@ -106,19 +103,7 @@ impl ScanExec {
             .columns
             .iter()
             .filter(|c| c.repr == Repr::Io)
-            .map(|c| {
-                let mut func = pg_sys::InvalidOid;
-                let mut typioparam = pg_sys::InvalidOid;
-                pg_sys::getTypeInputInfo(c.typoid, &mut func, &mut typioparam);
-                let mut flinfo = pg_sys::FmgrInfo::default();
-                pg_sys::fmgr_info_cxt(func, &mut flinfo, cxt);
-                IoInput {
-                    index: c.index,
-                    flinfo,
-                    typioparam,
-                    typmod: c.typmod,
-                }
-            })
+            .map(|c| (c.index, IoInput::new(c, cxt)))
             .collect();
         // Columns the query never reads stay NULL.
         let columns = (cols.columns.into_iter())
@@ -132,6 +117,7 @@ impl ScanExec {
             param_exprs: Vec::new(),
             econtext: std::ptr::null_mut(),
             io_inputs,
+            invalid_values: table.invalid_values,
             pager: None,
             page: Vec::new().into_iter().peekable(),
             pending,
@@ -482,37 +468,29 @@ impl ScanExec {
         let key = row.key();
         let meta = row.meta();
         let keys_only = self.plan.keys_only && !row.is_pending();
-        let io_inputs = &mut self.io_inputs;
+        let relid = self.relid;
+        let table = move || catalog::rel_name(relid);
         for c in &self.columns {
-            let d = match (c.field, c.repr) {
-                (Field::Value, _) if keys_only => continue,
-                (Field::Key, Repr::Bytea) => columns::bytea_datum(key),
-                (Field::Value, Repr::Bytea) => columns::bytea_datum(row.value()),
-                (Field::Key | Field::Value, repr) => {
+            let d = match c.field {
+                Field::Value if keys_only => continue,
+                Field::Key | Field::Value => {
                     let bytes = if c.field == Field::Key {
                         key
                     } else {
                         row.value()
                     };
+                    let io = (self.io_inputs.iter())
+                        .find(|(i, _)| *i == c.index)
+                        .map(|(_, io)| io);
                     // A conversion can fail (bad UTF-8, a type's input
-                    // function): the error names key, column and table.
-                    crate::errcontext::with_context(
-                        || match repr {
-                            Repr::Io if c.field == Field::Value => {
-                                io_datum(io_inputs, c.index, bytes, key)
-                            }
-                            _ => columns::text_datum(bytes, c.field, key),
-                        },
-                        || {
-                            crate::errcontext::conversion_line(
-                                Some(key),
-                                c.field.name(),
-                                &catalog::rel_name(self.relid),
-                            )
-                        },
-                    )
+                    // function): the error names key, column and table;
+                    // with invalid_values 'null' a value is NULL instead.
+                    match columns::field_datum(c, io, bytes, key, self.invalid_values, &table) {
+                        Some(d) => d,
+                        None => continue,
+                    }
                 }
-                (_, _) => {
+                _ => {
                     // Metadata: NULL for a pending row until the commit.
                     let Some(kv) = meta else { continue };
                     match c.field {
@@ -596,28 +574,6 @@ impl ScanRow {
             (_, None) => SortKey::Null,
         }
     }
-}
-
-/// A value read through its type's input function: validated and
-/// converted like text first.
-unsafe fn io_datum(
-    inputs: &mut [IoInput],
-    index: usize,
-    bytes: &[u8],
-    key: &[u8],
-) -> pg_sys::Datum {
-    let text = columns::text_datum(bytes, Field::Value, key);
-    let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
-    let io = inputs
-        .iter_mut()
-        .find(|i| i.index == index)
-        .unwrap_or_else(|| {
-            crate::error::raise(
-                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "etcd_fdw: no input function for an I/O column",
-            )
-        });
-    pg_sys::InputFunctionCall(&mut io.flinfo, cstr, io.typioparam, io.typmod)
 }
 
 /// The scan plan in `private`, decoded once per plan string: a prepared

@@ -34,6 +34,9 @@ pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
     if let Err(e) = options::validate(ctx, &pairs) {
         option_error(&e);
     }
+    if ctx == OptionContext::Table && !crate::pgver::SOFT_INPUT_ERRORS {
+        refuse_invalid_values_null(&pairs);
+    }
     if ctx == OptionContext::Server && pairs.iter().any(|(n, _)| n == "password") {
         // pg_foreign_server.srvoptions is readable by every role, unlike
         // pg_user_mapping's umoptions.
@@ -68,6 +71,23 @@ pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
                 None,
             );
         }
+    }
+}
+
+/// `invalid_values 'null'` reads a value that does not convert as NULL by
+/// asking the type's input function for a soft error, which PostgreSQL 15
+/// lacks: refuse it at CREATE/ALTER FOREIGN TABLE rather than fail every
+/// query (or read values that fail as errors after all).
+fn refuse_invalid_values_null(pairs: &[(String, String)]) {
+    let null = options::parse_table(pairs)
+        .is_ok_and(|t| t.invalid_values == options::InvalidValues::Null);
+    if null {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "option \"invalid_values\" 'null' requires PostgreSQL 16 or later".into(),
+            Some("It reads a value that does not convert as NULL through the soft input errors of PostgreSQL 16 (InputFunctionCallSafe); this server is PostgreSQL 15.".into()),
+            Some("Use invalid_values 'error' (the default), or declare the value column as text or bytea and convert it in the query.".into()),
+        );
     }
 }
 
