@@ -897,6 +897,41 @@ class EtcdServer:
     def __repr__(self):
         return f"<EtcdServer {self.version} {self.url} pid={self.pid}>"
 
+    def _http_tls(self):
+        """The TLS context for etcd's HTTP endpoints (gateway, /metrics)."""
+        if not self.certs:
+            return None
+        ctx = ssl.create_default_context(cafile=self.certs.ca)
+        if self.client_cert_auth:
+            ctx.load_cert_chain(self.certs.client_cert, self.certs.client_key)
+        return ctx
+
+    # -- etcd's own counters (its /metrics endpoint) -------------------------------
+    def metrics(self):
+        """The text of etcd's Prometheus /metrics page."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10, context=self._http_tls()) as r:
+            return r.read().decode()
+
+    def metric(self, name, **labels):
+        """Sum of metric `name` over its series whose labels include `labels`
+        (e.g. metric("grpc_server_handled_total", grpc_method="Range",
+        grpc_code="OK")); 0 when no series matches yet.  A name etcd does
+        not export at all fails: a count of nothing proves nothing."""
+        want = [f'{k}="{v}"' for k, v in labels.items()]
+        total, known = 0, False
+        for line in self.metrics().splitlines():
+            if line.startswith(f"# TYPE {name} "):
+                known = True
+            head, _, value = line.rpartition(" ")
+            if (head == name or head.startswith(name + "{")) and all(w in head for w in want):
+                total += int(float(value))
+        assert known, f"etcd {self.version} exports no metric {name}"
+        return total
+
+    def kv_handled(self, method):
+        """KV requests of `method` (Range, Txn, ...) etcd answered with OK."""
+        return self.metric("grpc_server_handled_total", grpc_method=method, grpc_code="OK")
+
     # -- lifecycle -------------------------------------------------------------
     def start(self, timeout=30.0):
         last = None
@@ -1082,12 +1117,7 @@ class EtcdServer:
         )
         if token:
             req.add_header("Authorization", token)
-        ctx = None
-        if self.certs:
-            ctx = ssl.create_default_context(cafile=self.certs.ca)
-            if self.client_cert_auth:
-                ctx.load_cert_chain(self.certs.client_cert, self.certs.client_key)
-        with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=self._http_tls()) as resp:
             out = json.loads(resp.read())
         if "error" in out and out.get("code"):
             raise RuntimeError(f"etcd gateway {path}: {out}")

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import re
-import urllib.request
 
 import psycopg
 import pytest
@@ -53,18 +52,6 @@ def pushed(plan):
     has_agg = any(re.match(r"^\s*(->\s+)?Aggregate\b", l) for l in plan)
     assert has_count != has_agg or not has_count, show(plan)
     return has_count and not has_agg
-
-
-def metric(etcd, method):
-    """etcd's grpc_server_handled_total of KV `method` (Range, Txn), code OK."""
-    with urllib.request.urlopen(etcd.url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    total = 0
-    for line in text.splitlines():
-        if (line.startswith("grpc_server_handled_total{")
-                and f'grpc_method="{method}"' in line and 'grpc_code="OK"' in line):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
 
 
 # key suffixes under the table prefix
@@ -307,9 +294,9 @@ def test_count_explain_and_requests(db, etcd, kp):
 
     # one count_only Range request per range, none for the rows
     sql = f"SELECT count(*) FROM t WHERE key LIKE '{kp}k00%' OR key LIKE '{kp}k02%' OR key LIKE '{kp}k05%'"
-    r0, t0 = metric(etcd, "Range"), metric(etcd, "Txn")
+    r0, t0 = etcd.kv_handled("Range"), etcd.kv_handled("Txn")
     plan = explain(db, sql, analyze=True)
-    assert (metric(etcd, "Range") - r0, metric(etcd, "Txn") - t0) == (3, 0)
+    assert (etcd.kv_handled("Range") - r0, etcd.kv_handled("Txn") - t0) == (3, 0)
     assert prop(plan, "etcd Pages") == "3", show(plan)
     assert prop(plan, "etcd Keys Counted") == "300", show(plan)
     assert prop(plan, "etcd Keys Fetched") is None, show(plan)
@@ -321,9 +308,9 @@ def test_count_explain_and_requests(db, etcd, kp):
         sql = f"SELECT count(*) FROM {table} WHERE key = ANY({sql_literal('{' + keys + '}')}::text[])"
         plan = explain(db, sql)
         assert prop(plan, "etcd Key Lists") == f"read-only transactions of up to {batch} keys", show(plan)
-        r0, t0 = metric(etcd, "Range"), metric(etcd, "Txn")
+        r0, t0 = etcd.kv_handled("Range"), etcd.kv_handled("Txn")
         plan = explain(db, sql, analyze=True)
-        assert (metric(etcd, "Range") - r0, metric(etcd, "Txn") - t0) == (0, txns), show(plan)
+        assert (etcd.kv_handled("Range") - r0, etcd.kv_handled("Txn") - t0) == (0, txns), show(plan)
         assert prop(plan, "etcd Pages") == str(txns), show(plan)
         assert prop(plan, "etcd Keys Counted") == "300", show(plan)
 

@@ -17,7 +17,6 @@ are read: never for a single-key get, a key list, a count, a non-key sort
 from __future__ import annotations
 
 import re
-import urllib.request
 
 import pytest
 
@@ -40,26 +39,14 @@ def etcd_lines(db, sql, analyze=False):
     return got, "\n".join(plan)
 
 
-def metric(etcd, method):
-    """etcd's grpc_server_handled_total of KV `method` (Range, Txn), code OK."""
-    with urllib.request.urlopen(etcd.url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    total = 0
-    for line in text.splitlines():
-        if (line.startswith("grpc_server_handled_total{")
-                and f'grpc_method="{method}"' in line and 'grpc_code="OK"' in line):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
-
-
 def check(db, etcd, sql, want, analyzed, requests=None):
     """EXPLAIN shows exactly `want`; EXPLAIN ANALYZE exactly `want` plus
     `analyzed`; `requests` = (Range, Txn) requests the ANALYZE run sent."""
     got, plan = etcd_lines(db, sql)
     assert got == want, plan
-    r0, t0 = metric(etcd, "Range"), metric(etcd, "Txn")
+    r0, t0 = etcd.kv_handled("Range"), etcd.kv_handled("Txn")
     got, plan = etcd_lines(db, sql, analyze=True)
-    sent = (metric(etcd, "Range") - r0, metric(etcd, "Txn") - t0)
+    sent = (etcd.kv_handled("Range") - r0, etcd.kv_handled("Txn") - t0)
     assert got == {**want, **analyzed}, plan
     if requests is not None:
         assert sent == requests, plan

@@ -12,7 +12,6 @@ fresh etcd.
 
 from __future__ import annotations
 
-import urllib.request
 
 from harness import AUTH_PREFIX, CAROL_PASSWORD, err_text, expect_error, sql_ident, sql_literal
 
@@ -370,17 +369,6 @@ def test_kubernetes_shape_and_root_imports(db, etcd_fresh):
     assert "skipped: an empty segment" in text, notices
 
 
-def range_requests(etcd):
-    """How many Range requests etcd has started (its gRPC metrics)."""
-    with urllib.request.urlopen(etcd.url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith("grpc_server_started_total{") and 'grpc_method="Range"' in line
-    )
-
-
 def test_import_is_one_request_per_table_not_per_key(db, etcd_fresh):
     """20 tables of 1000 keys each: the import jumps over each table's keys
     once it has seen one (the next request starts at the end of the table's
@@ -390,9 +378,9 @@ def test_import_is_one_request_per_table_not_per_key(db, etcd_fresh):
     etcd.put_many({f"/big/t{t:02}/{i:05}": "x" * 100 for t in range(20) for i in range(1000)}, batch=128)
     etcd.put_many({f"/big/flag{i}": "x" for i in range(50)})
     db.create_server("s", etcd.endpoint)
-    before = range_requests(etcd)
+    before = etcd.metric("grpc_server_started_total", grpc_method="Range")
     notices = do_import(db, "/big/", schema="big")
-    requests = range_requests(etcd) - before
+    requests = etcd.metric("grpc_server_started_total", grpc_method="Range") - before
     assert len(imported(db, "big")) == 20
     assert notices and notices[0][0].startswith("50 etcd keys"), notices
     # 20 tables + the 50 keys without a segment (read in growing pages) +

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import urllib.request
 
 import psycopg
 import pytest
@@ -42,18 +41,6 @@ def prop(plan, name):
 
 def show(plan):
     return "\n".join(plan)
-
-
-def metric(etcd, method):
-    """etcd's grpc_server_handled_total of KV `method` (Range, Txn), code OK."""
-    with urllib.request.urlopen(etcd.url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    total = 0
-    for line in text.splitlines():
-        if (line.startswith("grpc_server_handled_total{")
-                and f'grpc_method="{method}"' in line and 'grpc_code="OK"' in line):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
 
 
 def arr(keys):
@@ -238,9 +225,9 @@ def test_thousand_keys_cost_ceil_n_over_batch_requests(db, etcd, kp, batch):
     ):
         plan = explain(db, q)
         assert prop(plan, "etcd Key Lists") == f"read-only transactions of up to {size} keys", show(plan)
-        r0, t0 = metric(etcd, "Range"), metric(etcd, "Txn")
+        r0, t0 = etcd.kv_handled("Range"), etcd.kv_handled("Txn")
         plan = explain(db, q, analyze=True)
-        assert (metric(etcd, "Range") - r0, metric(etcd, "Txn") - t0) == (0, want), show(plan)
+        assert (etcd.kv_handled("Range") - r0, etcd.kv_handled("Txn") - t0) == (0, want), show(plan)
         assert prop(plan, "etcd Pages") == str(want), show(plan)
         assert re.search(rf"actual rows={rows}(\.00)? ", "\n".join(plan)), show(plan)
     got = db.rows(f"SELECT key FROM t WHERE key = ANY({arr(list(reversed(keys)))}) ORDER BY key DESC")
@@ -263,10 +250,10 @@ def test_join_written_as_a_key_list(db, etcd, kp):
                "FROM generate_series(0, 598, 2) i")
     q = "SELECT count(value) FROM t WHERE key = ANY(ARRAY(SELECT k FROM wanted))"
     db.scalar(f"SELECT value FROM t WHERE key = '{kp}k0000'")  # connect
-    r0, t0 = metric(etcd, "Range"), metric(etcd, "Txn")
+    r0, t0 = etcd.kv_handled("Range"), etcd.kv_handled("Txn")
     plan = explain(db, q, analyze=True)
     assert prop(plan, "etcd Key Lists") == "read-only transactions of up to 128 keys", show(plan)
-    assert (metric(etcd, "Range") - r0, metric(etcd, "Txn") - t0) == (0, 3), show(plan)  # 300 keys
+    assert (etcd.kv_handled("Range") - r0, etcd.kv_handled("Txn") - t0) == (0, 3), show(plan)  # 300 keys
     assert db.scalar(q) == 150
 
 
