@@ -45,8 +45,9 @@ pub enum EtcdError {
     /// was never sent.
     #[error("etcd request failed: the connection was refused: {0}")]
     Refused(String),
-    /// An idempotent request retried until `request_timeout` was used up:
-    /// the last error, and each attempt's endpoint and reason.
+    /// An idempotent request tried more than once until the retry rules
+    /// (crate::retry::Retrier) gave up: the last error, and a summary of
+    /// the attempts.
     #[error("{last}")]
     Retried {
         last: Box<EtcdError>,
