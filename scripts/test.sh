@@ -9,8 +9,9 @@
 #   then 16 and 17 (wheels), side by side: the spec example, options,
 #       pushdown differential, writes, everyday functions (put mode,
 #       get/put/delete, CONTEXT lines), upgrade and packaging tests (the
-#       tarball of scripts/package.sh --debug into a copy of the wheel);
-#       17 also the transaction tests.
+#       tarball of scripts/package.sh --debug into a copy of the wheel),
+#       invalid_values, COPY's hints, EXPLAIN's labels, and the first-day
+#       tests (etcd auth toggled, outages); 17 also the transaction tests.
 # Extra arguments go to every pytest run.  PG_MAJORS_TO_TEST="15 18"
 # restricts the majors.  A failure on one major fails the run and names the
 # major; its log is printed.
@@ -30,7 +31,7 @@ export ETCD_FDW_DENY_WARNINGS=1
 declare -A suite=(
   [15]="tests"
   [18]="tests"
-  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py tests/test_invalid_values.py tests/test_copy_hint.py tests/test_explain_labels.py"
+  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py tests/test_invalid_values.py tests/test_copy_hint.py tests/test_explain_labels.py tests/test_first_day.py"
 )
 suite[17]="${suite[16]} tests/test_transactions.py"
 failed=()

@@ -13,8 +13,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use etcd_fdw_core::client::{self, Backoff, EtcdError};
+use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{Client, KvClient};
+use etcd_fdw_core::retry::{Attempts, Retrier, Step};
 use pgrx::pg_sys;
 
 use crate::catalog::ServerInfo;
@@ -46,12 +47,6 @@ fn key(info: &ServerInfo) -> Key {
 }
 
 use etcd_fdw_core::client::MAX_RESPONSE_BYTES;
-
-/// A KV client for `info`, connecting (or reconnecting) when needed.
-pub fn kv_client(info: &ServerInfo) -> KvClient {
-    try_kv_client(info)
-        .unwrap_or_else(|e| etcd_error(&e, &format!("server \"{}\"", info.server_name)))
-}
 
 fn mark_failed(endpoint: &str) {
     FAILED_AT.with(|f| f.borrow_mut().insert(endpoint.to_string(), Instant::now()));
@@ -187,6 +182,34 @@ pub fn note_error(info: &ServerInfo, err: &EtcdError) {
     }
 }
 
+/// Force a reconnect of `info`'s connection on next use (keeping its
+/// connect count), without blaming its member: the connection works but
+/// must authenticate again.
+pub fn drop_connection(info: &ServerInfo) {
+    let k = key(info);
+    CACHE.with(|c| {
+        if let Some(e) = c.borrow_mut().get_mut(&k) {
+            e.fingerprint = 0;
+        }
+    });
+}
+
+/// `e` as reported for `info`: etcd's "user name is empty" to a request
+/// without a user (no user mapping, or one without `username`) says that
+/// the server has authentication enabled and the role needs an etcd user
+/// ([`EtcdError::NoUser`], 28000 with a hint naming the server).
+pub fn identify(info: &ServerInfo, e: EtcdError) -> EtcdError {
+    if info.options.username.is_none() && e.user_empty() {
+        if let EtcdError::Status { message, .. } = e.root() {
+            return EtcdError::NoUser {
+                server: info.server_name.clone(),
+                detail: message.clone(),
+            };
+        }
+    }
+    e
+}
+
 /// Run an idempotent request, retrying on a fresh connection (the next
 /// endpoint first) with backoff while etcd is electing a leader, a member
 /// is gone or the cached connection broke (see [`EtcdError::retryable`]),
@@ -248,8 +271,8 @@ where
         budget
     };
     let start = Instant::now();
-    let mut backoff = Backoff::default();
-    let mut attempts: Vec<String> = Vec::new();
+    let mut retrier = Retrier::new(&info.options);
+    let mut attempts = Attempts::default();
     loop {
         let was_connected = was_connected(info);
         let result = client(info).and_then(|client| {
@@ -268,77 +291,116 @@ where
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
+        // (a failed connect names each endpoint it tried itself)
         let endpoint = match &e {
             EtcdError::Connect { .. } => "connecting".to_string(),
             _ => endpoint_in_use(info).unwrap_or_default(),
         };
         note_error(info, &e);
-        attempts.push(format!("{endpoint}: {e}"));
-        let delay = e
-            .retryable(info.options.endpoints.len(), was_connected)
-            .then(|| backoff.next_delay_within(start, budget))
-            .flatten();
-        let Some(delay) = delay else {
-            return Err(if attempts.len() > 1 {
-                EtcdError::Retried {
+        attempts.record(&endpoint, &e);
+        match retrier.step(&e, start.elapsed(), was_connected) {
+            Step::Reauthenticate => drop_connection(info),
+            Step::RetryAfter(delay) => block_on(async move { tokio::time::sleep(delay).await }),
+            Step::GiveUp => {
+                let e = identify(info, e);
+                if attempts.count() == 1 {
+                    return Err(e);
+                }
+                attempts.finish(start.elapsed());
+                return Err(EtcdError::Retried {
                     last: Box::new(e),
                     attempts,
-                }
-            } else {
-                e
-            });
-        };
-        block_on(async move { tokio::time::sleep(delay).await });
+                });
+            }
+        }
     }
 }
 
-/// Run a non-idempotent request (a write) once.  An error that may hide
-/// an applied write is 08007 (outcome unknown).
-pub fn run_once<T, Fut>(info: &ServerInfo, what: &dyn Fn() -> String, fut: Fut) -> T
+/// Run a non-idempotent request (a write) once; `f` makes the request
+/// on the KV client.  An error that may hide an applied write is 08007
+/// (outcome unknown).
+pub fn run_once<T, F, Fut>(info: &ServerInfo, what: &dyn Fn() -> String, f: F) -> T
 where
+    F: Fn(KvClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
-    run_once_hinted(
+    run_once_with(
         info,
         what,
         "Read the keys to find out, or use etcd_fdw.commit_mode 'transaction', whose commits are resolved by reading them back.",
-        fut,
+        try_kv_client,
+        f,
     )
 }
 
-/// [`run_once`] with the hint an unknown outcome gets (what the caller
-/// can do to find out).
-pub fn run_once_hinted<T, Fut>(
+/// [`run_once`] on the whole client, with the hint an unknown outcome
+/// gets (what the caller can do to find out).
+pub fn run_once_client_hinted<T, F, Fut>(
     info: &ServerInfo,
     what: &dyn Fn() -> String,
     unknown_hint: &str,
-    fut: Fut,
+    f: F,
 ) -> T
 where
+    F: Fn(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
-    match block_on(fut) {
-        Ok(v) => v,
-        Err(e) => {
-            note_error(info, &e);
-            if e.definitely_not_applied() {
-                etcd_error(&e, &what())
-            }
-            // A timeout or a broken connection may hide an applied write:
-            // say so (08007) rather than report a plain failure.
-            crate::error::raise_with(
-                pgrx::PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
-                format!(
-                    "the outcome of the write to etcd server \"{}\" is unknown: {e}",
-                    info.server_name
-                ),
-                Some(format!(
-                    "{}; etcd may or may not have applied it (it is not read back).",
-                    what()
-                )),
-                Some(unknown_hint.into()),
-            )
+    run_once_with(info, what, unknown_hint, try_client, f)
+}
+
+/// [`run_once`]: connect with `client`, send `f`'s request.  Sent a
+/// second time only when etcd refused it for want of a valid token and
+/// there are credentials to authenticate with (the connection was made
+/// while etcd's authentication was off, or etcd forgot its token): etcd
+/// refuses such a request before applying anything (an invalid token
+/// before the write is proposed; no user or an outdated token when it is
+/// applied, before the key-value store is touched), so the write was not
+/// applied and sending it once more on a new, authenticated connection
+/// cannot apply it twice.  That is etcd's own client's rule too.
+fn run_once_with<C, T, F, Fut>(
+    info: &ServerInfo,
+    what: &dyn Fn() -> String,
+    unknown_hint: &str,
+    client: fn(&ServerInfo) -> Result<C, EtcdError>,
+    f: F,
+) -> T
+where
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
+    let start = Instant::now();
+    let mut retrier = Retrier::new(&info.options);
+    loop {
+        let was_connected = was_connected(info);
+        let e = match client(info).and_then(|c| block_on(f(c))) {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        note_error(info, &e);
+        if e.definitely_not_applied()
+            && retrier.step(&e, start.elapsed(), was_connected) == Step::Reauthenticate
+        {
+            drop_connection(info);
+            continue;
         }
+        let e = identify(info, e);
+        if e.definitely_not_applied() {
+            etcd_error(&e, &what())
+        }
+        // A timeout or a broken connection may hide an applied write:
+        // say so (08007) rather than report a plain failure.
+        crate::error::raise_with(
+            pgrx::PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
+            format!(
+                "the outcome of the write to etcd server \"{}\" is unknown: {e}",
+                info.server_name
+            ),
+            Some(format!(
+                "{}; etcd may or may not have applied it (it is not read back).",
+                what()
+            )),
+            Some(unknown_hint.into()),
+        )
     }
 }
 

@@ -64,6 +64,7 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
             PgSqlErrorCode::ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION
         }
         EtcdError::Auth { .. } => PgSqlErrorCode::ERRCODE_INVALID_PASSWORD,
+        EtcdError::NoUser { .. } => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
         EtcdError::Timeout(_) => PgSqlErrorCode::ERRCODE_FDW_ERROR,
         EtcdError::Status { code, message } => match code {
             Code::Unauthenticated => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -86,7 +87,7 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
             }
             _ => PgSqlErrorCode::ERRCODE_FDW_ERROR,
         },
-        EtcdError::Other(_) => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+        EtcdError::Other(_) | EtcdError::Refused(_) => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
         EtcdError::Retried { .. } => unreachable!("root() unwraps Retried"),
     }
 }
@@ -96,8 +97,26 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
 #[track_caller]
 pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
     let attempts = e.attempts();
+    let detail = match attempts {
+        None => context.to_string(),
+        Some(a) => format!("{context}; {}", a.summary()),
+    };
+    raise_with(
+        etcd_sqlstate(e),
+        e.root().to_string(),
+        Some(detail),
+        etcd_hint(e),
+    )
+}
+
+/// The HINT an etcd failure gets, if any.
+pub fn etcd_hint(e: &EtcdError) -> Option<String> {
     let e = e.root();
-    let hint = match e {
+    match e {
+        EtcdError::NoUser { server, .. } => Some(format!(
+            "Create a user mapping: CREATE USER MAPPING FOR CURRENT_USER SERVER \"{}\" OPTIONS (username '...', password '...').",
+            server.replace('"', "\"\"")
+        )),
         EtcdError::Timeout(_) => {
             Some("Increase the server option \"request_timeout\" or check the etcd cluster's health.".to_string())
         }
@@ -121,15 +140,5 @@ pub fn etcd_error(e: &EtcdError, context: &str) -> ! {
             "etcd refuses gRPC messages larger than its limit (2 MiB by default).".to_string(),
         ),
         _ => None,
-    };
-    let detail = if attempts.is_empty() {
-        context.to_string()
-    } else {
-        format!(
-            "{context}; {} attempts within request_timeout: {}",
-            attempts.len(),
-            attempts.join("; ")
-        )
-    };
-    raise_with(etcd_sqlstate(e), e.to_string(), Some(detail), hint)
+    }
 }

@@ -16,9 +16,10 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use etcd_fdw_core::client::{self, Backoff, EtcdError};
+use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use etcd_fdw_core::pending::{CommitConflict, CommitOp, CommitTxn, PendingTxn};
+use etcd_fdw_core::retry::{Retrier, Step};
 use etcd_fdw_core::writes::TxnLimits;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_sys, PgSqlErrorCode};
@@ -339,34 +340,36 @@ enum CommitFailure {
 fn commit_one(server: &ServerInfo, txn: &CommitTxn) -> Result<(), CommitFailure> {
     let timeout = server.options.request_timeout;
     let start = Instant::now();
-    let mut backoff = Backoff::default();
+    let mut retrier = Retrier::new(&server.options);
     // Sent again only while etcd certainly did not apply it (no member
-    // could be reached), with backoff, until request_timeout is used up.
-    let result = loop {
-        let was_connected = connection::was_connected(server);
-        let sent = connection::try_kv_client(server).and_then(|kv| {
-            let request = txn.txn();
-            // Not interruptible: a cancel now would leave the outcome
-            // unknown; request_timeout bounds the wait.
-            runtime::block_on_uncancellable(async move {
-                let mut kv = kv;
-                client::with_timeout(timeout, kv.txn(request)).await
-            })
-        });
-        match sent {
-            Err(e)
-                if e.definitely_not_applied()
-                    && e.retryable(server.options.endpoints.len(), was_connected) =>
-            {
-                connection::note_error(server, &e);
-                let Some(delay) = backoff.next_delay_within(start, timeout) else {
-                    break Err(e);
-                };
-                runtime::block_on_uncancellable(async move { tokio::time::sleep(delay).await });
+    // could be reached, or it refused the request for want of a valid
+    // token: see connection::run_once_with), by the rules of Retrier.
+    let result =
+        loop {
+            let was_connected = connection::was_connected(server);
+            let sent = connection::try_kv_client(server).and_then(|kv| {
+                let request = txn.txn();
+                // Not interruptible: a cancel now would leave the outcome
+                // unknown; request_timeout bounds the wait.
+                runtime::block_on_uncancellable(async move {
+                    let mut kv = kv;
+                    client::with_timeout(timeout, kv.txn(request)).await
+                })
+            });
+            match sent {
+                Err(e) if e.definitely_not_applied() => {
+                    connection::note_error(server, &e);
+                    match retrier.step(&e, start.elapsed(), was_connected) {
+                        Step::Reauthenticate => connection::drop_connection(server),
+                        Step::RetryAfter(delay) => runtime::block_on_uncancellable(async move {
+                            tokio::time::sleep(delay).await
+                        }),
+                        Step::GiveUp => break Err(connection::identify(server, e)),
+                    }
+                }
+                other => break other,
             }
-            other => break other,
-        }
-    };
+        };
     match result {
         Ok(resp) if resp.succeeded() => Ok(()),
         Ok(_) => {
@@ -539,7 +542,7 @@ fn report_failure(
             Some(format!(
                 "The transaction's writes were not applied to \"{name}\".{earlier}"
             )),
-            None,
+            crate::error::etcd_hint(e),
         ),
         CommitFailure::Unknown { error, keys } => raise_with(
             PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,

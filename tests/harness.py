@@ -938,58 +938,83 @@ class EtcdServer:
         for _attempt in range(3):
             shutil.rmtree(self.datadir, ignore_errors=True)
             self.port, self.peer_port = free_ports(2)
-            peer = f"http://127.0.0.1:{self.peer_port}"
-            cmd = [
-                self.etcd_bin,
-                "--name", "default",
-                "--data-dir", self.datadir,
-                "--listen-client-urls", self.url,
-                "--advertise-client-urls", self.url,
-                "--listen-peer-urls", peer,
-                "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"default={peer}",
-                "--initial-cluster-state", "new",
-            ]
-            if self.certs:
-                cmd += [
-                    "--cert-file", self.certs.server_cert,
-                    "--key-file", self.certs.server_key,
-                    "--trusted-ca-file", self.certs.ca,
-                ]
-                if self.client_cert_auth:
-                    cmd += ["--client-cert-auth"]
-            cmd += self.extra_args
-            log = open(self.logfile, "ab")
-            try:
-                self.proc = subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            finally:
-                log.close()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    self.ctl("endpoint", "health", timeout=5)
-                except (EtcdctlError, subprocess.TimeoutExpired) as e:
-                    last = e
-                    time.sleep(0.1)
-                    continue
-                # the etcd that answered must be ours, not another one that
-                # holds the port (ours then fails to bind and exits)
-                if self.proc.poll() is None and self.proc.pid in listening_pids(self.port):
-                    return self
-                last = f"port {self.port} answers, but not from etcd pid {self.proc.pid}"
-                break
-            last = f"{last}\n--- etcd log ---\n{self.log_tail()}"
-            self._kill_proc()
+            last = self._launch(timeout)
+            if last is None:
+                return self
         raise RuntimeError(f"etcd {self.version} did not become healthy: {last}")
 
-    def _kill_proc(self):
+    def kill(self):
+        """SIGKILL etcd (and reap it): its client port then refuses
+        connections.  restart() brings it back with its data."""
+        self._kill_proc(signal.SIGKILL)
+        self.stopped = False
+
+    def restart(self, timeout=30.0):
+        """Start a killed etcd again on the same ports and data dir."""
+        last = self._launch(timeout)
+        if last is not None:
+            raise RuntimeError(f"etcd {self.version} did not restart: {last}")
+        return self
+
+    def _launch(self, timeout):
+        """Run etcd on self.port / self.peer_port and wait until it is
+        healthy: None, or why it is not (then it is killed)."""
+        last = None
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        cmd = [
+            self.etcd_bin,
+            "--name", "default",
+            "--data-dir", self.datadir,
+            "--listen-client-urls", self.url,
+            "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"default={peer}",
+            "--initial-cluster-state", "new",
+        ]
+        if self.certs:
+            cmd += [
+                "--cert-file", self.certs.server_cert,
+                "--key-file", self.certs.server_key,
+                "--trusted-ca-file", self.certs.ca,
+            ]
+            if self.client_cert_auth:
+                cmd += ["--client-cert-auth"]
+        cmd += self.extra_args
+        log = open(self.logfile, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                self.ctl("endpoint", "health", timeout=5)
+            except (EtcdctlError, subprocess.TimeoutExpired) as e:
+                last = e
+                time.sleep(0.1)
+                continue
+            # the etcd that answered must be ours, not another one that
+            # holds the port (ours then fails to bind and exits)
+            if self.proc.poll() is None and self.proc.pid in listening_pids(self.port):
+                return None
+            last = f"port {self.port} answers, but not from etcd pid {self.proc.pid}"
+            break
+        last = f"{last}\n--- etcd log ---\n{self.log_tail()}"
+        self._kill_proc()
+        return last
+
+    def _kill_proc(self, sig=None):
         if self.proc is None:
             return
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
         if self.proc.poll() is None:
             try:
                 # a SIGSTOPped process still dies on SIGKILL, but CONT first

@@ -12,7 +12,7 @@ option connstr lists all three client endpoints.  What is checked:
   the same session's next SELECT succeeds on another member (one internal
   reconnect: connects = 2);
 * with every member dead, a query fails with HV00N / 08006 naming the
-  endpoints, quickly, and the session stays usable.
+  endpoints, within connect_timeout, and the session stays usable.
 
 The destructive tests run last (test order = file order): the failover test
 kills m1 for good, the last test kills every member.  Every test first brings
@@ -28,6 +28,7 @@ skipped.
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import psycopg
@@ -650,11 +651,12 @@ def test_all_members_dead(db, cluster, kp):
             assert "attempts" not in detail, detail
             assert t.elapsed < REQUEST_TIMEOUT - BACKOFF_MAX, t.elapsed
         else:
-            # the cluster was there: waited for (with backoff) until
-            # request_timeout, every attempt listed; it gives up only when
-            # the next backoff would end past request_timeout
-            assert t.elapsed >= REQUEST_TIMEOUT - BACKOFF_MAX, t.elapsed
-            assert "attempts within request_timeout" in detail, detail
+            # the cluster was there, but every member refuses connections:
+            # waited for (with backoff) only within connect_timeout of the
+            # first such round (a member restarting at once), not for
+            # request_timeout; the attempts summarised
+            assert t.elapsed >= CONNECT_TIMEOUT - BACKOFF_MAX, t.elapsed
+            assert re.search(r"\d+ attempts over \d+\.\d s: ", detail), detail
         assert not c.closed
         assert_session_usable(c)
         # still failing the same way, still usable

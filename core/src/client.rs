@@ -15,7 +15,13 @@ use crate::options::ServerOptions;
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("could not connect to etcd at {endpoints}: {detail}")]
-    Connect { endpoints: String, detail: String },
+    Connect {
+        endpoints: String,
+        detail: String,
+        /// Each endpoint tried and why it failed (empty for an address
+        /// that cannot be used at all).
+        failures: Vec<ConnectFailure>,
+    },
     #[error("could not load {option} file \"{path}\": {detail}")]
     TlsFile {
         option: &'static str,
@@ -34,14 +40,63 @@ pub enum EtcdError {
     Status { code: tonic::Code, message: String },
     #[error("etcd request failed: {0}")]
     Other(String),
-    /// An idempotent request retried until `request_timeout` was used up:
-    /// the last error, and each attempt's endpoint and reason.
+    /// A request on an open connection whose member went away: reconnecting
+    /// to it was refused (nothing listens there any more), so the request
+    /// was never sent.
+    #[error("etcd request failed: the connection was refused: {0}")]
+    Refused(String),
+    /// An idempotent request tried more than once until the retry rules
+    /// (crate::retry::Retrier) gave up: the last error, and a summary of
+    /// the attempts.
     #[error("{last}")]
     Retried {
         last: Box<EtcdError>,
-        attempts: Vec<String>,
+        attempts: crate::retry::Attempts,
     },
+    /// etcd has authentication enabled and the request carried no user:
+    /// no user mapping (or one without `username`) for server `server`.
+    #[error("etcd server \"{server}\" has authentication enabled and no etcd user name was given: {detail}")]
+    NoUser { server: String, detail: String },
 }
+
+/// Why one endpoint could not be connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectFailure {
+    pub endpoint: String,
+    pub reason: String,
+    /// Nothing listens there: the TCP connect was refused.
+    pub refused: bool,
+}
+
+/// Whether an error (or one of its sources) is a refused TCP connect
+/// (ECONNREFUSED: nothing listens on the port).
+pub fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    // hyper/tonic may flatten the io::Error into text
+    error_chain(e).contains("Connection refused")
+}
+
+/// etcd's answers to a request without a valid token for its user: the
+/// request was refused before anything was applied (see
+/// [`EtcdError::needs_token`]).
+const TOKEN_ERRORS: [&str; 3] = [
+    // ErrUserEmpty: no token at all (the connection was made while
+    // authentication was off)
+    "etcdserver: user name is empty",
+    // ErrInvalidAuthToken: a token etcd does not know (it forgot its
+    // tokens when authentication was disabled, or restarted)
+    "etcdserver: invalid auth token",
+    // ErrAuthOldRevision: the token predates a change of users or roles
+    "etcdserver: revision of auth store is old",
+];
 
 impl EtcdError {
     /// The error itself, under any [`EtcdError::Retried`] wrapper.
@@ -55,12 +110,53 @@ impl EtcdError {
     /// Whether the connection itself is suspect (drop it from the cache).
     pub fn breaks_connection(&self) -> bool {
         match self.root() {
-            EtcdError::Connect { .. } | EtcdError::Timeout(_) | EtcdError::Other(_) => true,
+            EtcdError::Connect { .. }
+            | EtcdError::Timeout(_)
+            | EtcdError::Other(_)
+            | EtcdError::Refused(_) => true,
             EtcdError::Status { code, message } => {
                 matches!(
                     code,
                     tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
                 ) || message.contains("invalid auth token")
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether etcd refused the request for want of a valid token: no
+    /// token (the connection was made while etcd's authentication was
+    /// off, or there is no user), a token it no longer knows, or one from
+    /// before a change of its users and roles.  With a user name and
+    /// password, authenticating again on a new connection and sending the
+    /// request once more is what etcd's own client (clientv3's
+    /// shouldRefreshToken) does, for writes too: etcd checks the token
+    /// before proposing a write (invalid token) or, when applying it,
+    /// before touching the key-value store (no user, old auth revision),
+    /// so a write refused this way was not applied.
+    pub fn needs_token(&self) -> bool {
+        match self.root() {
+            EtcdError::Status { code, message } => {
+                matches!(
+                    code,
+                    tonic::Code::InvalidArgument | tonic::Code::Unauthenticated
+                ) && TOKEN_ERRORS.iter().any(|m| message.contains(m))
+            }
+            _ => false,
+        }
+    }
+
+    /// etcd has no user for the request: "user name is empty".
+    pub fn user_empty(&self) -> bool {
+        matches!(self.root(), EtcdError::Status { message, .. } if message.contains(TOKEN_ERRORS[0]))
+    }
+
+    /// A connect that failed because every endpoint refused the TCP
+    /// connection: nothing listens on any of them.
+    pub fn all_refused(&self) -> bool {
+        match self.root() {
+            EtcdError::Connect { failures, .. } => {
+                !failures.is_empty() && failures.iter().all(|f| f.refused)
             }
             _ => false,
         }
@@ -90,7 +186,11 @@ impl EtcdError {
     /// includes etcd's own "request timed out") may hide an applied write.
     pub fn definitely_not_applied(&self) -> bool {
         match self.root() {
-            EtcdError::Connect { .. } | EtcdError::TlsFile { .. } | EtcdError::Auth { .. } => true,
+            EtcdError::Connect { .. }
+            | EtcdError::TlsFile { .. }
+            | EtcdError::Auth { .. }
+            | EtcdError::NoUser { .. }
+            | EtcdError::Refused(_) => true,
             EtcdError::Status { code, .. } => matches!(
                 code,
                 tonic::Code::InvalidArgument
@@ -123,18 +223,18 @@ impl EtcdError {
                     || (*code == tonic::Code::Unknown && message.contains("transport error"))
                     || message.contains("invalid auth token")
             }
-            EtcdError::Other(_) => true,
+            EtcdError::Other(_) | EtcdError::Refused(_) => true,
             EtcdError::Timeout(_) => endpoints > 1,
             EtcdError::Connect { .. } => was_connected,
             _ => false,
         }
     }
 
-    /// Each attempt's endpoint and reason, when the request was retried.
-    pub fn attempts(&self) -> &[String] {
+    /// The attempts of a retried request (`None`: it was sent once).
+    pub fn attempts(&self) -> Option<&crate::retry::Attempts> {
         match self {
-            EtcdError::Retried { attempts, .. } => attempts,
-            _ => &[],
+            EtcdError::Retried { attempts, .. } => Some(attempts),
+            _ => None,
         }
     }
 }
@@ -165,8 +265,14 @@ impl Backoff {
         start: std::time::Instant,
         budget: Duration,
     ) -> Option<Duration> {
+        self.next_delay_before(start.elapsed(), budget)
+    }
+
+    /// The wait before the next attempt, or `None` when it would end at
+    /// or after `deadline` (`elapsed`: time used so far).
+    pub fn next_delay_before(&mut self, elapsed: Duration, deadline: Duration) -> Option<Duration> {
         let d = self.next_delay();
-        (start.elapsed() + d < budget).then_some(d)
+        (elapsed + d < deadline).then_some(d)
     }
 
     /// The wait before the next attempt.
@@ -205,9 +311,29 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 impl From<etcd_client::Error> for EtcdError {
     fn from(e: etcd_client::Error) -> Self {
         match e {
+            // tonic's own status for a request it could not send: the
+            // connection to the member broke and reconnecting was refused
+            etcd_client::Error::GRpcStatus(s)
+                if std::error::Error::source(&s).is_some_and(is_refused) =>
+            {
+                let source = std::error::Error::source(&s).map(error_chain);
+                EtcdError::Refused(match source {
+                    Some(src) if !s.message().is_empty() => format!("{}: {src}", s.message()),
+                    Some(src) => src,
+                    None => s.message().to_string(),
+                })
+            }
+            // tonic's own statuses (a broken connection) carry their
+            // cause: say it ("transport error" alone says little)
             etcd_client::Error::GRpcStatus(s) => EtcdError::Status {
                 code: s.code(),
-                message: s.message().to_string(),
+                message: match std::error::Error::source(&s).map(error_chain) {
+                    Some(src) if src.starts_with(s.message()) => src,
+                    Some(src) if !s.message().contains(&src) => {
+                        format!("{}: {src}", s.message())
+                    }
+                    _ => s.message().to_string(),
+                },
             },
             other => EtcdError::Other(error_chain(&other)),
         }
@@ -226,8 +352,9 @@ const STREAM_WINDOW: u32 = 32 * 1024 * 1024;
 
 /// Why one endpoint could not be used.
 enum EndpointFailure {
-    /// Unreachable, hung, or broken: try the next member.
-    Dead(String),
+    /// Unreachable, hung, or broken: try the next member.  `refused`:
+    /// the TCP connect was refused (nothing listens there).
+    Dead { why: String, refused: bool },
     /// The member answered and refused us (wrong password, TLS settings
     /// that cannot work): the same everywhere, so stop.
     Fatal(EtcdError),
@@ -271,8 +398,12 @@ pub async fn connect_in_order(
                     skipped,
                 })
             }
-            Err(EndpointFailure::Dead(why)) => {
-                failures.push(format!("{ep}: {why}"));
+            Err(EndpointFailure::Dead { why, refused }) => {
+                failures.push(ConnectFailure {
+                    endpoint: ep.to_string(),
+                    reason: why,
+                    refused,
+                });
                 skipped.push(i);
             }
             Err(EndpointFailure::Fatal(e)) => return Err(e),
@@ -280,7 +411,12 @@ pub async fn connect_in_order(
     }
     Err(EtcdError::Connect {
         endpoints: opts.endpoints_display(),
-        detail: failures.join("; "),
+        detail: failures
+            .iter()
+            .map(|f| format!("{}: {}", f.endpoint, f.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+        failures,
     })
 }
 
@@ -289,17 +425,23 @@ async fn connect_endpoint(
     ep: &crate::options::EtcdEndpoint,
     tls: Option<&crate::tls::TlsSetup>,
 ) -> Result<Client, EndpointFailure> {
-    let timed_out = |what: &str| {
-        EndpointFailure::Dead(format!(
+    let timed_out = |what: &str| EndpointFailure::Dead {
+        why: format!(
             "{what} timed out after {:?} (connect_timeout)",
             opts.connect_timeout
-        ))
+        ),
+        refused: false,
+    };
+    let dead = |why: String| EndpointFailure::Dead {
+        why,
+        refused: false,
     };
     let url = ep.url(tls.is_some());
     let bad_endpoint = |e: &(dyn std::error::Error + 'static)| {
         EndpointFailure::Fatal(EtcdError::Connect {
             endpoints: ep.to_string(),
             detail: error_chain(e),
+            failures: Vec::new(),
         })
     };
     let endpoint = Endpoint::from_shared(url.clone())
@@ -325,7 +467,12 @@ async fn connect_endpoint(
     };
     let channel = match tokio::time::timeout(opts.connect_timeout, connecting).await {
         Ok(Ok(ch)) => ch,
-        Ok(Err(e)) => return Err(EndpointFailure::Dead(error_chain(&e))),
+        Ok(Err(e)) => {
+            return Err(EndpointFailure::Dead {
+                why: error_chain(&e),
+                refused: is_refused(&e),
+            })
+        }
         Err(_) => return Err(timed_out("connecting")),
     };
     let mut copts = ConnectOptions::new();
@@ -333,9 +480,20 @@ async fn connect_endpoint(
         copts = copts.with_user(user.clone(), opts.password.clone().unwrap_or_default());
     }
     // With a user, authenticating is the member's first answer.
-    let connecting = Client::from_channel(etcd_client::Channel::Tonic(channel), Some(copts));
+    let connecting =
+        Client::from_channel(etcd_client::Channel::Tonic(channel.clone()), Some(copts));
     let client = match tokio::time::timeout(opts.connect_timeout, connecting).await {
         Ok(Ok(c)) => c,
+        // etcd's authentication is off (disabled, or never enabled): no
+        // token is needed, so go on without one, as etcd's own client
+        // does with ErrAuthNotEnabled.  Should it be enabled later, the
+        // requests of this connection get "user name is empty" and are
+        // sent again on a new, authenticated connection (needs_token).
+        Ok(Err(e)) if auth_not_enabled(&e) => {
+            Client::from_channel(etcd_client::Channel::Tonic(channel), None)
+                .await
+                .map_err(|e| dead(EtcdError::from(e).to_string()))?
+        }
         Ok(Err(e)) => {
             return Err(match (EtcdError::from(e), &opts.username) {
                 (EtcdError::Status { code, message }, Some(user))
@@ -347,7 +505,7 @@ async fn connect_endpoint(
                         detail: message,
                     })
                 }
-                (e, _) => EndpointFailure::Dead(e.to_string()),
+                (e, _) => dead(e.to_string()),
             })
         }
         Err(_) => return Err(timed_out("authentication")),
@@ -367,11 +525,18 @@ async fn connect_endpoint(
             // or Unavailable: that is no answer from the member.
             Ok(Err(etcd_client::Error::GRpcStatus(s)))
                 if !matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable) => {}
-            Ok(Err(e)) => return Err(EndpointFailure::Dead(error_chain(&e))),
+            Ok(Err(e)) => return Err(dead(error_chain(&e))),
             Err(_) => return Err(timed_out("waiting for an answer")),
         }
     }
     Ok(client)
+}
+
+/// etcd's answer to Authenticate while its authentication is off
+/// (rpctypes.ErrGRPCAuthNotEnabled, FailedPrecondition).
+fn auth_not_enabled(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.message().contains("authentication is not enabled"))
 }
 
 /// Run one request future under `request_timeout`.
@@ -435,7 +600,13 @@ mod tests {
         let refused = EtcdError::Connect {
             endpoints: "a".into(),
             detail: "refused".into(),
+            failures: vec![ConnectFailure {
+                endpoint: "a".into(),
+                reason: "refused".into(),
+                refused: true,
+            }],
         };
+        assert!(refused.all_refused());
         assert!(
             !refused.retryable(3, false),
             "a wrong address fails at once"
@@ -447,7 +618,12 @@ mod tests {
         assert!(!status(tonic::Code::PermissionDenied, "x").retryable(3, true));
         let wrapped = EtcdError::Retried {
             last: Box::new(status(tonic::Code::Unavailable, "etcdserver: no leader")),
-            attempts: vec!["a: x".into(), "b: y".into()],
+            attempts: {
+                let mut a = crate::retry::Attempts::default();
+                a.record("a", &status(tonic::Code::Unavailable, "x"));
+                a.record("b", &status(tonic::Code::Unavailable, "y"));
+                a
+            },
         };
         assert!(wrapped.breaks_connection());
         assert!(matches!(wrapped.root(), EtcdError::Status { .. }));
@@ -455,8 +631,45 @@ mod tests {
             wrapped.to_string(),
             "etcd request failed: etcdserver: no leader"
         );
-        assert_eq!(wrapped.attempts().len(), 2);
+        assert_eq!(wrapped.attempts().map(|a| a.count()), Some(2));
         assert!(!wrapped.definitely_not_applied());
+    }
+
+    #[test]
+    fn refused_connects_are_recognised_through_the_chain() {
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Wrap(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_refused(&refused));
+        let timed_out = Wrap(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(!is_refused(&timed_out));
+        // tonic's status for a request it could not send
+        let status = |e: std::io::Error| {
+            EtcdError::from(etcd_client::Error::GRpcStatus(tonic::Status::from_error(
+                Box::new(e),
+            )))
+        };
+        let e = status(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(e, EtcdError::Refused(_)), "{e:?}");
+        assert!(e.definitely_not_applied() && e.retryable(1, true) && e.breaks_connection());
+        let e = status(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(e, EtcdError::Status { .. }), "{e:?}");
+        assert!(!e.definitely_not_applied());
+        // etcd's own statuses have no source
+        let e = EtcdError::from(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+            "Connection refused",
+        )));
+        assert!(matches!(e, EtcdError::Status { .. }), "{e:?}");
     }
 
     #[test]

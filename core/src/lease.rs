@@ -115,7 +115,7 @@ mod tests {
         assert!(is_not_found(&nf));
         let retried = EtcdError::Retried {
             last: Box::new(nf),
-            attempts: vec![],
+            attempts: Default::default(),
         };
         assert!(is_not_found(&retried));
         assert!(!is_not_found(&EtcdError::Status {

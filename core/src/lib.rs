@@ -27,6 +27,7 @@ pub mod lease;
 pub mod options;
 pub mod pending;
 pub mod plan;
+pub mod retry;
 pub mod scan;
 pub mod text;
 pub mod tls;

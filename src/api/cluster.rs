@@ -203,6 +203,7 @@ fn etcd_compact(server: ServerName, revision: i64, physical: default!(bool, fals
         return;
     };
     connection::note_error(&info, &e);
+    let e = connection::identify(&info, e);
     let server = &info.server_name;
     if let EtcdError::Status { message, .. } = e.root() {
         if message.contains("future revision") {

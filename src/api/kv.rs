@@ -132,13 +132,12 @@ fn put(
             info.server_name
         )
     };
-    let client =
-        connection::try_client(&info).unwrap_or_else(|e| crate::error::etcd_error(&e, &what()));
-    let k = key.clone();
-    let resp = connection::run_once(&info, &what, async move {
-        let mut c = client;
-        let opts = PutOptions::new().with_lease(lease);
-        client::with_timeout(timeout, c.put(k, value, Some(opts))).await
+    let resp = connection::run_once(&info, &what, |mut kv| {
+        let (k, v) = (key.clone(), value.clone());
+        async move {
+            let opts = PutOptions::new().with_lease(lease);
+            client::with_timeout(timeout, kv.put(k, v, Some(opts))).await
+        }
     });
     Some(resp.header().map_or(0, |h| h.revision()))
 }
@@ -268,16 +267,16 @@ fn delete(func: &str, info: &ServerInfo, range: KeyRange, allow_all: bool) -> i6
             info.server_name
         )
     };
-    let client =
-        connection::try_client(info).unwrap_or_else(|e| crate::error::etcd_error(&e, &what()));
-    let resp = connection::run_once(info, &what, async move {
-        let mut c = client;
-        let opts = if end.is_empty() {
-            DeleteOptions::new()
-        } else {
-            DeleteOptions::new().with_range(end)
-        };
-        client::with_timeout(timeout, c.delete(key, Some(opts))).await
+    let resp = connection::run_once(info, &what, |mut kv| {
+        let (key, end) = (key.clone(), end.clone());
+        async move {
+            let opts = if end.is_empty() {
+                DeleteOptions::new()
+            } else {
+                DeleteOptions::new().with_range(end)
+            };
+            client::with_timeout(timeout, kv.delete(key, Some(opts))).await
+        }
     });
     resp.deleted()
 }

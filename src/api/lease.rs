@@ -11,7 +11,7 @@ use super::ServerName;
 use crate::catalog::ServerInfo;
 use crate::columns::{self, display_key, Field};
 use crate::connection;
-use crate::error::{etcd_error, raise, raise_with};
+use crate::error::{raise, raise_with};
 use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{self, LeaseTimeToLiveOptions};
 use etcd_fdw_core::lease as core_lease;
@@ -43,12 +43,10 @@ fn etcd_lease_grant(server: ServerName, ttl_seconds: i64) -> i64 {
             info.server_name
         )
     };
-    let mut lease = connection::try_client(&info)
-        .unwrap_or_else(|e| etcd_error(&e, &what()))
-        .lease_client();
     let timeout = info.options.request_timeout;
     let hint = "A lease granted without an answer expires unused after its TTL; etcd_leases() lists the leases that exist.";
-    let resp = connection::run_once_hinted(&info, &what, hint, async move {
+    let resp = connection::run_once_client_hinted(&info, &what, hint, |c| async move {
+        let mut lease = c.lease_client();
         client::with_timeout(timeout, lease.grant(ttl_seconds, None)).await
     });
     resp.id()

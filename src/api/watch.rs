@@ -335,7 +335,7 @@ impl Feed {
                 Err(e) if self.resumable(&e) => failure = Some(e),
                 Err(e) => {
                     connection::note_error(&self.info, &e);
-                    etcd_error(&e, &self.context())
+                    etcd_error(&connection::identify(&self.info, e), &self.context())
                 }
             }
         }
@@ -387,7 +387,7 @@ impl Feed {
             };
             if !self.resumable(&broken) {
                 connection::note_error(&self.info, &broken);
-                etcd_error(&broken, &self.context());
+                etcd_error(&connection::identify(&self.info, broken), &self.context());
             }
             self.connect(Some(broken));
             // Reconnecting is not idleness: the events since the last one

@@ -468,10 +468,9 @@ impl ModifyExec {
                     .map_or(String::new(), |op| display_key(op.keys()[0]))
             ),
         };
-        let kv = connection::kv_client(&self.server);
-        let resp = connection::run_once(&self.server, &what, async move {
-            let mut kv = kv;
-            client::with_timeout(timeout, kv.txn(txn)).await
+        let resp = connection::run_once(&self.server, &what, |mut kv| {
+            let txn = txn.clone();
+            async move { client::with_timeout(timeout, kv.txn(txn)).await }
         });
         if resp.succeeded() {
             Ok(writes::rows_after(batch, &resp))
@@ -1017,11 +1016,12 @@ pub unsafe extern "C-unwind" fn exec_foreign_truncate(
                     server.server_name
                 )
             };
-            let kv = connection::kv_client(&server);
-            connection::run_once(&server, &what, async move {
-                let mut kv = kv;
-                let opts = etcd_fdw_core::etcd_client::DeleteOptions::new().with_range(end);
-                client::with_timeout(timeout, kv.delete(key, Some(opts))).await
+            connection::run_once(&server, &what, |mut kv| {
+                let (key, end) = (key.clone(), end.clone());
+                async move {
+                    let opts = etcd_fdw_core::etcd_client::DeleteOptions::new().with_range(end);
+                    client::with_timeout(timeout, kv.delete(key, Some(opts))).await
+                }
             });
         }
     }
