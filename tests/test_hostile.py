@@ -978,18 +978,21 @@ def _check_server_option(db, etcd, certs, opt, name, value, msgs):
         # TLS towards a plain etcd cannot work (see the TLS test for the messages)
         assert e is not None and e.sqlstate == "HV00N", f"{opt}={value[:40]!r}: {e and err_text(e)}"
     elif opt in ("username", "password"):
-        # the etcd has no auth: the login is tried, etcd answers
-        # "authentication is not enabled", and no token is needed
-        assert e is None, f"{opt}={value[:40]!r}: {err_text(e)}"
+        # an etcd with auth (etcd_auth_one), which has no such user or
+        # password: the login is tried and refused, showing no password
+        assert e is not None and e.sqlstate == "28P01", f"{opt}={value[:40]!r}: {e and err_text(e)}"
     return "accepted"
 
 
 @pytest.mark.parametrize("opt", SERVER_OPTIONS)
-def test_odd_values_of_server_options(db, etcd_one, certs, alive, opt):
+def test_odd_values_of_server_options(request, db, etcd_one, certs, alive, opt):
     msgs = _Messages(db.conn)
     outcome = {}
+    # credentials are tried against an etcd whose auth is on (where a
+    # refused login can show a password if anything does)
+    etcd = request.getfixturevalue("etcd_auth_one") if opt in ("username", "password") else etcd_one
     for name, value in ODD_VALUES.items():
-        outcome[name] = _check_server_option(db, etcd_one, certs, opt, name, value, msgs)
+        outcome[name] = _check_server_option(db, etcd, certs, opt, name, value, msgs)
         alive()
     # a valid value wrapped in spaces is the same value
     if opt == "connstr":
@@ -1138,15 +1141,15 @@ def test_odd_values_of_table_options(db, etcd_one, alive, opt):
 
 
 @pytest.mark.parametrize("opt", MAPPING_OPTIONS)
-def test_odd_values_of_user_mapping_options(db, etcd_one, alive, opt):
-    """Any username/password is accepted; on an etcd without auth the login
-    is tried, etcd answers "authentication is not enabled" and the query
-    works without a token; no message shows the password."""
+def test_odd_values_of_user_mapping_options(db, etcd_auth_one, alive, opt):
+    """Any username/password is accepted; on an etcd with auth, which knows
+    no such user or password, the login is tried and refused (28P01); no
+    message shows the password."""
     c = db.conn
     msgs = _Messages(c)
     for name, value in ODD_VALUES.items():
         srv = f"s_{name}"
-        make_server(db, etcd_one, srv, connect_timeout="3")
+        make_server(db, etcd_auth_one, srv, connect_timeout="3")
         opts = {"username": "u", "password": PW_MARK[0] + value + PW_MARK[1]}
         if opt == "username":
             opts["username"] = value
@@ -1159,7 +1162,7 @@ def test_odd_values_of_user_mapping_options(db, etcd_one, alive, opt):
         make_table(db, f"t_{name}", srv, prefix=LP)
         e = _run(c, f"SELECT count(*) FROM t_{name}")
         msgs.add(e)
-        assert e is None, err_text(e)
+        assert e is not None and e.sqlstate == "28P01", e and err_text(e)
         # unknown options next to the password
         e = _run(c, f"ALTER USER MAPPING FOR CURRENT_USER SERVER {srv} OPTIONS (ADD {lit('pass' + name)[1:-1]} %s)"
                     .replace("%s", lit(opts["password"])))
