@@ -13,7 +13,8 @@
 //! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake);
 //! * [`cluster`]: member ids, per-endpoint status, alarms;
 //! * [`certs`]: the certificates of a TLS set-up (files, endpoint chains);
-//! * [`watch`]: etcd's change feed (arguments, watched range, events as rows).
+//! * [`watch`]: etcd's change feed (arguments, watched range, events as rows,
+//!   a replay's catch-up).
 //!
 //! Everything here is covered by `cargo test -p etcd_fdw_core` without any
 //! server.
