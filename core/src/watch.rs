@@ -501,7 +501,10 @@ mod tests {
         assert_eq!(cancel_kind(&reason), CancelKind::PermissionDenied);
         assert_eq!(cancel_kind("mvcc: something"), CancelKind::Other);
         // a progress report: no events
-        assert_eq!(classify(&response(vec![])), Received::Progress { revision: 0 });
+        assert_eq!(
+            classify(&response(vec![])),
+            Received::Progress { revision: 0 }
+        );
     }
 
     #[test]
