@@ -4,8 +4,8 @@ One cluster per module and etcd version (scope "demo"): n1 bootstraps as
 primary, n2 joins as a streaming replica.  The tests run in file order and
 the later ones change the cluster: a config change from SQL that Patroni
 applies (patronictl show-config, SHOW on the node), a concurrent patronictl
-edit-config during a transaction-mode edit (40001), refused patches, a
-paused replica (lag grows, its lease
+edit-config during a transaction-mode edit (40001), refused patches, IMPORT
+FOREIGN SCHEMA with layout 'patroni', a paused replica (lag grows, its lease
 TTL goes down), a switchover with patronictl, and last a killed Patroni
 whose member key expires.
 """
@@ -215,6 +215,48 @@ def test_edit_config_arguments(pdb, cluster):
                  contains=["/service/nosuch/config"])
     expect_error(pdb.conn, "SELECT etcd_patroni_edit_config('s', '', '{}')", sqlstate="22023",
                  contains=["scope"])
+
+
+def test_import_foreign_schema_layout_patroni(pdb, cluster):
+    pdb.execute("CREATE SCHEMA p")
+    pdb.execute(
+        "IMPORT FOREIGN SCHEMA \"/service/demo/\" FROM SERVER s INTO p OPTIONS (layout 'patroni', metadata 'true')"
+    )
+    tables = [r[0] for r in pdb.rows(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'p' ORDER BY 1"
+    )]
+    assert tables == ["config", "failover", "history", "initialize", "leader", "members", "status", "sync"]
+    assert pdb.rows("SELECT key, value->>'role' FROM p.members ORDER BY key") == [
+        ("/service/demo/members/n1", "primary"),
+        ("/service/demo/members/n2", "replica"),
+    ]
+    assert pdb.rows("SELECT value FROM p.leader") == [("n1",)]
+    assert pdb.scalar("SELECT (value->>'ttl')::int FROM p.config") == 20
+    assert pdb.scalar("SELECT lease <> 0 FROM p.leader") is True
+    assert pdb.scalar("SELECT value->'optime' IS NOT NULL FROM p.status") is True
+    assert pdb.scalar("SELECT count(*) FROM p.failover") == 0
+    types = dict(pdb.rows(
+        "SELECT c.relname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'p' AND a.attname = 'value'"
+    ))
+    assert types == {"config": "jsonb", "failover": "jsonb", "history": "jsonb", "initialize": "text",
+                     "leader": "text", "members": "jsonb", "status": "jsonb", "sync": "jsonb"}
+    # option checks: a bad layout, and options the layout decides
+    pdb.execute("CREATE SCHEMA q")
+    expect_error(pdb.conn, "IMPORT FOREIGN SCHEMA \"/service/demo/\" FROM SERVER s INTO q OPTIONS (layout 'zookeeper')",
+                 sqlstate="HV024", contains=["layout", "zookeeper"])
+    expect_error(pdb.conn,
+                 "IMPORT FOREIGN SCHEMA \"/service/demo/\" FROM SERVER s INTO q OPTIONS (layout 'patroni', value_type 'text')",
+                 sqlstate="HV024", contains=["value_type", "layout"])
+    expect_error(pdb.conn, "IMPORT FOREIGN SCHEMA \"/service/none/\" FROM SERVER s INTO q OPTIONS (layout 'patroni')",
+                 sqlstate="HV00Q", contains=["/service/none/"])
+    # without the layout the single keys are skipped (the old behaviour)
+    pdb.execute("IMPORT FOREIGN SCHEMA \"/service/demo/\" FROM SERVER s INTO q")
+    assert [r[0] for r in pdb.rows(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'q'"
+    )] == ["members"]
 
 
 def test_paused_replica_lags_and_its_lease_runs_down(pdb, cluster):
