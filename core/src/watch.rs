@@ -278,6 +278,12 @@ impl CatchUp {
         }
     }
 
+    /// Give up catching up (etcd stayed silent for the whole request
+    /// timeout): the idle timeout applies from now on.
+    pub fn abandon(&mut self) {
+        self.done = true;
+    }
+
     /// No message came within [`CATCH_UP_GRACE`] where progress answers
     /// prove nothing: the replayed revisions hold no event of the range.
     pub fn grace_passed(&mut self) {
@@ -578,6 +584,9 @@ mod tests {
         c.progress(12);
         assert!(!c.done());
         c.grace_passed();
+        assert!(c.done());
+        let mut c = CatchUp::new(5, 10, true).unwrap();
+        c.abandon();
         assert!(c.done());
     }
 

@@ -432,6 +432,16 @@ impl Feed {
             let got = block_on(async { tokio::time::timeout(left, stream.message()).await });
             let broken = match got {
                 Err(_) if by_progress => {
+                    if self.last_message.elapsed() >= self.info.options.request_timeout {
+                        // A safety net: etcd neither sent an event nor
+                        // answered a progress request for request_timeout;
+                        // the idle timeout decides from now on.
+                        if let Some(c) = self.catch_up.as_mut() {
+                            c.abandon();
+                        }
+                        deadline = deadline.max(Instant::now() + self.idle_timeout);
+                        continue;
+                    }
                     if let Err(e) = block_on(watcher.request_progress()) {
                         EtcdError::from(e)
                     } else {
