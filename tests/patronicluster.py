@@ -157,11 +157,16 @@ class PatroniNode:
         return self.proc is not None and self.proc.poll() is None
 
     def _postmaster_pid(self):
+        """The pid in postmaster.pid, if that process is this node's
+        postmaster still (a stale file's pid may belong to anyone by now)."""
         try:
             with open(os.path.join(self.datadir, "postmaster.pid")) as f:
-                return int(f.readline().strip())
+                pid = int(f.readline().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().split(b"\0")
         except (OSError, ValueError):
             return None
+        return pid if self.datadir.encode() in cmdline else None
 
     def stop(self, timeout=60):
         """SIGTERM Patroni (it stops its PostgreSQL, then exits); SIGKILL it
