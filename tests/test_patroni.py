@@ -1,6 +1,6 @@
 """Patroni's cluster in SQL, against real Patroni 4.1.5 nodes (tests/patronicluster.py).
 
-One cluster per module and etcd version (scope "demo"): n1 bootstraps as
+First a single-node cluster of its own (scope "solo"), then one cluster per module and etcd version (scope "demo"): n1 bootstraps as
 primary, n2 joins as a streaming replica.  The tests run in file order and
 the later ones change the cluster: a config change from SQL that Patroni
 applies (patronictl show-config, SHOW on the node), a concurrent patronictl
@@ -77,6 +77,31 @@ def show_config(node):
         text=True, check=True,
     )
     return json.loads(p.stdout)
+
+
+def test_a_single_node_cluster(db, etcd):
+    """Its own scope and node, stopped at the end: one member, the leader,
+    no replica, no failover/sync/history yet."""
+    nodes = pc.start_cluster("solo", etcd, ["only"], pc.patroni_bindir())
+    try:
+        db.create_server("s", etcd.endpoint)
+        rows = wait_until(
+            lambda: (lambda r: r if r and r[0][3] is not None else None)(db.rows(
+                "SELECT name, role, is_leader, lsn, lag_bytes, port FROM etcd_patroni_members('s', 'solo')"
+            )),
+            "the single member with its LSN",
+        )
+        assert [(r[0], r[1], r[2], r[4], r[5]) for r in rows] == [
+            ("only", "primary", True, 0, nodes[0].pg_port)
+        ]
+        c = db.rows(
+            "SELECT leader, members, failover, sync, history, config->>'loop_wait' "
+            "FROM etcd_patroni_cluster('s', 'solo')"
+        )
+        assert c == [("only", 1, None, None, None, "2")]
+    finally:
+        for n in nodes:
+            n.destroy()
 
 
 def test_members_of_a_running_cluster(pdb, etcd, cluster):
