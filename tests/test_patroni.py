@@ -233,6 +233,19 @@ def test_refused_patches(pdb, etcd, cluster, patch, sqlstate, words):
     assert etcd.get_kv(f"/service/{SCOPE}/config")["mod_revision"] == before["mod_revision"]
 
 
+def test_a_patch_that_changes_nothing_writes_nothing(pdb, etcd, cluster):
+    before = etcd.get_kv(f"/service/{SCOPE}/config")
+    current = json.loads(before["value"])
+    for mode in ("statement", "transaction"):
+        pdb.execute(f"SET etcd_fdw.commit_mode = '{mode}'")
+        same = pdb.scalar(
+            "SELECT etcd_patroni_edit_config('s', 'demo', %s::jsonb)",
+            (json.dumps({"ttl": current["ttl"], "no_such_key": None}),),
+        )
+        assert same == current
+    assert etcd.get_kv(f"/service/{SCOPE}/config")["mod_revision"] == before["mod_revision"]
+
+
 def test_edit_config_arguments(pdb, cluster):
     expect_error(pdb.conn, "SELECT etcd_patroni_edit_config('s', 'demo', NULL)", sqlstate="22004",
                  contains=["patch"])

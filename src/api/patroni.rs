@@ -364,7 +364,8 @@ fn read_config(info: &ServerInfo, key: &[u8], scope: &str) -> (Value, ReadFrom) 
 /// Patroni would ignore or adjust).  Guarded by the key's mod_revision: a
 /// concurrent change is a serialization failure (40001), never overwritten.
 /// Follows `etcd_fdw.commit_mode`: written at COMMIT in transaction mode,
-/// at once in statement mode.  Returns the new configuration.
+/// at once in statement mode; a patch that changes nothing writes nothing.
+/// Returns the new configuration.
 #[pg_extern(volatile, parallel_unsafe)]
 fn etcd_patroni_edit_config(
     server: Option<ServerName>,
@@ -401,6 +402,11 @@ fn etcd_patroni_edit_config(
             format!("{e} (key \"{}\")", display_key(&key)),
         ),
     };
+    if new == current {
+        // Nothing changes: nothing is written (patronictl says "Not
+        // changed" and writes nothing either).
+        return JsonB(new);
+    }
     let bytes = etcd_fdw_core::serde_json::to_vec(&new).expect("a JSON value serializes");
     if xact::deferring() {
         let level = xact::nest_level();
