@@ -9,7 +9,8 @@
 #   then 16 and 17 (wheels), side by side: the spec example, options,
 #       pushdown differential, writes, everyday functions (put mode,
 #       get/put/delete, CONTEXT lines), upgrade and packaging tests (the
-#       tarball of scripts/package.sh --debug into a copy of the wheel);
+#       tarball of scripts/package.sh --debug into a copy of the wheel),
+#       the watch catch-up and the Patroni tests (real Patroni nodes);
 #       17 also the transaction tests.
 # Extra arguments go to every pytest run.  PG_MAJORS_TO_TEST="15 18"
 # restricts the majors.  A failure on one major fails the run and names the
