@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 protobuf-compiler etcd-server etcd-client
-              libclang-dev clang openssl libssl-dev pkg-config sudo locales)
+              libclang-dev clang openssl libssl-dev pkg-config sudo locales python3-venv)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -157,6 +157,9 @@ if ! runuser -u postgres -- test -x "$(pg_config_of 18)"; then
   d=$PG_LOCAL
   while [[ "$d" != / ]]; do chmod o+x "$d"; d=$(dirname "$d"); done
 fi
+
+# Patroni (tests/test_patroni.py), in a venv under .pg/.
+bash scripts/patroni-venv.sh >/dev/null
 
 # The wheels' servers are built without ICU: tests use the glibc locale
 # en_US.UTF-8 as their linguistic (non-byte-order) collation there.

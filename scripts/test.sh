@@ -10,8 +10,9 @@
 #       pushdown differential, writes, everyday functions (put mode,
 #       get/put/delete, CONTEXT lines), upgrade and packaging tests (the
 #       tarball of scripts/package.sh --debug into a copy of the wheel),
-#       invalid_values, COPY's hints, EXPLAIN's labels, and the first-day
-#       tests (etcd auth toggled, outages); 17 also the transaction tests.
+#       invalid_values, COPY's hints, EXPLAIN's labels, the first-day
+#       tests (etcd auth toggled, outages), the watch catch-up and the
+#       Patroni tests (real Patroni nodes); 17 also the transaction tests.
 # Extra arguments go to every pytest run.  PG_MAJORS_TO_TEST="15 18"
 # restricts the majors.  A failure on one major fails the run and names the
 # major; its log is printed.
@@ -31,7 +32,7 @@ export ETCD_FDW_DENY_WARNINGS=1
 declare -A suite=(
   [15]="tests"
   [18]="tests"
-  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py tests/test_invalid_values.py tests/test_copy_hint.py tests/test_explain_labels.py tests/test_first_day.py"
+  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py tests/test_invalid_values.py tests/test_copy_hint.py tests/test_explain_labels.py tests/test_first_day.py tests/test_watch_catchup.py tests/test_patroni.py"
 )
 suite[17]="${suite[16]} tests/test_transactions.py"
 failed=()

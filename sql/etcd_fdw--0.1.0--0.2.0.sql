@@ -186,3 +186,56 @@ CREATE FUNCTION "etcd_watch_bytea"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'etcd_watch_bytea_wrapper';
+
+-- Patroni's cluster in SQL (src/api/patroni.rs).
+CREATE FUNCTION "etcd_patroni_members"(
+	"server" name,
+	"scope" text,
+	"namespace" text DEFAULT '/service/'
+) RETURNS TABLE (
+	"name" text,
+	"role" text,
+	"state" text,
+	"host" text,
+	"port" INT,
+	"api_url" text,
+	"timeline" bigint,
+	"lsn" pg_lsn,
+	"lag_bytes" bigint,
+	"is_leader" bool,
+	"version" text,
+	"lease_ttl_left" bigint,
+	"mod_revision" bigint
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_patroni_members_wrapper';
+
+CREATE FUNCTION "etcd_patroni_cluster"(
+	"server" name,
+	"scope" text,
+	"namespace" text DEFAULT '/service/'
+) RETURNS TABLE (
+	"leader" text,
+	"system_identifier" text,
+	"config" jsonb,
+	"optime" pg_lsn,
+	"failover" jsonb,
+	"sync" jsonb,
+	"history" jsonb,
+	"members" INT,
+	"revision" bigint
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_patroni_cluster_wrapper';
+
+CREATE FUNCTION "etcd_patroni_edit_config"(
+	"server" name,
+	"scope" text,
+	"patch" jsonb,
+	"namespace" text DEFAULT '/service/'
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'etcd_patroni_edit_config_wrapper';

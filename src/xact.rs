@@ -96,6 +96,12 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // Every etcd_fdw.* name is ours: a placeholder set before the library
+    // loaded with a name etcd_fdw does not define (a typo such as
+    // etcd_fdw.comit_mode) is removed with a WARNING now, and SET of such a
+    // name fails from now on, instead of silently doing nothing.
+    // SAFETY: called from _PG_init with a static NUL-terminated name.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"etcd_fdw".as_ptr()) };
     // SAFETY: the callbacks are plain functions living as long as the
     // library; they only touch this module's thread-local state.
     unsafe {

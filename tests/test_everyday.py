@@ -344,3 +344,59 @@ def test_insert_with_lease_and_unknown_lease(db, etcd, kp, mode):
     # revoking the lease takes its key with it
     etcd.ctl("lease", "revoke", f"{lease:x}")
     assert db.rows(f"SELECT key FROM t ORDER BY key") == [(kp + "b",)]
+
+
+# --------------------------------------------------------------------------
+# etcd_fdw.commit_mode in a new session (the library loads on first use)
+# --------------------------------------------------------------------------
+
+
+def _warnings(conn):
+    seen = []
+    conn.add_notice_handler(lambda d: seen.append((d.severity, d.message_primary)))
+    return seen
+
+
+def test_commit_mode_set_before_the_library_loads(db, etcd, kp):
+    """A new session has not loaded etcd_fdw: SET etcd_fdw.commit_mode then
+    makes a placeholder, which the library validates and takes over when it
+    loads (here at the first etcd_put)."""
+    db.create_server("s", etcd.endpoint)
+    c = db.connect()
+    assert c.execute("SELECT current_setting('etcd_fdw.commit_mode', true)").fetchone() == (None,)
+    c.execute("SET etcd_fdw.commit_mode = 'statement'")
+    assert c.execute("SELECT etcd_put('s', %s, 'v')", (kp + "a",)).fetchone()[0] > 0  # a revision: sent at once
+    assert c.execute("SHOW etcd_fdw.commit_mode").fetchone() == ("statement",)
+    # a value the library refuses: a WARNING when it loads, and the default
+    c = db.connect()
+    seen = _warnings(c)
+    c.execute("SET etcd_fdw.commit_mode = 'statment'")
+    c.execute("LOAD 'etcd_fdw'")
+    assert ("WARNING", 'invalid value for parameter "etcd_fdw.commit_mode": "statment"') in seen
+    assert c.execute("SHOW etcd_fdw.commit_mode").fetchone() == ("transaction",)
+
+
+def test_misspelt_etcd_fdw_settings_are_refused_once_loaded(db, etcd):
+    c = db.connect()
+    seen = _warnings(c)
+    c.execute("SET etcd_fdw.comit_mode = 'statement'")  # a placeholder, for now
+    c.execute("LOAD 'etcd_fdw'")
+    assert any(s == "WARNING" and "etcd_fdw.comit_mode" in m for s, m in seen), seen
+    expect_error(c, "SET etcd_fdw.comit_mode = 'statement'", sqlstate="42602",
+                 contains=["etcd_fdw.comit_mode"])
+    expect_error(c, "SHOW etcd_fdw.comit_mode", sqlstate="42704")
+
+
+def test_commit_mode_shown_in_a_new_session(db):
+    """SHOW needs the library: after LOAD, or from the session's start with
+    session_preload_libraries (as the README says)."""
+    c = db.connect()
+    expect_error(c, "SHOW etcd_fdw.commit_mode", sqlstate="42704")
+    c.execute("LOAD 'etcd_fdw'")
+    assert c.execute("SHOW etcd_fdw.commit_mode").fetchone() == ("transaction",)
+    db.execute(f'ALTER DATABASE "{db.name}" SET session_preload_libraries = \'etcd_fdw\'')
+    c = db.connect()
+    assert c.execute("SHOW etcd_fdw.commit_mode").fetchone() == ("transaction",)
+    assert c.execute(
+        "SELECT count(*) FROM pg_settings WHERE name = 'etcd_fdw.commit_mode' AND enumvals = '{transaction,statement}'"
+    ).fetchone() == (1,)

@@ -15,7 +15,18 @@ use crate::options::OptionError;
 use crate::scan::PageRequest;
 
 /// Options of IMPORT FOREIGN SCHEMA.
-pub const IMPORT_OPTIONS: &[&str] = &["separator", "value_type", "metadata", "prefix"];
+pub const IMPORT_OPTIONS: &[&str] = &["separator", "value_type", "metadata", "prefix", "layout"];
+
+/// How the keys under the prefix become tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One table per distinct segment (the default).
+    Segments,
+    /// A Patroni cluster (the prefix is `<namespace><scope>/`): the table
+    /// `members` (jsonb values) and one table per single key of
+    /// [`crate::patroni::SINGLE_KEYS`].
+    Patroni,
+}
 
 /// The metadata columns `metadata 'true'` adds, all `bigint`.
 pub const METADATA_COLUMNS: &[&str] = &["create_revision", "mod_revision", "version", "lease"];
@@ -53,6 +64,7 @@ pub struct ImportOptions {
     /// The key prefix to import instead of the remote schema name (which
     /// PostgreSQL truncates to 63 bytes and cannot be empty).
     pub prefix: Option<String>,
+    pub layout: Layout,
 }
 
 impl Default for ImportOptions {
@@ -62,6 +74,7 @@ impl Default for ImportOptions {
             value_type: ValueType::Text,
             metadata: false,
             prefix: None,
+            layout: Layout::Segments,
         }
     }
 }
@@ -122,10 +135,116 @@ pub fn parse_options(pairs: &[(String, String)]) -> Result<ImportOptions, Import
             }
             "metadata" => o.metadata = crate::options::parse_bool("metadata", value)?,
             "prefix" => o.prefix = Some(value.clone()),
+            "layout" => {
+                o.layout = match value.trim().to_ascii_lowercase().as_str() {
+                    "segments" => Layout::Segments,
+                    "patroni" => Layout::Patroni,
+                    _ => return Err(invalid("layout", "segments or patroni")),
+                }
+            }
             _ => return Err(ImportOptionError::Unknown(name.clone())),
         }
     }
+    if o.layout == Layout::Patroni {
+        // The layout decides the tables and their value types.
+        for name in ["separator", "value_type"] {
+            if seen.contains(&name) {
+                return Err(OptionError::Conflict(
+                    if name == "separator" {
+                        "separator"
+                    } else {
+                        "value_type"
+                    },
+                    "layout",
+                )
+                .into());
+            }
+        }
+    }
     Ok(o)
+}
+
+/// The tables of a Patroni cluster under `prefix` (`<namespace><scope>/`):
+/// `members` (prefix `<prefix>members/`, jsonb values) and each single key
+/// (option `key`), jsonb or text as Patroni writes it.
+pub fn patroni_tables(prefix: &str) -> Vec<PatroniTable> {
+    let mut out = vec![PatroniTable {
+        name: "members".into(),
+        range: TableRange::Prefix(format!("{prefix}members/")),
+        value_type: ValueType::Jsonb,
+    }];
+    out.extend(
+        crate::patroni::SINGLE_KEYS
+            .iter()
+            .map(|(name, json)| PatroniTable {
+                name: (*name).into(),
+                range: TableRange::Key(format!("{prefix}{name}")),
+                value_type: if *json {
+                    ValueType::Jsonb
+                } else {
+                    ValueType::Text
+                },
+            }),
+    );
+    out
+}
+
+/// Which keys a table of [`patroni_tables`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableRange {
+    /// Option `prefix`.
+    Prefix(String),
+    /// Option `key`: exactly this key.
+    Key(String),
+}
+
+/// A table of a Patroni cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatroniTable {
+    pub name: String,
+    pub range: TableRange,
+    pub value_type: ValueType,
+}
+
+/// Whether a key segment or a key right under a Patroni cluster's prefix
+/// is one [`patroni_tables`] reads (the rest gets a NOTICE).
+pub fn patroni_imports(relative: &str) -> bool {
+    relative == "members"
+        || crate::patroni::SINGLE_KEYS
+            .iter()
+            .any(|(name, _)| *name == relative)
+}
+
+/// The CREATE FOREIGN TABLE statement of a Patroni cluster's table.
+pub fn create_patroni_table_sql(
+    schema_quoted: &str,
+    server_quoted: &str,
+    table: &PatroniTable,
+    metadata: bool,
+    quote_ident: &dyn Fn(&str) -> String,
+) -> String {
+    let mut columns = vec![
+        format!("{} text", quote_ident("key")),
+        format!("{} {}", quote_ident("value"), table.value_type.sql()),
+    ];
+    if metadata {
+        columns.extend(
+            METADATA_COLUMNS
+                .iter()
+                .map(|c| format!("{} bigint", quote_ident(c))),
+        );
+    }
+    let (option, value) = match &table.range {
+        TableRange::Prefix(p) => ("prefix", p),
+        TableRange::Key(k) => ("key", k),
+    };
+    format!(
+        "CREATE FOREIGN TABLE {schema_quoted}.{} ({}) SERVER {server_quoted} OPTIONS ({option} {}, rowid_column {})",
+        quote_ident(&table.name),
+        columns.join(", "),
+        quote_literal(value),
+        quote_literal("key"),
+    )
 }
 
 /// Why a segment cannot be a table name.
@@ -460,6 +579,26 @@ mod tests {
         assert_eq!(p.value_type, ValueType::Jsonb);
         assert!(p.metadata);
         assert_eq!(p.prefix.as_deref(), Some(""));
+        assert_eq!(
+            parse_options(&o(&[("layout", " Patroni ")]))
+                .unwrap()
+                .layout,
+            Layout::Patroni
+        );
+        assert_eq!(
+            parse_options(&o(&[("layout", "segments"), ("separator", ":")]))
+                .unwrap()
+                .layout,
+            Layout::Segments
+        );
+        assert_eq!(
+            parse_options(&o(&[("layout", "patroni"), ("value_type", "text")])).unwrap_err(),
+            ImportOptionError::Invalid(OptionError::Conflict("value_type", "layout"))
+        );
+        assert_eq!(
+            parse_options(&o(&[("separator", ":"), ("layout", "patroni")])).unwrap_err(),
+            ImportOptionError::Invalid(OptionError::Conflict("separator", "layout"))
+        );
         let e = parse_options(&o(&[("bogus", "1")])).unwrap_err();
         assert_eq!(e, ImportOptionError::Unknown("bogus".into()));
         assert!(e
@@ -470,6 +609,7 @@ mod tests {
             ("separator", ""),
             ("value_type", "json"),
             ("metadata", "maybe"),
+            ("layout", "kubernetes"),
         ] {
             let e = parse_options(&o(&[(n, v)])).unwrap_err();
             assert!(
@@ -743,6 +883,49 @@ mod tests {
             "CREATE FOREIGN TABLE \"S\".users (key text, value bytea, create_revision bigint, \
              mod_revision bigint, version bigint, lease bigint) SERVER \"my srv\" \
              OPTIONS (prefix E'it''s\\\\', rowid_column 'key')"
+        );
+    }
+
+    #[test]
+    fn patroni_layout() {
+        let tables = patroni_tables("/service/demo/");
+        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "members",
+                "config",
+                "leader",
+                "status",
+                "initialize",
+                "failover",
+                "sync",
+                "history"
+            ]
+        );
+        assert_eq!(
+            tables[0].range,
+            TableRange::Prefix("/service/demo/members/".into())
+        );
+        assert_eq!(
+            tables[2].range,
+            TableRange::Key("/service/demo/leader".into())
+        );
+        assert_eq!(tables[2].value_type, ValueType::Text);
+        assert_eq!(tables[1].value_type, ValueType::Jsonb);
+        assert!(patroni_imports("members") && patroni_imports("history"));
+        assert!(!patroni_imports("failsafe") && !patroni_imports("optime"));
+        let q = |s: &str| s.to_string();
+        assert_eq!(
+            create_patroni_table_sql("p", "s", &tables[0], false, &q),
+            "CREATE FOREIGN TABLE p.members (key text, value jsonb) SERVER s \
+             OPTIONS (prefix '/service/demo/members/', rowid_column 'key')"
+        );
+        assert_eq!(
+            create_patroni_table_sql("p", "s", &tables[1], true, &q),
+            "CREATE FOREIGN TABLE p.config (key text, value jsonb, create_revision bigint, \
+             mod_revision bigint, version bigint, lease bigint) SERVER s \
+             OPTIONS (key '/service/demo/config', rowid_column 'key')"
         );
     }
 }

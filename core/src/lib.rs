@@ -13,7 +13,10 @@
 //! * [`tls`]: TLS with OpenSSL (certificates, keys, CAs, the handshake);
 //! * [`cluster`]: member ids, per-endpoint status, alarms;
 //! * [`certs`]: the certificates of a TLS set-up (files, endpoint chains);
-//! * [`watch`]: etcd's change feed (arguments, watched range, events as rows).
+//! * [`watch`]: etcd's change feed (arguments, watched range, events as rows,
+//!   a replay's catch-up);
+//! * [`patroni`]: Patroni's cluster in etcd (key layout, members, lag, the
+//!   dynamic configuration's merge and rules).
 //!
 //! Everything here is covered by `cargo test -p etcd_fdw_core` without any
 //! server.
@@ -25,6 +28,7 @@ pub mod import;
 pub mod keyrange;
 pub mod lease;
 pub mod options;
+pub mod patroni;
 pub mod pending;
 pub mod plan;
 pub mod retry;
@@ -35,4 +39,5 @@ pub mod watch;
 pub mod writes;
 
 pub use etcd_client;
+pub use serde_json;
 pub use tonic;

@@ -146,8 +146,12 @@ impl WatchEvent {
 /// What one message of the watch stream means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
-    /// Events, in revision order (possibly none: a progress report).
+    /// Events, in revision order (at least one).
     Events(Vec<WatchEvent>),
+    /// A message without events: a progress report (the answer to a
+    /// progress request, or etcd's periodic one) at the cluster's
+    /// `revision` then.
+    Progress { revision: i64 },
     /// The start revision (or, for a watcher that fell behind, its next
     /// revision) was compacted away; etcd keeps history from
     /// `compact_revision` on.  The watch is over.
@@ -168,12 +172,145 @@ pub fn classify(resp: &WatchResponse) -> Received {
             reason: resp.cancel_reason().to_string(),
         };
     }
-    Received::Events(
-        resp.events()
-            .iter()
-            .filter_map(WatchEvent::from_etcd)
-            .collect(),
-    )
+    let events: Vec<WatchEvent> = resp
+        .events()
+        .iter()
+        .filter_map(WatchEvent::from_etcd)
+        .collect();
+    if events.is_empty() {
+        return Received::Progress {
+            revision: resp.header().map_or(0, |h| h.revision()),
+        };
+    }
+    Received::Events(events)
+}
+
+/// A watch from a start revision in the past first catches up: it returns
+/// every event of the watched range up to the revision that was current
+/// when the call began (`target`), whatever the idle timeout, and only then
+/// lets the idle timeout end it.
+///
+/// etcd sends a replay's events some time after it created the watch (its
+/// loop that serves watchers behind the current revision runs every 100
+/// ms), in one message per pass of that loop (the events of at most 1000
+/// revisions each) whose header revision is the cluster's revision then,
+/// and nothing at all when the range had no event in the replayed
+/// revisions.  So the catch-up is over when
+///
+/// * an event at or after `target` arrives (events come in revision
+///   order: everything before it came first); or
+/// * a message whose header revision is at or after `target` holds the
+///   events of fewer than [`WATCH_BATCH_MAX_REVS`] revisions: the pass
+///   that sent it had nothing more up to that revision; or
+/// * etcd answers a progress request with a revision at or after `target`,
+///   on servers that answer only once every watcher of the stream has
+///   caught up (etcd 3.5.8 and later, [`progress_waits_for_sync`]).  etcd
+///   3.4 answers at once, even for a watcher still behind: there a replay
+///   of revisions without any event of the range is over when no message
+///   came within [`CATCH_UP_GRACE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatchUp {
+    target: i64,
+    /// Whether a progress answer proves the watch caught up.
+    progress_proves: bool,
+    done: bool,
+}
+
+/// etcd sends a watcher that is behind the events of at most this many
+/// revisions per message (mvcc's watchBatchMaxRevs).
+pub const WATCH_BATCH_MAX_REVS: usize = 1000;
+
+/// Where progress answers prove nothing (etcd 3.4): how long a catch-up
+/// waits for etcd's first message before concluding that the replayed
+/// revisions hold no event of the range (etcd serves watchers that are
+/// behind every 100 ms).
+pub const CATCH_UP_GRACE: Duration = Duration::from_secs(1);
+
+impl CatchUp {
+    /// The catch-up of a watch from `start_revision` when the cluster was at
+    /// `current_revision`; `None` when there is nothing to catch up (a watch
+    /// from now on, or from a revision after the current one).
+    /// `progress_proves`: whether the server answers progress requests
+    /// only for caught-up watchers ([`progress_waits_for_sync`]).
+    pub fn new(
+        start_revision: i64,
+        current_revision: i64,
+        progress_proves: bool,
+    ) -> Option<CatchUp> {
+        (start_revision > 0 && start_revision <= current_revision).then_some(CatchUp {
+            target: current_revision,
+            progress_proves,
+            done: false,
+        })
+    }
+
+    /// The revision the catch-up goes up to.
+    pub fn target(&self) -> i64 {
+        self.target
+    }
+
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether progress answers can end the catch-up (else only messages
+    /// with events, and [`CATCH_UP_GRACE`] without any).
+    pub fn progress_proves(&self) -> bool {
+        self.progress_proves
+    }
+
+    /// Note a message of `events` (in revision order) whose header
+    /// revision is `header_revision`.
+    pub fn events(&mut self, events: &[WatchEvent], header_revision: i64) {
+        let mut revisions: Vec<i64> = events.iter().map(|e| e.revision).collect();
+        revisions.dedup();
+        if revisions.last().is_some_and(|r| *r >= self.target)
+            || (header_revision >= self.target && revisions.len() < WATCH_BATCH_MAX_REVS)
+        {
+            self.done = true;
+        }
+    }
+
+    /// Note a progress report at `revision`.
+    pub fn progress(&mut self, revision: i64) {
+        if self.progress_proves && revision >= self.target {
+            self.done = true;
+        }
+    }
+
+    /// Give up catching up (etcd stayed silent for the whole request
+    /// timeout): the idle timeout applies from now on.
+    pub fn abandon(&mut self) {
+        self.done = true;
+    }
+
+    /// No message came within [`CATCH_UP_GRACE`] where progress answers
+    /// prove nothing: the replayed revisions hold no event of the range.
+    pub fn grace_passed(&mut self) {
+        if !self.progress_proves {
+            self.done = true;
+        }
+    }
+}
+
+/// Whether an etcd server of `version` (as its status reports it, e.g.
+/// "3.5.16") answers a progress request only once the stream's watchers
+/// have caught up: 3.5.8 and later (etcd-io/etcd#15237; 3.4 answers at
+/// once).  An unparsable version counts as an old one.
+pub fn progress_waits_for_sync(version: &str) -> bool {
+    let mut parts = version.trim().split('.').map(|p| {
+        p.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    let (Some(Some(major)), Some(Some(minor)), patch) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let patch = patch.flatten().unwrap_or(0);
+    (major, minor, patch) >= (3, 5, 8)
 }
 
 /// Where a watch stands: the first revision it has not received yet, so a
@@ -370,7 +507,10 @@ mod tests {
         assert_eq!(cancel_kind(&reason), CancelKind::PermissionDenied);
         assert_eq!(cancel_kind("mvcc: something"), CancelKind::Other);
         // a progress report: no events
-        assert_eq!(classify(&response(vec![])), Received::Events(vec![]));
+        assert_eq!(
+            classify(&response(vec![])),
+            Received::Progress { revision: 0 }
+        );
     }
 
     #[test]
@@ -394,5 +534,72 @@ mod tests {
         let mut p = Position::new(3, 10);
         p.advance(&evs[..1]);
         assert_eq!(p.next_revision(), 13);
+    }
+
+    #[test]
+    fn catch_up() {
+        // nothing to catch up: from now on, or from the future
+        assert_eq!(CatchUp::new(0, 10, true), None);
+        assert_eq!(CatchUp::new(11, 10, true), None);
+        let ev = |rev| WatchEvent {
+            revision: rev,
+            kind: EventKind::Put,
+            key: b"k".to_vec(),
+            value: Some(vec![]),
+            prev_value: None,
+            create_revision: Some(rev),
+            mod_revision: rev,
+            version: Some(1),
+            lease: Some(0),
+        };
+        let mut c = CatchUp::new(3, 10, true).unwrap();
+        assert_eq!(c.target(), 10);
+        // a message of a pass at revision 9 (before the target)
+        c.events(&[ev(4), ev(9)], 9);
+        assert!(!c.done());
+        c.progress(9);
+        assert!(!c.done());
+        c.events(&[ev(10)], 10);
+        assert!(c.done());
+        // the replay's message of a pass at revision 12 without the target's
+        // event: the range has no event at 10
+        let mut c = CatchUp::new(3, 10, false).unwrap();
+        c.events(&[ev(4), ev(7)], 12);
+        assert!(c.done());
+        // ... unless the pass sent the events of 1000 revisions: more follow
+        let mut c = CatchUp::new(3, 5000, false).unwrap();
+        let many: Vec<WatchEvent> = (3..1003).map(ev).collect();
+        c.events(&many, 6000);
+        assert!(!c.done());
+        c.events(&[ev(1003)], 6000);
+        assert!(c.done());
+        // a progress answer at or after the target ends it (etcd 3.5.8+)
+        let mut c = CatchUp::new(10, 10, true).unwrap();
+        c.grace_passed();
+        assert!(!c.done());
+        c.progress(12);
+        assert!(c.done());
+        // not where etcd answers at once (3.4): there the grace does
+        let mut c = CatchUp::new(5, 10, false).unwrap();
+        c.progress(12);
+        assert!(!c.done());
+        c.grace_passed();
+        assert!(c.done());
+        let mut c = CatchUp::new(5, 10, true).unwrap();
+        c.abandon();
+        assert!(c.done());
+    }
+
+    #[test]
+    fn progress_semantics_by_version() {
+        assert!(progress_waits_for_sync("3.5.16"));
+        assert!(progress_waits_for_sync("3.5.8"));
+        assert!(progress_waits_for_sync("3.6.0"));
+        assert!(progress_waits_for_sync("4.0.0"));
+        assert!(!progress_waits_for_sync("3.5.7"));
+        assert!(!progress_waits_for_sync("3.4.23"));
+        assert!(!progress_waits_for_sync("3.5"));
+        assert!(!progress_waits_for_sync("garbage"));
+        assert!(!progress_waits_for_sync(""));
     }
 }

@@ -197,4 +197,5 @@ sql_type!(TextDatum, "text");
 
 mod kv;
 mod lease;
+mod patroni;
 mod watch;

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use etcd_fdw_core::client::{Backoff, EtcdError, MAX_RESPONSE_BYTES};
 use etcd_fdw_core::etcd_client::{GetOptions, WatchOptions, WatchStream, Watcher};
-use etcd_fdw_core::watch::{self as core_watch, CancelKind, Position, Received, WatchEvent};
+use etcd_fdw_core::watch::{
+    self as core_watch, CancelKind, CatchUp, Position, Received, WatchEvent, CATCH_UP_GRACE,
+};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
@@ -193,6 +195,11 @@ struct Feed {
     max_events: u64,
     idle_timeout: Duration,
     position: Position,
+    /// A replay's catch-up to the revision current when the call began
+    /// (`None`: a watch from now on).
+    catch_up: Option<CatchUp>,
+    /// When etcd last sent a message (or the watch was created).
+    last_message: Instant,
     stream: Option<(Watcher, WatchStream)>,
     /// Received events not returned yet (one watch message's worth).
     pending: VecDeque<WatchEvent>,
@@ -252,8 +259,27 @@ impl Feed {
                 }
             },
         );
+        // A replay catches up to the current revision before the idle
+        // timeout applies; how it knows it has depends on the server's
+        // version (core::watch::CatchUp).
+        let catch_up = (args.start_revision > 0 && args.start_revision <= current_revision)
+            .then(|| {
+                let version = connection::try_with_retry_client(&info, |mut client| async move {
+                    let resp = client.status().await.map_err(EtcdError::from)?;
+                    Ok(resp.version().to_string())
+                })
+                .unwrap_or_default();
+                CatchUp::new(
+                    args.start_revision,
+                    current_revision,
+                    core_watch::progress_waits_for_sync(&version),
+                )
+            })
+            .flatten();
         let mut feed = Feed {
             position: Position::new(args.start_revision, current_revision),
+            catch_up,
+            last_message: Instant::now(),
             info,
             prefix,
             key,
@@ -291,14 +317,37 @@ impl Feed {
             .with_start_revision(self.position.next_revision())
             .with_prev_key();
         let key = self.key.clone();
+        let progress = self.catching_up_by_progress();
         let stream = block_on(async move {
-            match tokio::time::timeout(timeout, watch.watch(key, Some(options))).await {
+            match tokio::time::timeout(timeout, async {
+                let (mut watcher, stream) = watch.watch(key, Some(options)).await?;
+                if progress {
+                    watcher.request_progress().await?;
+                }
+                Ok::<_, etcd_fdw_core::etcd_client::Error>((watcher, stream))
+            })
+            .await
+            {
                 Ok(r) => r.map_err(EtcdError::from),
                 Err(_) => Err(EtcdError::Timeout(timeout)),
             }
         })?;
+        // etcd has created the watch (its "created" answer came): the
+        // idle timeout counts from now, not from before connecting.
+        self.last_message = Instant::now();
         self.stream = Some(stream);
         Ok(())
+    }
+
+    /// Whether the watch is still catching up and progress answers can
+    /// say when it has.
+    fn catching_up_by_progress(&self) -> bool {
+        self.catch_up
+            .is_some_and(|c| !c.done() && c.progress_proves())
+    }
+
+    fn catching_up(&self) -> bool {
+        self.catch_up.is_some_and(|c| !c.done())
     }
 
     /// Whether a failure of the watch (or of creating it) is a lost
@@ -360,27 +409,80 @@ impl Feed {
         )
     }
 
-    /// Wait for the next events, for at most the idle timeout: `None` when
-    /// it passed without one.  Resumes a broken watch.
+    /// Wait for the next events, for at most the idle timeout (after a
+    /// replay has caught up): `None` when it passed without one.  Resumes a
+    /// broken watch.
     fn wait(&mut self) -> Option<Vec<WatchEvent>> {
         let mut deadline = Instant::now() + self.idle_timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some((_, stream)) = self.stream.as_mut() else {
+            let catching_up = self.catching_up();
+            let by_progress = self.catching_up_by_progress();
+            let left = if by_progress {
+                // etcd 3.5 ignores a progress request while one is
+                // deferred; ask again now and then.
+                PROGRESS_REQUEST_INTERVAL
+            } else if catching_up {
+                (self.last_message + CATCH_UP_GRACE).saturating_duration_since(Instant::now())
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            let Some((watcher, stream)) = self.stream.as_mut() else {
                 unreachable!("the watch is connected")
             };
             let got = block_on(async { tokio::time::timeout(left, stream.message()).await });
             let broken = match got {
-                Err(_) => return None,
-                Ok(Ok(Some(resp))) => match core_watch::classify(&resp) {
-                    Received::Events(evs) if evs.is_empty() => continue,
-                    Received::Events(evs) => {
-                        self.position.advance(&evs);
-                        return Some(evs);
+                Err(_) if by_progress => {
+                    if self.last_message.elapsed() >= self.info.options.request_timeout {
+                        // A safety net: etcd neither sent an event nor
+                        // answered a progress request for request_timeout;
+                        // the idle timeout decides from now on.
+                        if let Some(c) = self.catch_up.as_mut() {
+                            c.abandon();
+                        }
+                        deadline = deadline.max(Instant::now() + self.idle_timeout);
+                        continue;
                     }
-                    Received::Compacted { compact_revision } => self.compacted(compact_revision),
-                    Received::Canceled { reason } => self.canceled(&reason),
-                },
+                    if let Err(e) = block_on(watcher.request_progress()) {
+                        EtcdError::from(e)
+                    } else {
+                        continue;
+                    }
+                }
+                Err(_) if catching_up => {
+                    if let Some(c) = self.catch_up.as_mut() {
+                        c.grace_passed();
+                    }
+                    deadline = deadline.max(Instant::now() + self.idle_timeout);
+                    continue;
+                }
+                Err(_) => return None,
+                Ok(Ok(Some(resp))) => {
+                    self.last_message = Instant::now();
+                    let header_revision = resp.header().map_or(0, |h| h.revision());
+                    match core_watch::classify(&resp) {
+                        Received::Events(evs) => {
+                            self.position.advance(&evs);
+                            if let Some(c) = self.catch_up.as_mut() {
+                                c.events(&evs, header_revision);
+                            }
+                            return Some(evs);
+                        }
+                        Received::Progress { revision } => {
+                            if let Some(c) = self.catch_up.as_mut() {
+                                c.progress(revision);
+                            }
+                            if catching_up && !self.catching_up() {
+                                // Caught up: idle from now on.
+                                deadline = deadline.max(Instant::now() + self.idle_timeout);
+                            }
+                            continue;
+                        }
+                        Received::Compacted { compact_revision } => {
+                            self.compacted(compact_revision)
+                        }
+                        Received::Canceled { reason } => self.canceled(&reason),
+                    }
+                }
                 // The member ended the stream (shutting down).
                 Ok(Ok(None)) => EtcdError::Other("the watch stream ended".into()),
                 Ok(Err(e)) => EtcdError::from(e),
@@ -457,6 +559,10 @@ impl Feed {
 /// How long a resumed watch waits for the events it missed, at least
 /// (within the idle timeout).
 const RESUME_GRACE: Duration = Duration::from_secs(1);
+
+/// While a replay catches up on a server whose progress answers say so:
+/// how often it asks again.
+const PROGRESS_REQUEST_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Let the connection's tasks run a little, so that a dropped stream's
 /// reset reaches etcd now rather than with the session's next request.

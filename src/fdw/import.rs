@@ -7,7 +7,10 @@
 use std::ffi::CString;
 
 use etcd_fdw_core::client::{self, MAX_RESPONSE_BYTES};
-use etcd_fdw_core::import::{self, ImportOptionError, SegmentScan, SkipReason};
+use etcd_fdw_core::etcd_client::GetOptions;
+use etcd_fdw_core::import::{
+    self, ImportOptionError, ImportOptions, Layout, SegmentScan, SkipReason,
+};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{pg_sys, PgList, PgLogLevel, PgSqlErrorCode};
 
@@ -41,6 +44,9 @@ pub unsafe extern "C-unwind" fn import_foreign_schema(
     let prefix = opts.prefix.clone().unwrap_or(remote);
     // The caller's user mapping (PostgreSQL checked USAGE on the server).
     let server = catalog::server_info(server_oid, pg_sys::GetUserId());
+    if opts.layout == Layout::Patroni {
+        return import_patroni(stmt, &server, &prefix, &opts);
+    }
     let max_name = pg_sys::NAMEDATALEN as usize - 1;
     // In a database of another encoding, name lengths are checked once
     // the names are converted (below).
@@ -273,4 +279,109 @@ fn quote_identifier(name: &str) -> String {
         let q = pg_sys::quote_identifier(c.as_ptr());
         std::ffi::CStr::from_ptr(q).to_string_lossy().into_owned()
     }
+}
+
+/// `layout 'patroni'`: the prefix is a Patroni cluster's
+/// (`<namespace><scope>/`); its tables are `members` and the single keys,
+/// whether or not each exists yet (failover, sync and history come and
+/// go).  The cluster must have at least one key; keys the layout does not
+/// read get a NOTICE.
+unsafe fn import_patroni(
+    stmt: *mut pg_sys::ImportForeignSchemaStmt,
+    server: &ServerInfo,
+    prefix: &str,
+    opts: &ImportOptions,
+) -> *mut pg_sys::List {
+    let timeout = server.options.request_timeout;
+    let what = || {
+        format!(
+            "importing Patroni cluster \"{}\" from etcd server \"{}\" ({})",
+            display_key(prefix.as_bytes()),
+            server.server_name,
+            server.options.endpoints_display()
+        )
+    };
+    // A Patroni cluster has a handful of keys: one keys-only read.
+    let resp = connection::try_with_retry(server, |mut kv| {
+        let prefix = prefix.to_string();
+        async move {
+            let opts = GetOptions::new().with_prefix().with_keys_only();
+            client::with_timeout(timeout, kv.get(prefix, Some(opts))).await
+        }
+    })
+    .unwrap_or_else(|e| etcd_error(&e, &what()));
+    let revision = resp.header().map_or(0, |h| h.revision());
+    if resp.kvs().is_empty() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_FDW_SCHEMA_NOT_FOUND,
+            format!(
+                "etcd server \"{}\" has no keys under prefix \"{}\"",
+                server.server_name,
+                display_key(prefix.as_bytes())
+            ),
+            Some(format!(
+                "With layout 'patroni' the remote schema name is a Patroni cluster's key prefix, e.g. \"/service/<scope>/\"; read at revision {revision}."
+            )),
+            None,
+        );
+    }
+    let mut others: Vec<String> = Vec::new();
+    for kv in resp.kvs() {
+        let rest = &kv.key()[prefix.len().min(kv.key().len())..];
+        let rest = String::from_utf8_lossy(rest);
+        let imported = match rest.strip_prefix("members/") {
+            Some(name) => !name.is_empty(),
+            None => import::patroni_imports(&rest),
+        };
+        if !imported {
+            others.push(display_key(kv.key()));
+        }
+    }
+    if !others.is_empty() {
+        let n = others.len();
+        let mut listed = others
+            .iter()
+            .take(import::LISTED)
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if n > import::LISTED {
+            listed.push_str(&format!(" and {} more", n - import::LISTED));
+        }
+        notice(
+            format!(
+                "{n} etcd key{} under Patroni prefix \"{}\" {} not imported by layout 'patroni'",
+                if n == 1 { "" } else { "s" },
+                display_key(prefix.as_bytes()),
+                if n == 1 { "was" } else { "were" },
+            ),
+            format!("Keys: {listed}."),
+            format!(
+                "A foreign table with the option prefix '{}' reads every key of the cluster.",
+                display_key(prefix.as_bytes())
+            ),
+        );
+    }
+    let quote = |s: &str| quote_identifier(s);
+    let schema = quote(&encoding::server_cstr((*stmt).local_schema));
+    let server_q = quote(&server.server_name);
+    let mut list = PgList::<std::ffi::c_char>::new();
+    for table in import::patroni_tables(prefix) {
+        let sql =
+            import::create_patroni_table_sql(&schema, &server_q, &table, opts.metadata, &quote);
+        let bytes = encoding::utf8_to_server(sql.as_bytes()).into_owned();
+        let Ok(c) = CString::new(bytes) else {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE,
+                format!(
+                    "the Patroni prefix \"{}\" holds a zero byte",
+                    display_key(prefix.as_bytes())
+                ),
+                None,
+                None,
+            )
+        };
+        list.push(pg_sys::pstrdup(c.as_ptr()));
+    }
+    list.into_pg()
 }
