@@ -438,8 +438,6 @@ fn etcd_patroni_edit_config(
             info.server_name
         )
     };
-    let kv =
-        connection::try_kv_client(&info).unwrap_or_else(|e| crate::error::etcd_error(&e, &what()));
     let timeout = info.options.request_timeout;
     let txn = Txn::new()
         .when(vec![Compare::mod_revision(
@@ -452,9 +450,9 @@ fn etcd_patroni_edit_config(
             bytes,
             Some(PutOptions::new().with_ignore_lease()),
         )]);
-    let resp = connection::run_once(&info, &what, async move {
-        let mut kv = kv;
-        client::with_timeout(timeout, kv.txn(txn)).await
+    let resp = connection::run_once(&info, &what, |mut kv| {
+        let txn = txn.clone();
+        async move { client::with_timeout(timeout, kv.txn(txn)).await }
     });
     if !resp.succeeded() {
         raise_with(
