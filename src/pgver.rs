@@ -389,7 +389,10 @@ pub unsafe fn input_function_call_safe(
                 crate::encoding::server_cstr((*edata).message)
             };
             if !(*edata).detail.is_null() {
-                message = format!("{message}: {}", crate::encoding::server_cstr((*edata).detail));
+                message = format!(
+                    "{message}: {}",
+                    crate::encoding::server_cstr((*edata).detail)
+                );
             }
             let sqlstate = (*edata).sqlerrcode;
             pg_sys::FreeErrorData(edata);

@@ -655,7 +655,10 @@ impl ModifyExec {
                         &row.value
                     };
                     let table = || self.relname.to_string();
-                    let io = self.value_input.as_ref().filter(|_| c.field == Field::Value);
+                    let io = self
+                        .value_input
+                        .as_ref()
+                        .filter(|_| c.field == Field::Value);
                     match columns::field_datum(c, io, bytes, &row.key, self.invalid_values, &table)
                     {
                         Some(d) => d,

@@ -79,8 +79,8 @@ pub unsafe fn validate(options: pg_sys::Datum, catalog: pg_sys::Oid) {
 /// lacks: refuse it at CREATE/ALTER FOREIGN TABLE rather than fail every
 /// query (or read values that fail as errors after all).
 fn refuse_invalid_values_null(pairs: &[(String, String)]) {
-    let null = options::parse_table(pairs)
-        .is_ok_and(|t| t.invalid_values == options::InvalidValues::Null);
+    let null =
+        options::parse_table(pairs).is_ok_and(|t| t.invalid_values == options::InvalidValues::Null);
     if null {
         raise_with(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
