@@ -33,6 +33,7 @@ impl OptionContext {
                 "fetch_size",
                 "batch_size",
                 "insert_mode",
+                "commit_mode",
             ],
             OptionContext::UserMapping => &["username", "password", "password_required"],
             OptionContext::Table => &[
@@ -46,6 +47,7 @@ impl OptionContext {
                 "fetch_size",
                 "batch_size",
                 "insert_mode",
+                "commit_mode",
                 "invalid_values",
             ],
             OptionContext::Column => &[],
@@ -72,7 +74,7 @@ pub enum OptionError {
         name: String,
         context: OptionContext,
     },
-    #[error("invalid value for option \"{name}\": \"{value}\"")]
+    #[error("invalid value for option \"{name}\": \"{}\"", shown_value(value))]
     InvalidValue {
         name: &'static str,
         value: String,
@@ -89,6 +91,20 @@ pub enum OptionError {
     Requires(&'static str, &'static str),
     #[error("option \"{0}\" is specified more than once")]
     Duplicate(String),
+}
+
+/// How many characters of a refused option value a message shows; longer
+/// values are cut there and end in "...", as PostgreSQL cuts long
+/// literals in its messages (a 100 KiB `prefix` is not echoed whole).
+pub const SHOWN_VALUE_CHARS: usize = 64;
+
+/// `value` as a refusal message shows it: whole up to
+/// [`SHOWN_VALUE_CHARS`] characters, else its first ones and "...".
+pub fn shown_value(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(SHOWN_VALUE_CHARS) {
+        None => std::borrow::Cow::Borrowed(value),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}...", &value[..cut])),
+    }
 }
 
 impl OptionError {
@@ -271,6 +287,38 @@ fn parse_invalid_values(value: &str) -> Result<InvalidValues, OptionError> {
     }
 }
 
+/// When writes reach etcd: the GUC `etcd_fdw.commit_mode`, and the server
+/// and table option of the same name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitMode {
+    /// At COMMIT, as one etcd transaction per connection.
+    #[default]
+    Transaction,
+    /// When each statement runs, in etcd transactions of `batch_size`.
+    Statement,
+}
+
+impl CommitMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitMode::Transaction => "transaction",
+            CommitMode::Statement => "statement",
+        }
+    }
+}
+
+fn parse_commit_mode(value: &str) -> Result<CommitMode, OptionError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "transaction" => Ok(CommitMode::Transaction),
+        "statement" => Ok(CommitMode::Statement),
+        _ => Err(OptionError::InvalidValue {
+            name: "commit_mode",
+            value: value.to_string(),
+            expected: "transaction or statement",
+        }),
+    }
+}
+
 fn parse_consistency(value: &str) -> Result<Consistency, OptionError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "l" | "linearizable" => Ok(Consistency::Linearizable),
@@ -377,6 +425,7 @@ pub struct ServerOptions {
     pub fetch_size: Option<u32>,
     pub batch_size: Option<u32>,
     pub insert_mode: Option<InsertMode>,
+    pub commit_mode: Option<CommitMode>,
     /// User mapping option `password_required` (default true): whether a
     /// non-superuser must bring a password of their own (see
     /// [`ServerOptions::borrowed_identity`]).
@@ -434,6 +483,7 @@ pub struct TableOptions {
     pub fetch_size: Option<u32>,
     pub batch_size: Option<u32>,
     pub insert_mode: Option<InsertMode>,
+    pub commit_mode: Option<CommitMode>,
     pub invalid_values: InvalidValues,
 }
 
@@ -549,6 +599,9 @@ pub fn parse_server(
         insert_mode: get(server, "insert_mode")
             .map(parse_insert_mode)
             .transpose()?,
+        commit_mode: get(server, "commit_mode")
+            .map(parse_commit_mode)
+            .transpose()?,
         password_required: password_required(mapping)?,
         mapping_password: get(mapping, "password").is_some(),
     };
@@ -627,6 +680,9 @@ pub fn parse_table(opts: &[(String, String)]) -> Result<TableOptions, OptionErro
         insert_mode: get(opts, "insert_mode")
             .map(parse_insert_mode)
             .transpose()?,
+        commit_mode: get(opts, "commit_mode")
+            .map(parse_commit_mode)
+            .transpose()?,
         invalid_values: get(opts, "invalid_values")
             .map(parse_invalid_values)
             .transpose()?
@@ -645,6 +701,17 @@ pub fn parse_table(opts: &[(String, String)]) -> Result<TableOptions, OptionErro
             name: "key",
             value: String::new(),
             expected: "a non-empty key",
+        });
+    }
+    // In etcd an empty range_end means "the key alone" and "\0" means
+    // "every key from key on"; here range_end is the exclusive end of the
+    // table's range, so '' would be a range no key is in (an always-empty
+    // table).  Refuse it like key ''.
+    if t.range_end.as_deref() == Some(b"") {
+        return Err(OptionError::InvalidValue {
+            name: "range_end",
+            value: String::new(),
+            expected: "a non-empty key, the exclusive end of the range (an empty range_end would select no key; for every key from option \"key\" on, omit range_end and key and query WHERE key >= '...', or use option \"prefix\")",
         });
     }
     if let (Some(k), Some(e)) = (&t.key, &t.range_end) {
@@ -695,6 +762,41 @@ pub fn effective_batch_size(server: &ServerOptions, table: &TableOptions) -> u32
 /// functions): the server option, then the default.
 pub fn server_batch_size(server: &ServerOptions) -> u32 {
     server.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+}
+
+/// Where the commit mode in force came from, most specific first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitModeFrom {
+    /// `etcd_fdw.commit_mode` was set (SET, ALTER ROLE/DATABASE ... SET,
+    /// postgresql.conf, ...: any source but the built-in default).
+    Setting,
+    /// The foreign table's `commit_mode` option.
+    Table,
+    /// The server's `commit_mode` option.
+    Server,
+    /// None of them: `transaction`.
+    Default,
+}
+
+/// The commit mode of a write: `setting` (the GUC's value when it was set,
+/// `None` while it has its built-in default), then the table option
+/// (`None` for writes that belong to no table), then the server option,
+/// then `transaction`.
+pub fn effective_commit_mode(
+    setting: Option<CommitMode>,
+    server: &ServerOptions,
+    table: Option<&TableOptions>,
+) -> (CommitMode, CommitModeFrom) {
+    if let Some(m) = setting {
+        return (m, CommitModeFrom::Setting);
+    }
+    if let Some(m) = table.and_then(|t| t.commit_mode) {
+        return (m, CommitModeFrom::Table);
+    }
+    if let Some(m) = server.commit_mode {
+        return (m, CommitModeFrom::Server);
+    }
+    (CommitMode::default(), CommitModeFrom::Default)
 }
 
 /// Effective insert mode: table option, then server option, then `create`.
@@ -973,6 +1075,115 @@ mod tests {
             ("range_end", "a")
         ]))
         .is_err());
+    }
+
+    #[test]
+    fn commit_mode_precedence() {
+        let server = |m: Option<&str>| {
+            let mut v = o(&[("connstr", "h:1")]);
+            v.extend(m.map(|m| ("commit_mode".to_string(), m.to_string())));
+            parse_server(&v, &[]).unwrap()
+        };
+        let table = |m: Option<&str>| {
+            let mut v = o(&[("rowid_column", "key")]);
+            v.extend(m.map(|m| ("commit_mode".to_string(), m.to_string())));
+            parse_table(&v).unwrap()
+        };
+        use CommitMode::*;
+        use CommitModeFrom as F;
+        let (s0, s1) = (server(None), server(Some("Statement")));
+        let (t0, t1, tt) = (
+            table(None),
+            table(Some("statement")),
+            table(Some("transaction")),
+        );
+        assert_eq!(
+            effective_commit_mode(None, &s0, Some(&t0)),
+            (Transaction, F::Default)
+        );
+        assert_eq!(
+            effective_commit_mode(None, &s0, None),
+            (Transaction, F::Default)
+        );
+        assert_eq!(
+            effective_commit_mode(None, &s1, Some(&t0)),
+            (Statement, F::Server)
+        );
+        assert_eq!(
+            effective_commit_mode(None, &s1, None),
+            (Statement, F::Server)
+        );
+        assert_eq!(
+            effective_commit_mode(None, &s0, Some(&t1)),
+            (Statement, F::Table)
+        );
+        assert_eq!(
+            effective_commit_mode(None, &s1, Some(&tt)),
+            (Transaction, F::Table)
+        );
+        assert_eq!(
+            effective_commit_mode(Some(Transaction), &s1, Some(&t1)),
+            (Transaction, F::Setting)
+        );
+        for bad in ["", "stmt", "transactions", "on"] {
+            let e = parse_table(&o(&[("rowid_column", "key"), ("commit_mode", bad)])).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    OptionError::InvalidValue {
+                        name: "commit_mode",
+                        ..
+                    }
+                ),
+                "{bad:?}: {e:?}"
+            );
+            assert!(e.hint().unwrap().contains("transaction or statement"));
+            let e = parse_server(&o(&[("connstr", "h:1"), ("commit_mode", bad)]), &[]).unwrap_err();
+            assert!(matches!(
+                e,
+                OptionError::InvalidValue {
+                    name: "commit_mode",
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn empty_range_end_is_refused_and_long_values_are_cut() {
+        for extra in [&[][..], &[("key", "a")][..]] {
+            let mut v = o(&[("rowid_column", "key"), ("range_end", "")]);
+            v.extend(o(extra));
+            let e = parse_table(&v).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    OptionError::InvalidValue {
+                        name: "range_end",
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert!(e.hint().unwrap().contains("prefix"), "{e:?}");
+        }
+        let long = "x".repeat(100 * 1024);
+        let e = parse_table(&o(&[("rowid_column", "key"), ("keys_only", &long)])).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.len() < 200, "{}", msg.len());
+        assert!(
+            msg.ends_with(&format!("\"{}...\"", "x".repeat(SHOWN_VALUE_CHARS))),
+            "{msg}"
+        );
+        // cut at a character, not a byte
+        let wide = "\u{e9}".repeat(100);
+        let shown = shown_value(&wide);
+        assert_eq!(shown.chars().count(), SHOWN_VALUE_CHARS + 3);
+        assert_eq!(shown_value("short"), "short");
+        assert_eq!(
+            shown_value(&"y".repeat(SHOWN_VALUE_CHARS)),
+            "y".repeat(SHOWN_VALUE_CHARS)
+        );
     }
 
     #[test]

@@ -546,6 +546,8 @@ proptest! {
             (Some(_), Some(_), _) => Err(Ok(OptionError::Conflict("prefix", "key"))),
             (Some(_), None, Some(_)) => Err(Ok(OptionError::Conflict("prefix", "range_end"))),
             (None, Some(k), _) if k.is_empty() => Err(Err("key")),
+            // an empty range_end would be a range no key is in
+            (None, _, Some(e)) if e.is_empty() => Err(Err("range_end")),
             (None, Some(k), Some(e)) if e <= k => Err(Err("range_end")),
             (Some(p), None, None) => Ok(KeyRange::prefix(&b(p))),
             (None, Some(k), None) => Ok(KeyRange::single(&b(k))),
