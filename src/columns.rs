@@ -355,7 +355,7 @@ fn read_as_null(col: &Column, key: &[u8], table: &str, sqlstate: i32, why: &str)
 ///
 /// # Safety
 /// As [`text_datum`].
-unsafe fn text_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
+pub(crate) unsafe fn text_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
     let total = bytes.len() + pg_sys::VARHDRSZ;
     let p = pg_sys::palloc(total) as *mut pg_sys::varlena;
     pgrx::set_varsize_4b(p, total as i32);

@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 
+use crate::api::TextDatum;
 use crate::connection;
 
 pgrx::extension_sql!(
@@ -56,8 +57,8 @@ CREATE EVENT TRIGGER etcd_fdw_ddl_check ON ddl_command_end
 fn etcd_fdw_get_connections() -> TableIterator<
     'static,
     (
-        name!(server_name, String),
-        name!(user_name, String),
+        name!(server_name, TextDatum),
+        name!(user_name, TextDatum),
         name!(endpoints, String),
         name!(endpoint, String),
         name!(connects, i64),
@@ -71,17 +72,19 @@ fn etcd_fdw_get_connections() -> TableIterator<
         .filter(|c| all || c.user_oid == me)
         .map(|c| {
             // SAFETY: GetUserNameFromId with noerr = true returns NULL for
-            // an unknown role.
+            // an unknown role, else the name in the database encoding.
             let user_name = unsafe {
                 let p = pg_sys::GetUserNameFromId(pg_sys::Oid::from(c.user_oid), true);
                 if p.is_null() {
-                    c.user_oid.to_string()
+                    TextDatum::from_server_bytes(c.user_oid.to_string().as_bytes())
                 } else {
-                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                    TextDatum::from_server_bytes(std::ffi::CStr::from_ptr(p).to_bytes())
                 }
             };
             (
-                c.server_name,
+                // Names are text in the database encoding, as every text
+                // result (a non-ASCII server name in a LATIN1 database).
+                TextDatum::from_catalog_name(&c.server_name),
                 user_name,
                 c.endpoints,
                 c.endpoint,

@@ -147,6 +147,26 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Utf8Text {
 /// `columns::text_datum`, the conversion scans use).
 pub struct TextDatum(pg_sys::Datum);
 
+impl TextDatum {
+    /// A name read from the catalogs (a server's, a role's), held as UTF-8
+    /// by etcd_fdw, as text in the database encoding.  It came from the
+    /// database encoding, so it converts back.
+    pub fn from_catalog_name(name: &str) -> TextDatum {
+        // SAFETY: palloc'd in the function call's memory context, where
+        // pgrx builds the result.
+        unsafe {
+            let bytes = encoding::utf8_to_server(name.as_bytes());
+            TextDatum(crate::columns::text_from_bytes(&bytes))
+        }
+    }
+
+    /// Bytes already in the database encoding (a catalog string) as text.
+    pub fn from_server_bytes(bytes: &[u8]) -> TextDatum {
+        // SAFETY: as above.
+        TextDatum(unsafe { crate::columns::text_from_bytes(bytes) })
+    }
+}
+
 // SAFETY: the datum is a text varlena palloc'd in the function's context.
 unsafe impl pgrx::callconv::BoxRet for TextDatum {
     unsafe fn box_into<'fcx>(
