@@ -65,7 +65,12 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
         }
         EtcdError::Auth { .. } => PgSqlErrorCode::ERRCODE_INVALID_PASSWORD,
         EtcdError::NoUser { .. } => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        EtcdError::Timeout(_) => PgSqlErrorCode::ERRCODE_FDW_ERROR,
+        // etcd did not answer within request_timeout: lost to this backend
+        // as surely as an unavailable member (08006 too), and retried the
+        // same way, by running the statement again.  (A write whose outcome
+        // it hides is 08007, see connection::run_once_with; 57014 is kept
+        // for cancels.)
+        EtcdError::Timeout(_) => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
         EtcdError::Status { code, message } => match code {
             Code::Unauthenticated => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             Code::PermissionDenied => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,

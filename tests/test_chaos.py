@@ -141,7 +141,7 @@ def test_scans_survive_their_member_going_down(fault, rounds):
     is paused (SIGSTOP) or killed in the middle of multi-page scans; every
     scan must still succeed (retried on another member within
     request_timeout).  Failed before: a paused member used up the whole
-    budget (HV000 timed out), a killed one cut the stream (Cancelled)."""
+    budget (timed out; HV000 then, 08006 now), a killed one cut the stream (Cancelled)."""
     p = subprocess.run(
         [sys.executable, os.path.join(ROOT, "chaos", "repro_member_down_mid_scan.py"), fault, str(rounds)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,

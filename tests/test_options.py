@@ -237,6 +237,8 @@ def test_request_timeout(db, etcd_fresh):
     assert t.error is not None, f"query returned {t.rows!r} from a stopped etcd"
     assert isinstance(t.error, psycopg.Error) and t.error.sqlstate is not None, t.error
     assert "timed out" in err_text(t.error), err_text(t.error)
+    # a connection-class code a client can act on (retry), not HV000
+    assert t.error.sqlstate == "08006", (t.error.sqlstate, err_text(t.error))
     # ended by request_timeout, by the backend's clock
     elapsed = statement_seconds(other, pid)
     assert elapsed < 2 + LOAD_SLACK, f"request_timeout 2s took {elapsed:.1f}s"
