@@ -400,3 +400,50 @@ pub unsafe fn input_function_call_safe(
         }
     }
 }
+
+/// Where the current value of the GUC `name` came from (`PGC_S_DEFAULT`:
+/// its built-in default), or `None` when there is no such setting.  A
+/// setting's `config_generic` record never moves once defined (15 keeps
+/// pointers to it in a sorted array, 16+ in a hash table).
+///
+/// # Safety
+/// Reads the GUC tables of this backend.
+pub unsafe fn guc_source(name: &std::ffi::CStr) -> Option<pg_sys::GucSource::Type> {
+    #[cfg(feature = "pg15")]
+    let record = {
+        thread_local! {
+            // The last record found and its name: 15 has no exported
+            // lookup, so the array is searched once, not per statement.
+            static FOUND: std::cell::Cell<(*mut pg_sys::config_generic, *const std::ffi::c_char)> =
+                const { std::cell::Cell::new((std::ptr::null_mut(), std::ptr::null())) };
+        }
+        let (cached, cached_name) = FOUND.with(|f| f.get());
+        if !cached.is_null() && std::ptr::eq(cached_name, name.as_ptr()) {
+            cached
+        } else {
+            // SAFETY: get_guc_variables returns the array of
+            // GetNumConfigOptions() valid records.
+            let vars = unsafe { pg_sys::get_guc_variables() };
+            let n = unsafe { pg_sys::GetNumConfigOptions() } as usize;
+            let found = (0..n)
+                .map(|i| unsafe { *vars.add(i) })
+                .find(|&v| {
+                    !v.is_null()
+                        && unsafe { std::ffi::CStr::from_ptr((*v).name) } == name
+                        // a placeholder is replaced when the library
+                        // defines the setting: do not keep one
+                        && unsafe { (*v).flags } & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 == 0
+                })
+                .unwrap_or(std::ptr::null_mut());
+            FOUND.with(|f| f.set((found, name.as_ptr())));
+            found
+        }
+    };
+    #[cfg(not(feature = "pg15"))]
+    // SAFETY: skip_errors = true: NULL for an unknown name, no ERROR; no
+    // placeholder is created.
+    let record =
+        unsafe { pg_sys::find_option(name.as_ptr(), false, true, pgrx::PgLogLevel::ERROR as i32) };
+    // SAFETY: a non-NULL record is a live config_generic.
+    (!record.is_null()).then(|| unsafe { (*record).source })
+}

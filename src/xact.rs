@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_fdw_core::options::{effective_commit_mode, CommitMode, CommitModeFrom, TableOptions};
 use etcd_fdw_core::pending::{CommitConflict, CommitOp, CommitTxn, PendingTxn};
 use etcd_fdw_core::retry::{Retrier, Step};
 use etcd_fdw_core::writes::TxnLimits;
@@ -30,9 +31,10 @@ use crate::connection;
 use crate::error::raise_with;
 use crate::runtime;
 
-/// When writes reach etcd.
+/// When writes reach etcd: the values of the GUC (the server and table
+/// options of the same name are parsed by the core crate).
 #[derive(pgrx::PostgresGucEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitMode {
+pub enum GucCommitMode {
     /// At COMMIT, one etcd transaction per connection.
     #[name = c"transaction"]
     Transaction,
@@ -41,7 +43,8 @@ pub enum CommitMode {
     Statement,
 }
 
-static COMMIT_MODE: GucSetting<CommitMode> = GucSetting::<CommitMode>::new(CommitMode::Transaction);
+static COMMIT_MODE: GucSetting<GucCommitMode> =
+    GucSetting::<GucCommitMode>::new(GucCommitMode::Transaction);
 
 /// What kind of statement wrote a key that must not exist in etcd at
 /// commit (a guarded create): it decides the HINT of a duplicate key found
@@ -110,9 +113,63 @@ pub fn register() {
     }
 }
 
-/// Whether writes are deferred to COMMIT.
-pub fn deferring() -> bool {
-    COMMIT_MODE.get() == CommitMode::Transaction
+/// The value of `etcd_fdw.commit_mode` when it was set (its source is not
+/// the built-in default: SET, SET LOCAL, a function's SET clause, ALTER
+/// ROLE/DATABASE ... SET, postgresql.conf, PGOPTIONS ...), with where it
+/// was set; `None` while it has its default, so that the table's and the
+/// server's `commit_mode` options decide.
+fn setting() -> Option<(CommitMode, pg_sys::GucSource::Type)> {
+    // SAFETY: reads this backend's GUC tables.
+    let source = unsafe { crate::pgver::guc_source(c"etcd_fdw.commit_mode") }?;
+    if source == pg_sys::GucSource::PGC_S_DEFAULT {
+        return None;
+    }
+    let mode = match COMMIT_MODE.get() {
+        GucCommitMode::Transaction => CommitMode::Transaction,
+        GucCommitMode::Statement => CommitMode::Statement,
+    };
+    Some((mode, source))
+}
+
+/// The commit mode of a write to `table` (`None`: a function's write that
+/// belongs to no table) on `server`, and where it came from:
+/// `etcd_fdw.commit_mode` when set, then the table option, then the server
+/// option, then `'transaction'`.  Decided when each statement starts.
+pub fn commit_mode(
+    server: &ServerInfo,
+    table: Option<&TableOptions>,
+) -> (CommitMode, CommitModeFrom) {
+    effective_commit_mode(setting().map(|(m, _)| m), &server.options, table)
+}
+
+/// Whether writes to `table` (or the server's functions, without one) are
+/// deferred to COMMIT.
+pub fn deferring(server: &ServerInfo, table: Option<&TableOptions>) -> bool {
+    commit_mode(server, table).0 == CommitMode::Transaction
+}
+
+/// EXPLAIN's "etcd Commit Mode" of a write to `table`: the mode and where
+/// it came from, e.g. `statement (table option)`.
+pub fn describe_commit_mode(server: &ServerInfo, table: Option<&TableOptions>) -> String {
+    let (mode, from) = commit_mode(server, table);
+    let from = match from {
+        CommitModeFrom::Setting => {
+            use pg_sys::GucSource as S;
+            match setting().map_or(S::PGC_S_DEFAULT, |(_, s)| s) {
+                S::PGC_S_FILE => "etcd_fdw.commit_mode in the configuration file",
+                S::PGC_S_DATABASE | S::PGC_S_USER | S::PGC_S_DATABASE_USER | S::PGC_S_GLOBAL => {
+                    "etcd_fdw.commit_mode of ALTER ROLE/DATABASE ... SET"
+                }
+                S::PGC_S_CLIENT => "etcd_fdw.commit_mode of the client's connection options",
+                S::PGC_S_SESSION => "SET etcd_fdw.commit_mode",
+                _ => "etcd_fdw.commit_mode",
+            }
+        }
+        CommitModeFrom::Table => "table option",
+        CommitModeFrom::Server => "server option",
+        CommitModeFrom::Default => "default",
+    };
+    format!("{} ({from})", mode.name())
 }
 
 /// The current (sub)transaction nesting level, which tags pending writes.
@@ -225,12 +282,45 @@ pub fn pin_snapshot(server: &ServerInfo, revision: i64) {
     });
 }
 
+/// What the writes that overflowed the commit transaction belong to, for
+/// the HINT of [`check_size`].
+#[derive(Clone, Copy, Debug)]
+pub enum Writer {
+    /// A foreign table; `sets_commit_mode`: it has the option already.
+    Table {
+        relid: pg_sys::Oid,
+        sets_commit_mode: bool,
+    },
+    /// A function writing through the server (no table).
+    Server,
+}
+
 /// Refuse a statement whose writes would make the commit transaction
 /// larger than etcd accepts; `key`: the row just added, which made it so.
-pub fn check_size(server: &ServerInfo, max_ops: u32, key: Option<&[u8]>) {
+pub fn check_size(server: &ServerInfo, max_ops: u32, key: Option<&[u8]>, writer: Writer) {
     let limits = TxnLimits::one_request(max_ops as usize);
     let Err(cost) = with_pending(server, |p| p.fits(&limits)) else {
         return;
+    };
+    let raise_limits = "raise etcd's --max-txn-ops and --max-request-bytes together with the option \"batch_size\"";
+    let hint = if let Some((_, source)) = setting() {
+        format!(
+            "etcd_fdw.commit_mode is set to 'transaction'{}, which overrides the commit_mode options of tables and servers: SET etcd_fdw.commit_mode = 'statement' for bulk loads, or {raise_limits}.",
+            if source == pg_sys::GucSource::PGC_S_SESSION { "" } else { " (not by SET in this session)" }
+        )
+    } else {
+        match writer {
+            Writer::Table { relid, sets_commit_mode } => format!(
+                "To write this table as each statement runs (bulk loads), mark it: ALTER FOREIGN TABLE {} OPTIONS ({} commit_mode 'statement'); or {raise_limits}.",
+                crate::catalog::qualified_name(relid),
+                if sets_commit_mode { "SET" } else { "ADD" }
+            ),
+            Writer::Server => format!(
+                "To write as each statement runs (bulk loads), SET etcd_fdw.commit_mode = 'statement', or set the server option: ALTER SERVER {} OPTIONS ({} commit_mode 'statement'); or {raise_limits}.",
+                quote_ident(&server.server_name),
+                if server.options.commit_mode.is_some() { "SET" } else { "ADD" }
+            ),
+        }
     };
     raise_with(
         PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -243,10 +333,24 @@ pub fn check_size(server: &ServerInfo, max_ops: u32, key: Option<&[u8]>) {
             key.map_or(String::new(), |k| format!("Writing key \"{}\" made them exceed the limits. ", display_key(k))),
             cost.ops, cost.bytes, limits.max_ops, limits.max_bytes
         )),
-        Some(
-            "Raise etcd's --max-txn-ops and --max-request-bytes together with the option \"batch_size\", or SET etcd_fdw.commit_mode = 'statement' for bulk loads.".into(),
-        ),
+        Some(hint),
     )
+}
+
+/// `name` quoted as SQL needs it in a command to run (PostgreSQL's
+/// quote_identifier: keywords and anything but lower-case ASCII letters,
+/// digits and underscores are quoted).
+fn quote_ident(name: &str) -> String {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return format!("\"{}\"", name.replace('"', "\"\""));
+    };
+    // SAFETY: quote_identifier reads the NUL-terminated string and returns
+    // it or a palloc'd quoted copy; both are valid until copied here.
+    unsafe {
+        std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr()))
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 /// Relies on: PostgreSQL calling it on this backend's thread at each

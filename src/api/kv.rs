@@ -118,10 +118,10 @@ fn put(
         );
     }
     let batch_size = etcd_fdw_core::options::server_batch_size(&info.options);
-    if xact::deferring() {
+    if xact::deferring(&info, None) {
         let level = xact::nest_level();
         xact::with_pending(&info, |p| p.put(&key, value, Some(lease), level));
-        xact::check_size(&info, batch_size, Some(&key));
+        xact::check_size(&info, batch_size, Some(&key), xact::Writer::Server);
         return None;
     }
     let timeout = info.options.request_timeout;
@@ -249,13 +249,13 @@ fn delete(func: &str, info: &ServerInfo, range: KeyRange, allow_all: bool) -> i6
     if range.is_empty() {
         return 0;
     }
-    if xact::deferring() {
+    if xact::deferring(info, None) {
         let count = visible_count(info, &range);
         let level = xact::nest_level();
         let first = range.start.clone();
         xact::with_pending(info, |p| p.truncate(range, level));
         let batch_size = etcd_fdw_core::options::server_batch_size(&info.options);
-        xact::check_size(info, batch_size, Some(&first));
+        xact::check_size(info, batch_size, Some(&first), xact::Writer::Server);
         return count;
     }
     let timeout = info.options.request_timeout;

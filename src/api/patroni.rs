@@ -310,7 +310,7 @@ fn read_config(info: &ServerInfo, key: &[u8], scope: &str) -> (Value, ReadFrom) 
             )
         })
     };
-    if xact::deferring() {
+    if xact::deferring(info, None) {
         if let Some(p) = xact::pending_snapshot(info) {
             match p.get(key) {
                 Some(Pending::Put { value: Some(v), .. }) => return (parse(v), ReadFrom::Pending),
@@ -320,7 +320,7 @@ fn read_config(info: &ServerInfo, key: &[u8], scope: &str) -> (Value, ReadFrom) 
             }
         }
     }
-    let revision = if xact::deferring() {
+    let revision = if xact::deferring(info, None) {
         xact::snapshot_revision(info).unwrap_or(0)
     } else {
         0
@@ -343,7 +343,7 @@ fn read_config(info: &ServerInfo, key: &[u8], scope: &str) -> (Value, ReadFrom) 
             }
         },
     );
-    if revision == 0 && xact::deferring() {
+    if revision == 0 && xact::deferring(info, None) {
         xact::pin_snapshot(info, resp.header().map_or(0, |h| h.revision()));
     }
     let Some(kv) = resp.kvs().first() else {
@@ -408,7 +408,7 @@ fn etcd_patroni_edit_config(
         return JsonB(new);
     }
     let bytes = etcd_fdw_core::serde_json::to_vec(&new).expect("a JSON value serializes");
-    if xact::deferring() {
+    if xact::deferring(&info, None) {
         let level = xact::nest_level();
         let value = Pending::Put {
             value: Some(bytes),
@@ -425,7 +425,7 @@ fn etcd_patroni_edit_config(
             );
         }
         let batch_size = etcd_fdw_core::options::server_batch_size(&info.options);
-        xact::check_size(&info, batch_size, Some(&key));
+        xact::check_size(&info, batch_size, Some(&key), xact::Writer::Server);
         return JsonB(new);
     }
     let ReadFrom::Etcd { mod_revision } = read else {

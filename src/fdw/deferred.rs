@@ -43,6 +43,14 @@ impl ModifyExec {
         }
     }
 
+    /// This table, for the HINT of a transaction grown too large.
+    fn writer(&self) -> xact::Writer {
+        xact::Writer::Table {
+            relid: self.relid,
+            sets_commit_mode: self.table_sets_commit_mode,
+        }
+    }
+
     fn refused(&self, e: PendingError) -> ! {
         match e {
             PendingError::DuplicateKey(k) => self.conflict_error(&Conflict::KeyExists(vec![k])),
@@ -151,7 +159,12 @@ impl ModifyExec {
                 }
             }
         };
-        xact::check_size(&self.server, self.batch_size, Some(&written_key));
+        xact::check_size(
+            &self.server,
+            self.batch_size,
+            Some(&written_key),
+            self.writer(),
+        );
         if self.returning {
             self.fill_slot(slot, &returned, whole_row, false);
         }
@@ -245,7 +258,7 @@ impl ModifyExec {
             if let Err(e) = self.pending(|p| p.insert(&key, value, lease, level, true)) {
                 self.refused(e);
             }
-            xact::check_size(&self.server, self.batch_size, Some(&key));
+            xact::check_size(&self.server, self.batch_size, Some(&key), self.writer());
             out.push(Some(row));
         }
         out
@@ -257,6 +270,7 @@ pub fn defer_truncate(
     server: &ServerInfo,
     keys: &KeySet,
     table: &etcd_fdw_core::options::TableOptions,
+    relid: pg_sys::Oid,
 ) {
     let level = xact::nest_level();
     xact::with_pending(server, |p| {
@@ -264,5 +278,14 @@ pub fn defer_truncate(
             p.truncate(r.clone(), level);
         }
     });
-    xact::check_size(server, effective_batch_size(&server.options, table), None);
+    let writer = xact::Writer::Table {
+        relid,
+        sets_commit_mode: table.commit_mode.is_some(),
+    };
+    xact::check_size(
+        server,
+        effective_batch_size(&server.options, table),
+        None,
+        writer,
+    );
 }

@@ -130,6 +130,8 @@ pub struct ModifyExec {
     /// `etcd_fdw.commit_mode = 'transaction'`: row changes go into the
     /// transaction's pending writes (see `deferred`), not to etcd.
     deferred: bool,
+    /// The table sets `commit_mode` itself (a hint says SET, not ADD).
+    pub(super) table_sets_commit_mode: bool,
     /// Write each row before the callback returns it (RETURNING, or AFTER
     /// triggers that may read etcd), instead of buffering.
     write_each_row: bool,
@@ -220,7 +222,8 @@ impl ModifyExec {
                 || (*trig).trig_update_after_statement
                 || (*trig).trig_delete_after_statement);
         ModifyExec {
-            deferred: crate::xact::deferring(),
+            deferred: crate::xact::deferring(&server, Some(&table)),
+            table_sets_commit_mode: table.commit_mode.is_some(),
             write_each_row: after_triggers,
             sets_value: true,
             sets_lease: true,
@@ -980,6 +983,11 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
     let server = catalog::server_info(server_oid, pg_sys::GetUserId());
     let n = effective_batch_size(&server.options, &table);
     pg_sys::ExplainPropertyInteger(c"etcd Batch Size".as_ptr(), std::ptr::null(), n as i64, es);
+    // The mode a run of the statement now would use, and where it came
+    // from (ASCII only).
+    let mode = std::ffi::CString::new(crate::xact::describe_commit_mode(&server, Some(&table)))
+        .unwrap_or_default();
+    pg_sys::ExplainPropertyText(c"etcd Commit Mode".as_ptr(), mode.as_ptr(), es);
     if (*mtstate).operation == pg_sys::CmdType::CMD_INSERT {
         let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
         let do_nothing = !plan.is_null()
@@ -1005,8 +1013,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_truncate(
         let (table, server_oid, _) = table_info(relid);
         check_writable(&table, relid);
         let server = catalog::server_info(server_oid, pg_sys::GetUserId());
-        if crate::xact::deferring() {
-            super::deferred::defer_truncate(&server, &table.key_set(), &table);
+        if crate::xact::deferring(&server, Some(&table)) {
+            super::deferred::defer_truncate(&server, &table.key_set(), &table, relid);
             continue;
         }
         let timeout = server.options.request_timeout;

@@ -56,6 +56,9 @@ pub struct ScanExec {
     /// A counting scan (`plan.count_only`): the keys counted, once done.
     pub counted: Option<u64>,
     relid: pg_sys::Oid,
+    /// The table is in 'statement' commit mode: read etcd as it is now
+    /// (no pending writes, no transaction snapshot).
+    direct: bool,
 }
 
 impl ScanExec {
@@ -97,7 +100,15 @@ impl ScanExec {
     ) -> ScanExec {
         let (table, server_oid, cols) = table_info(relid);
         let server = catalog::server_info(server_oid, userid);
-        let pending = xact::pending_snapshot(&server);
+        // A table in 'statement' commit mode is read as etcd has it now:
+        // without the transaction's pending writes (of tables in
+        // 'transaction' mode) and at the latest revision.
+        let direct = !xact::deferring(&server, Some(&table));
+        let pending = if direct {
+            None
+        } else {
+            xact::pending_snapshot(&server)
+        };
         let key_repr = cols.find(Field::Key).map_or(Repr::Text, |c| c.repr);
         let io_inputs = cols
             .columns
@@ -127,6 +138,7 @@ impl ScanExec {
             keys_fetched: 0,
             counted: None,
             relid,
+            direct,
         }
     }
 
@@ -163,7 +175,7 @@ impl ScanExec {
             adaptive: self.plan.adaptive_fetch,
             whole_range: self.plan.whole_range,
         };
-        if spec.revision == 0 {
+        if spec.revision == 0 && !self.direct {
             // REPEATABLE READ / SERIALIZABLE: the transaction's snapshot.
             spec.revision = xact::snapshot_revision(&self.server).unwrap_or(0);
         }
@@ -270,7 +282,7 @@ impl ScanExec {
         let (Some(kvs), Some(pager)) = (kvs, self.pager.as_ref()) else {
             return false;
         };
-        if self.pages == 0 && self.plan.revision == 0 {
+        if self.pages == 0 && self.plan.revision == 0 && !self.direct {
             xact::pin_snapshot(&self.server, pager.revision());
         }
         self.pages += 1;
