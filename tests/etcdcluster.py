@@ -24,7 +24,15 @@ import urllib.request
 import uuid
 
 import harness
-from harness import ETCD35, etcd_binaries, free_ports, register_cleanup, rmtree_quiet, unregister_cleanup
+from harness import (
+    ETCD35,
+    etcd_binaries,
+    file_tail,
+    free_ports,
+    register_cleanup,
+    rmtree_quiet,
+    unregister_cleanup,
+)
 
 ETCD_VERSION = ETCD35  # what .pg/etcd35's etcd reports, e.g. "3.5.16"
 
@@ -137,13 +145,7 @@ class Member:
         self.stopped = False
 
     def log_tail(self, nbytes=2500):
-        try:
-            with open(self.logfile, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - nbytes))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(self.logfile, nbytes)
 
 
 class EtcdCluster:

@@ -211,6 +211,11 @@ def listening_pids(port):
                         inodes.add(f"socket:[{inode}]")
         except OSError:
             pass
+    return _pids_holding(inodes)
+
+
+def _pids_holding(sockets):
+    """The pids with a file descriptor on one of `sockets` ("socket:[inode]")."""
     pids = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -221,12 +226,23 @@ def listening_pids(port):
             continue
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
                     pids.add(int(pid))
                     break
             except OSError:
                 pass
     return pids
+
+
+def file_tail(path, nbytes):
+    """The last nbytes of a file (a process's log) as text; "" if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - nbytes))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def process_state(pid):
@@ -372,7 +388,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 shared_buffers = 16MB
-max_connections = 40
+max_connections = 100  # test_grpc_proxy holds 64 idle sessions at once
 autovacuum = off
 lc_messages = 'C'
 log_line_prefix = '%m [%p] %d %u '
@@ -1050,14 +1066,7 @@ class EtcdServer:
         self.stopped = False
 
     def log_tail(self, nbytes=3000):
-        try:
-            with open(self.logfile, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - nbytes))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(self.logfile, nbytes)
 
     # -- etcdctl -----------------------------------------------------------------
     def ctl_base(self):
@@ -1190,6 +1199,143 @@ class EtcdServer:
             self.ctl("user", "grant-role", name, role)
         self.ctl("auth", "enable")
         self.ctl_user, self.ctl_password = "root", root_password
+
+
+class GrpcProxy:
+    """etcd's gRPC proxy (`etcd grpc-proxy start`, from the same binaries
+    as the etcd behind it) on a free loopback port, forwarding to one
+    EtcdServer: any number of clients, one connection to etcd."""
+
+    def __init__(self, etcd: EtcdServer):
+        self.etcd = etcd
+        self.base = tempfile.mkdtemp(prefix="etcdfdw-grpcproxy-")
+        self.logfile = os.path.join(self.base, "proxy.log")
+        self.proc = None
+        self.port = None
+        self._cleanup = register_cleanup(self.destroy)
+
+    @property
+    def endpoint(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def __repr__(self):
+        return f"<GrpcProxy {self.endpoint} -> {self.etcd.endpoint} pid={self.pid}>"
+
+    def start(self, timeout=30.0):
+        last = None
+        for _attempt in range(3):
+            self.port = free_port()
+            last = self._launch(timeout)
+            if last is None:
+                return self
+        raise RuntimeError(f"etcd grpc-proxy did not come up: {last}")
+
+    def _launch(self, timeout):
+        cmd = [
+            self.etcd.etcd_bin, "grpc-proxy", "start",
+            "--endpoints", self.etcd.endpoint,
+            "--listen-addr", self.endpoint,
+            "--data-dir", os.path.join(self.base, "data"),
+        ]
+        log = open(self.logfile, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+        env["ETCDCTL_API"] = "3"
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            p = subprocess.run(
+                [self.etcd.etcdctl_bin, "--endpoints", self.endpoint, "--dial-timeout", "5s",
+                 "endpoint", "health"],
+                capture_output=True, env=env, timeout=30,
+            )
+            if p.returncode == 0:
+                # the proxy that answered must be ours
+                if self.proc.poll() is None and self.proc.pid in listening_pids(self.port):
+                    return None
+                last = f"port {self.port} answers, but not from grpc-proxy pid {self.proc.pid}"
+                break
+            last = p.stderr.decode(errors="replace")
+            time.sleep(0.1)
+        last = f"{last}\n--- grpc-proxy log ---\n{self.log_tail()}"
+        self._kill_proc()
+        return last
+
+    def log_tail(self, nbytes=3000):
+        return file_tail(self.logfile, nbytes)
+
+    def _kill_proc(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self):
+        """SIGKILL the proxy: its port then refuses connections."""
+        self._kill_proc()
+
+    def destroy(self):
+        try:
+            self._kill_proc()
+        finally:
+            unregister_cleanup(self._cleanup)
+            rmtree_quiet(self.base)
+
+
+def tcp_states_to(pid, port):
+    """TCP states (hex, as /proc/net/tcp: 01 ESTABLISHED, 08 CLOSE_WAIT) of
+    process pid's sockets connected to 127.0.0.1:port."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    states = []
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                states.append(fields[3])
+    return states
+
+
+def pids_connected_to(port):
+    """The pids holding an ESTABLISHED TCP connection to 127.0.0.1:port (the
+    clients of a server on that port, as the kernel sees them)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{fields[9]}]")
+        except OSError:
+            pass
+    return _pids_holding(inodes)
 
 
 # --------------------------------------------------------------------------

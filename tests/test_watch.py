@@ -7,9 +7,7 @@ a prefix, non-UTF-8 keys, LIMIT, permissions, a non-UTF-8 database, and a
 watch that resumes after its etcd member restarted.
 """
 
-import glob
 import json
-import os
 import time
 import urllib.request
 
@@ -26,6 +24,7 @@ from harness import (
     expect_error,
     finish_or_rescue,
     selected_etcd_versions,
+    tcp_states_to,
     wait_backend_active,
     wait_until,
 )
@@ -79,30 +78,6 @@ def wait_watchers(etcd_url, n):
     (earlier watches' cancels reach etcd asynchronously), 1 once the
     watch of a running etcd_watch() exists on etcd."""
     wait_until(lambda: watcher_count(etcd_url) == n, f"etcd to serve {n} watcher(s)", interval=0.05)
-
-
-def tcp_states_to(pid, port):
-    """TCP states (hex, as /proc/net/tcp: 01 ESTABLISHED, 08 CLOSE_WAIT) of
-    process pid's sockets connected to 127.0.0.1:port."""
-    inodes = set()
-    for fd in glob.glob(f"/proc/{pid}/fd/*"):
-        try:
-            link = os.readlink(fd)
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    states = []
-    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[9] in inodes and int(f[2].rsplit(":", 1)[1], 16) == port:
-                states.append(f[3])
-    return states
 
 
 def connected(pid, port):
