@@ -263,3 +263,23 @@ def pytest_runtest_makereport(item, call):
         text = _cluster.log_since(off)
         if text.strip():
             report.sections.append(("postgres server log during test", text))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Tests marked last_in_module (they change their module's shared
+    fixture for good: a switchover, a killed node of test_patroni.py's
+    cluster) run after every other selected test of their module with the
+    same etcd, in file order, whatever order the command line gave
+    (tests/repeat.py's lists).  trylast: after pytest has grouped the items
+    by their module-scoped parameters."""
+
+    def group(item):
+        callspec = getattr(item, "callspec", None)
+        return item.module.__name__, repr(callspec.params.get("etcd")) if callspec else None
+
+    marked = [i for i in items if i.get_closest_marker("last_in_module")]
+    for last in sorted(marked, key=lambda i: (i.module.__name__, i.location[1])):
+        items.remove(last)
+        same = [n for n, i in enumerate(items) if group(i) == group(last)]
+        items.insert(same[-1] + 1 if same else len(items), last)

@@ -322,6 +322,7 @@ def test_paused_replica_lags_and_its_lease_runs_down(pdb, cluster):
                "n2's lease refreshed again after SIGCONT", timeout=60)
 
 
+@pytest.mark.last_in_module  # n2 becomes the leader for good
 def test_switchover_shows_up(pdb, cluster):
     n1 = cluster["n1"]
     n1.ctl("switchover", "--leader", "n1", "--candidate", "n2", "--force", SCOPE)
@@ -341,6 +342,7 @@ def test_switchover_shows_up(pdb, cluster):
     assert c["history"] is not None and c["history"][0][0] == 1
 
 
+@pytest.mark.last_in_module  # kills n1 of the shared cluster
 def test_killed_patroni_member_key_expires(pdb, cluster):
     """Kill n1's Patroni (and its PostgreSQL) outright: nothing deletes its
     member key, whose lease (ttl 20 s) runs out."""
