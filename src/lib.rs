@@ -46,6 +46,7 @@ mod errcontext;
 mod error;
 mod fdw;
 mod pgver;
+mod resolve;
 mod runtime;
 mod sqlfuncs;
 mod xact;

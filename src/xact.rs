@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use etcd_fdw_core::client::{self, EtcdError};
-use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_fdw_core::etcd_client::{TxnOpResponse, TxnResponse};
+use etcd_fdw_core::outcome::Undecided;
 use etcd_fdw_core::options::{effective_commit_mode, CommitMode, CommitModeFrom, TableOptions};
-use etcd_fdw_core::pending::{CommitConflict, CommitOp, CommitTxn, PendingTxn};
+use etcd_fdw_core::pending::{CommitConflict, CommitTxn, PendingTxn};
 use etcd_fdw_core::retry::{Retrier, Step};
 use etcd_fdw_core::writes::TxnLimits;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -29,6 +30,7 @@ use crate::catalog::ServerInfo;
 use crate::columns::display_key;
 use crate::connection;
 use crate::error::raise_with;
+use crate::resolve::{self, Resolved};
 use crate::runtime;
 
 /// When writes reach etcd: the values of the GUC (the server and table
@@ -440,10 +442,18 @@ enum CommitFailure {
     /// etcd refused the transaction or could not be reached before it was
     /// sent: nothing was written.
     NotApplied(EtcdError),
+    /// The answer was lost (`error`), and etcd's history shows another
+    /// writer changed a guarded key first: nothing was written, and never
+    /// will be.
+    LostThenRefused {
+        conflict: CommitConflict,
+        error: Box<EtcdError>,
+    },
     /// The transaction may or may not have been applied.
     Unknown {
-        error: EtcdError,
+        error: Box<EtcdError>,
         keys: Vec<Vec<u8>>,
+        why: Undecided,
     },
 }
 
@@ -517,87 +527,46 @@ fn failure_revisions(resp: &TxnResponse) -> Vec<Option<i64>> {
 }
 
 /// The connection broke (or timed out) while the commit was in flight:
-/// read the keys back on a fresh connection.  Applied: every put shows
-/// the value sent, all at one revision, and every deleted key is gone.
-/// Anything else cannot be decided (08007).
+/// decide from etcd's state and history ([`resolve`]).
 fn resolve_unknown(
     server: &ServerInfo,
     txn: &CommitTxn,
     error: EtcdError,
 ) -> Result<(), CommitFailure> {
-    let keys: Vec<Vec<u8>> = txn
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            CommitOp::Put { key, .. } | CommitOp::Delete { key, .. } => Some(key.clone()),
-            CommitOp::DeleteRange(_) => None,
-        })
-        .collect();
-    let unknown = |error| CommitFailure::Unknown {
-        error,
-        keys: keys.clone(),
-    };
-    let timeout = server.options.request_timeout;
-    let reads = Txn::new().and_then(
-        keys.iter()
-            .map(|k| TxnOp::get(k.clone(), Some(GetOptions::new())))
-            .collect::<Vec<_>>(),
-    );
-    let resp = match connection::try_with_retry(server, |mut kv| {
-        let reads = reads.clone();
-        async move { client::with_timeout(timeout, kv.txn(reads)).await }
-    }) {
-        Ok(r) => r,
-        Err(_) => return Err(unknown(error)),
-    };
-    let now: Vec<Option<(Vec<u8>, i64)>> = resp
-        .op_responses()
-        .iter()
-        .map(|r| match r {
-            TxnOpResponse::Get(g) => g
-                .kvs()
-                .first()
-                .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
-            _ => None,
-        })
-        .collect();
-    let mut applied = !keys.is_empty();
-    let mut revision = None;
-    let mut i = 0;
-    for op in &txn.ops {
-        match op {
-            CommitOp::Put { value, .. } => {
-                let cur = now.get(i).cloned().flatten();
-                i += 1;
-                let ours = match (&cur, value) {
-                    (Some((v, rev)), Some(sent)) => v == sent && revision.is_none_or(|r| r == *rev),
-                    (Some((_, rev)), None) => revision.is_none_or(|r| r == *rev),
-                    (None, _) => false,
-                };
-                if ours {
-                    revision = cur.as_ref().map(|(_, r)| *r);
-                } else {
-                    applied = false;
-                }
-            }
-            CommitOp::Delete { .. } => {
-                let cur = now.get(i).cloned().flatten();
-                i += 1;
-                if cur.is_some() {
-                    applied = false;
-                }
-            }
-            CommitOp::DeleteRange(_) => {}
-        }
+    match resolve::resolve(server, txn) {
+        Resolved::Applied => Ok(()),
+        Resolved::NotApplied(conflict) => Err(CommitFailure::LostThenRefused {
+            conflict,
+            error: Box::new(error),
+        }),
+        Resolved::Undecided(why) => Err(CommitFailure::Unknown {
+            error: Box::new(error),
+            keys: txn.written_keys().into_iter().map(<[u8]>::to_vec).collect(),
+            why,
+        }),
     }
-    let deletes_only = revision.is_none();
-    if applied && !deletes_only {
-        return Ok(());
+}
+
+/// Why an outcome stays unknown, as the DETAIL of 08007 says it.
+fn undecided_detail(why: &Undecided) -> String {
+    match why {
+        Undecided::NoChangeYet => "etcd does not show the transaction's write, and nothing shows that it cannot still apply: the request may still be queued at the member that took it".into(),
+        Undecided::CreatedByAnother(k) => format!(
+            "key \"{}\" was created by another client, so the commit did not apply yet, but it still would if that key were deleted before the request arrives",
+            display_key(k)
+        ),
+        Undecided::ValueKept(k) => format!(
+            "the transaction keeps the value of key \"{}\", so its write cannot be told from another client's write of that key",
+            display_key(k)
+        ),
+        Undecided::Compacted { compact_revision: Some(r) } => format!(
+            "etcd's history of the keys was compacted (it is kept from revision {r} on), so the first change after the transaction's reads cannot be found"
+        ),
+        Undecided::Compacted { compact_revision: None } => "etcd's history of the keys was compacted, so the first change after the transaction's reads cannot be found".into(),
+        Undecided::Unreachable(e) => format!(
+            "etcd could not be reached within request_timeout to decide it ({e})"
+        ),
     }
-    // Not visibly applied.  That is no proof of "not applied": a request
-    // still queued at a paused member may apply later, and a later write
-    // may have replaced ours.  Say so.
-    Err(unknown(error))
 }
 
 fn report_failure(
@@ -642,6 +611,20 @@ fn report_failure(
             )),
             Some("Retry the transaction.".into()),
         ),
+        CommitFailure::LostThenRefused {
+            conflict: CommitConflict::Changed(k) | CommitConflict::KeyExists(k),
+            error,
+        } => raise_with(
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            format!(
+                "could not serialize access: key \"{}\" was changed in etcd server \"{name}\" after this transaction read it",
+                display_key(k)
+            ),
+            Some(format!(
+                "The commit's answer was lost ({error}); etcd's history shows another client changed the key first, so the commit was not applied and never will be: nothing of the transaction was written to \"{name}\".{earlier}"
+            )),
+            Some("Retry the transaction.".into()),
+        ),
         CommitFailure::NotApplied(e) => raise_with(
             if matches!(e.root(), EtcdError::Connect { .. }) {
                 PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE
@@ -654,13 +637,14 @@ fn report_failure(
             )),
             crate::error::etcd_hint(e),
         ),
-        CommitFailure::Unknown { error, keys } => raise_with(
+        CommitFailure::Unknown { error, keys, why } => raise_with(
             PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
             format!(
                 "the outcome of the commit to etcd server \"{name}\" is unknown: {error}"
             ),
             Some(format!(
-                "The connection failed while etcd was committing; check the keys {}.{earlier}",
+                "The connection failed while etcd was committing; {}; check the keys {}.{earlier}",
+                undecided_detail(why),
                 keys.iter()
                     .take(10)
                     .map(|k| format!("\"{}\"", display_key(k)))

@@ -318,7 +318,7 @@ def test_stopped_first_member_is_skipped_by_new_session(db, healthy, kp):
     cluster.wait_healthy()
 
 
-def _commit_with_member_paused(db, cluster, kp, writes, during=None, freeze_backend=False):
+def _commit_with_member_paused(db, cluster, kp, writes, during=None, freeze_backend=False, metadata=False):
     """A transaction on a session connected to m1 (a follower) that runs
     `writes`; m1 is paused (SIGSTOP) just before COMMIT, `during()` runs
     once the commit's request has reached m1 (it waits, unread, in m1's
@@ -327,11 +327,18 @@ def _commit_with_member_paused(db, cluster, kp, writes, during=None, freeze_back
     freeze_backend: the backend is paused (SIGSTOP) while `during()` runs,
     so that the commit cannot give up on m1 (request_timeout) and read the
     keys back before `during()` is done, however slow the machine.
+    metadata: the table has the metadata columns (lease among them).
     Returns (the COMMIT's thread, the connection)."""
     m1 = cluster.members[0]
     cluster.move_leader("m2")
     db.create_server("s", cluster.connstr, **TIMEOUTS)
-    db.create_table("t", "s", prefix=kp)
+    if metadata:
+        db.create_table(
+            "t", "s", prefix=kp,
+            columns="key text, value text, create_revision bigint, mod_revision bigint, version bigint, lease bigint",
+        )
+    else:
+        db.create_table("t", "s", prefix=kp)
     c = db.connect()
     backend = db.backend_pid(c)
     c.execute("BEGIN")
@@ -375,6 +382,7 @@ def test_commit_in_flight_to_a_paused_member_is_resolved(db, healthy, kp):
     assert t.error.sqlstate == "08007", (t.error.sqlstate, err_text(t.error))
     assert f"{kp}x" in err_text(t.error)
     assert "unknown" in err_text(t.error)
+    assert "may still be queued at the member that took it" in err_text(t.error), err_text(t.error)
 
 
 def test_commit_to_a_member_killed_mid_commit_is_resolved(db, healthy, kp):
@@ -411,6 +419,123 @@ def test_commit_in_flight_that_was_applied_is_success(db, healthy, kp):
     )
     assert t.error is None, err_text(t.error)
     assert cluster.dump(m2, kp) == {f"{kp}a": "1", f"{kp}b": "2"}
+
+
+def _revision(cluster, member, kp):
+    """The cluster's revision, read through `member`."""
+    rev, _ = cluster.get_prefix(f"{kp}none/", members=[member])
+    return rev
+
+
+def test_commit_in_flight_beaten_by_another_writer_is_40001(db, healthy, kp):
+    """The commit of an UPDATE waits on the paused m1 while another client
+    changes the same key through m2.  The answer is lost; etcd's history
+    shows the key's first change after the transaction read it was the
+    other client's, so the commit can never apply: 40001 (not 08007), and
+    the key keeps the other client's value once m1 runs again."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    cluster.put(m2, f"{kp}u", "0")
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"UPDATE t SET value = 'mine' WHERE key = '{kp}u'"],
+        during=lambda: cluster.put(m2, f"{kp}u", "theirs"),
+        freeze_backend=True,
+    )
+    assert t.error is not None, "COMMIT reported success although another client changed the key first"
+    assert t.error.sqlstate == "40001", (t.error.sqlstate, err_text(t.error))
+    assert f"{kp}u" in err_text(t.error)
+    assert "history" in err_text(t.error) and "never will be" in err_text(t.error)
+    cluster.wait_healthy()
+    assert cluster.dump(m2, kp) == {f"{kp}u": "theirs"}
+
+
+def test_commit_in_flight_applied_then_overwritten_is_success(db, healthy, kp):
+    """The commit's write reached etcd (here: the same values written
+    through m2 as one transaction, as the lost commit would have), and
+    another client changed one key after it.  The keys no longer show the
+    commit's values, but their history does: the first change of both
+    guarded keys is one write with the commit's values, so the COMMIT
+    reports success (it was 08007 before the history was read)."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    cluster.put(m2, f"{kp}a", "0")
+    cluster.put(m2, f"{kp}b", "0")
+
+    def applied_then_overwritten():
+        cluster.ctl("txn", members=[m2], input=f"\nput {kp}a 1\nput {kp}b 2\n\n\n".encode())
+        cluster.put(m2, f"{kp}a", "later")
+
+    t, c = _commit_with_member_paused(
+        db, cluster, kp,
+        [f"UPDATE t SET value = '1' WHERE key = '{kp}a'", f"UPDATE t SET value = '2' WHERE key = '{kp}b'"],
+        during=applied_then_overwritten,
+        freeze_backend=True,
+    )
+    assert t.error is None, err_text(t.error)
+    assert cluster.dump(m2, kp) == {f"{kp}a": "later", f"{kp}b": "2"}
+
+
+def test_commit_in_flight_whose_history_was_compacted_is_08007(db, healthy, kp):
+    """As above, but another client changed the key and etcd's history was
+    compacted past the transaction's read before the commit's outcome is
+    looked up: the first change cannot be found, so 08007, and the DETAIL
+    says that the history was compacted."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    cluster.put(m2, f"{kp}c", "0")
+
+    def changed_and_compacted():
+        cluster.put(m2, f"{kp}c", "theirs")
+        # one revision more: the compaction then removes the first change
+        # (a watch may start at the compaction's revision itself)
+        cluster.put(m2, f"{kp}other/d", "x")
+        cluster.ctl("compact", str(_revision(cluster, m2, kp)), members=[m2])
+
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"UPDATE t SET value = 'mine' WHERE key = '{kp}c'"],
+        during=changed_and_compacted,
+        freeze_backend=True,
+    )
+    assert t.error is not None and t.error.sqlstate == "08007", t.error
+    assert "compacted" in err_text(t.error), err_text(t.error)
+    assert f"{kp}c" in err_text(t.error)
+    assert cluster.dump(m2, f"{kp}c") == {f"{kp}c": "theirs"}
+
+
+def test_commit_in_flight_of_a_key_another_client_created_is_08007(db, healthy, kp):
+    """An INSERT's commit waits on the paused m1 while another client
+    creates the same key through m2.  The commit did not apply, but a key
+    guarded by its absence can be deleted again, and then the queued
+    request would still apply: 08007, with a DETAIL naming the key the
+    other client created (not 23505, which would promise it never applies)."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"INSERT INTO t VALUES ('{kp}n', 'mine')"],
+        during=lambda: cluster.put(m2, f"{kp}n", "theirs"),
+        freeze_backend=True,
+    )
+    assert t.error is not None and t.error.sqlstate == "08007", t.error
+    assert f'key "{kp}n" was created by another client' in err_text(t.error), err_text(t.error)
+    cluster.wait_healthy()
+    assert cluster.dump(m2, kp) == {f"{kp}n": "theirs"}
+
+
+def test_commit_in_flight_keeping_the_value_is_not_taken_for_applied(db, healthy, kp):
+    """An UPDATE that sets only the lease keeps etcd's value: its write
+    cannot be recognised by value.  Its commit waits on the paused m1 and
+    nothing changes the key: the key as it was is not the commit's write
+    (it was taken for one before: the read-back compared only revisions),
+    so 08007, never success."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    cluster.put(m2, f"{kp}k", "v")
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"UPDATE t SET lease = 0 WHERE key = '{kp}k'"], metadata=True,
+    )
+    assert t.error is not None, "COMMIT reported success although etcd never showed the write"
+    assert t.error.sqlstate == "08007", (t.error.sqlstate, err_text(t.error))
+    assert "may still be queued" in err_text(t.error), err_text(t.error)
 
 
 def test_failover_mid_session_after_member_killed(db, healthy, kp):

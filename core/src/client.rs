@@ -180,6 +180,13 @@ impl EtcdError {
         Some(found)
     }
 
+    /// Whether etcd refused a read at a revision its history no longer
+    /// holds (compacted).
+    pub fn compacted(&self) -> bool {
+        matches!(self.root(), EtcdError::Status { code, message }
+            if *code == tonic::Code::OutOfRange && message.contains("required revision has been compacted"))
+    }
+
     /// Whether a write certainly did not take effect: it was never sent,
     /// or etcd answered with an error it gives only without applying
     /// anything.  A timeout, a broken connection, `Unavailable` (which
@@ -696,5 +703,11 @@ mod tests {
             None,
             "a compacted revision is not a size problem"
         );
+        assert!(e(
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted"
+        )
+        .compacted());
+        assert!(!e(tonic::Code::OutOfRange, tonic_msg).compacted());
     }
 }

@@ -5,6 +5,7 @@
 //! * [`plan`]: the planner's decision for a scan, encodable into a plan;
 //! * [`scan`]: turning a planned scan into paged etcd range requests;
 //! * [`writes`]: guarded write operations packed into etcd transactions;
+//! * [`outcome`]: a commit whose answer was lost, decided from etcd's history;
 //! * [`pending`]: a PostgreSQL transaction's writes until COMMIT (savepoint
 //!   levels, the overlay scans merge, the one commit transaction);
 //! * [`lease`]: lease ids, TTLs and "no such lease" as the SQL functions show them;
@@ -28,6 +29,7 @@ pub mod import;
 pub mod keyrange;
 pub mod lease;
 pub mod options;
+pub mod outcome;
 pub mod patroni;
 pub mod pending;
 pub mod plan;

@@ -1,0 +1,164 @@
+//! A commit whose answer was lost (the connection broke or the request
+//! timed out while etcd had it), decided by asking etcd: the keys now, the
+//! first change to each guarded key after its guard (a watch from the
+//! guard's next revision), and the keys at the revision that change
+//! happened.  The decisions are the core crate's ([`outcome`]); this
+//! module only asks etcd, each request under `request_timeout`.
+
+use etcd_fdw_core::client::{self, EtcdError};
+use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_fdw_core::outcome::{self, FirstChange, KeyState, Outcome, Undecided};
+use etcd_fdw_core::pending::{CommitConflict, CommitTxn};
+use etcd_fdw_core::watch::{classify, Received};
+
+use crate::catalog::ServerInfo;
+use crate::connection;
+use crate::runtime;
+
+/// The decision.
+pub enum Resolved {
+    Applied,
+    /// Certainly not applied, and it never will be.
+    NotApplied(CommitConflict),
+    Undecided(Undecided),
+}
+
+/// Decide `txn`'s outcome from etcd's state and history.
+pub fn resolve(server: &ServerInfo, txn: &CommitTxn) -> Resolved {
+    let keys: Vec<Vec<u8>> = txn.written_keys().into_iter().map(<[u8]>::to_vec).collect();
+    let mut step = match read_keys(server, &keys, None) {
+        Ok(now) => outcome::from_now(txn, &now),
+        Err(e) => lost(&e),
+    };
+    loop {
+        step = match step {
+            Outcome::Applied => return Resolved::Applied,
+            Outcome::NotApplied(c) => return Resolved::NotApplied(c),
+            Outcome::Undecided(why) => return Resolved::Undecided(why),
+            Outcome::FirstChanges(watch) => match first_changes(server, &watch) {
+                Ok(firsts) => outcome::from_first_changes(&firsts),
+                Err(why) => Outcome::Undecided(why),
+            },
+            Outcome::StateAt(at) => match read_keys(server, &keys, Some(at)) {
+                Ok(state) => outcome::from_state_at(txn, at, &state),
+                Err(e) => lost(&e),
+            },
+        }
+    }
+}
+
+/// A read that failed: the history is gone, or etcd could not be asked.
+fn lost(e: &EtcdError) -> Outcome {
+    Outcome::Undecided(if e.compacted() {
+        Undecided::Compacted {
+            compact_revision: None,
+        }
+    } else {
+        Undecided::Unreachable(e.to_string())
+    })
+}
+
+/// The keys now (`at` `None`, a linearizable read) or at revision `at`,
+/// in one read-only transaction.
+fn read_keys(
+    server: &ServerInfo,
+    keys: &[Vec<u8>],
+    at: Option<i64>,
+) -> Result<Vec<Option<KeyState>>, EtcdError> {
+    let timeout = server.options.request_timeout;
+    let reads = Txn::new().and_then(
+        keys.iter()
+            .map(|k| {
+                let opts = GetOptions::new();
+                let opts = match at {
+                    Some(r) => opts.with_revision(r),
+                    None => opts,
+                };
+                TxnOp::get(k.clone(), Some(opts))
+            })
+            .collect::<Vec<_>>(),
+    );
+    let resp = connection::try_with_retry(server, |mut kv| {
+        let reads = reads.clone();
+        async move { client::with_timeout(timeout, kv.txn(reads)).await }
+    })?;
+    Ok(resp
+        .op_responses()
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| KeyState {
+                value: kv.value().to_vec(),
+                mod_revision: kv.mod_revision(),
+                create_revision: kv.create_revision(),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The first change of each key from its start revision on: one watch
+/// stream, a watcher per key.  Every key listed has changed since (the
+/// keys were read), so each watcher gets an event, unless the history was
+/// compacted.  The whole exchange is bounded by `request_timeout`.
+fn first_changes(server: &ServerInfo, watch: &[(Vec<u8>, i64)]) -> Result<Vec<FirstChange>, Undecided> {
+    let timeout = server.options.request_timeout;
+    let unreachable = |e: EtcdError| Undecided::Unreachable(e.to_string());
+    let client = connection::try_client(server).map_err(unreachable)?;
+    let keys: Vec<Vec<u8>> = watch.iter().map(|(k, _)| k.clone()).collect();
+    let watch = watch.to_vec();
+    let exchange = async move {
+        let mut wc = client.watch_client();
+        let opts = |start: i64| WatchOptions::new().with_start_revision(start);
+        let (first_key, first_start) = &watch[0];
+        let (mut watcher, mut stream) = wc.watch(first_key.clone(), Some(opts(*first_start))).await?;
+        for (key, start) in &watch[1..] {
+            watcher.watch(key.clone(), Some(opts(*start))).await?;
+        }
+        // Watch ids in the order the watchers were created (etcd answers
+        // the creates of a stream in order).
+        let mut ids: Vec<i64> = vec![watcher.watch_id()];
+        let mut found: Vec<Option<i64>> = vec![None; watch.len()];
+        let ended = |why: String| etcd_fdw_core::etcd_client::Error::WatchError(why);
+        while found.iter().any(Option::is_none) {
+            let Some(resp) = stream.message().await? else {
+                return Err(ended("etcd ended the watch stream".into()));
+            };
+            if resp.created() && !ids.contains(&resp.watch_id()) {
+                if resp.canceled() {
+                    return Err(ended(format!("etcd refused a watch: {}", resp.cancel_reason())));
+                }
+                ids.push(resp.watch_id());
+                continue;
+            }
+            let Some(i) = ids.iter().position(|id| *id == resp.watch_id()) else {
+                continue;
+            };
+            match classify(&resp) {
+                Received::Compacted { compact_revision } => return Ok(Err(compact_revision)),
+                Received::Canceled { reason } => {
+                    return Err(ended(format!("etcd canceled the watch: {reason}")))
+                }
+                Received::Events(events) => {
+                    if found[i].is_none() {
+                        found[i] = events.first().map(|e| e.mod_revision);
+                    }
+                }
+                Received::Progress { .. } => {}
+            }
+        }
+        let _ = watcher.cancel().await;
+        Ok(Ok(found.into_iter().flatten().collect::<Vec<i64>>()))
+    };
+    // Not interruptible: the commit is being decided; request_timeout
+    // bounds the wait.
+    let revisions = runtime::block_on_uncancellable(client::with_timeout(timeout, exchange))
+        .map_err(unreachable)?
+        .map_err(|compact_revision| Undecided::Compacted {
+            compact_revision: Some(compact_revision),
+        })?;
+    Ok(keys
+        .into_iter()
+        .zip(revisions)
+        .map(|(key, revision)| FirstChange { key, revision })
+        .collect())
+}
