@@ -348,15 +348,8 @@ where
     run_once_with(info, what, unknown_hint, try_client, f)
 }
 
-/// [`run_once`]: connect with `client`, send `f`'s request.  Sent a
-/// second time only when etcd refused it for want of a valid token and
-/// there are credentials to authenticate with (the connection was made
-/// while etcd's authentication was off, or etcd forgot its token): etcd
-/// refuses such a request before applying anything (an invalid token
-/// before the write is proposed; no user or an outdated token when it is
-/// applied, before the key-value store is touched), so the write was not
-/// applied and sending it once more on a new, authenticated connection
-/// cannot apply it twice.  That is etcd's own client's rule too.
+/// [`run_once`]: connect with `client`, send `f`'s request; an error that
+/// may hide an applied write is 08007 with `unknown_hint`.
 fn run_once_with<C, T, F, Fut>(
     info: &ServerInfo,
     what: &dyn Fn() -> String,
@@ -368,12 +361,64 @@ where
     F: Fn(C) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
+    try_once_with(info, what, client, f).unwrap_or_else(|e| {
+        crate::error::raise_with(
+            pgrx::PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
+            format!(
+                "the outcome of the write to etcd server \"{}\" is unknown: {e}",
+                info.server_name
+            ),
+            Some(format!(
+                "{}; etcd may or may not have applied it (it is not read back).",
+                what()
+            )),
+            Some(unknown_hint.into()),
+        )
+    })
+}
+
+/// [`run_once`], handing an error that may hide an applied write (a
+/// timeout, a connection broken mid-request) to the caller to decide;
+/// any other error is raised.
+pub fn try_once<T, F, Fut>(
+    info: &ServerInfo,
+    what: &dyn Fn() -> String,
+    f: F,
+) -> Result<T, EtcdError>
+where
+    F: Fn(KvClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
+    try_once_with(info, what, try_kv_client, f)
+}
+
+/// Connect with `client`, send `f`'s request.  Sent a
+/// second time only when etcd refused it for want of a valid token and
+/// there are credentials to authenticate with (the connection was made
+/// while etcd's authentication was off, or etcd forgot its token): etcd
+/// refuses such a request before applying anything (an invalid token
+/// before the write is proposed; no user or an outdated token when it is
+/// applied, before the key-value store is touched), so the write was not
+/// applied and sending it once more on a new, authenticated connection
+/// cannot apply it twice.  That is etcd's own client's rule too.  An error
+/// that certainly applied nothing is raised; one that may hide an applied
+/// write is returned.
+fn try_once_with<C, T, F, Fut>(
+    info: &ServerInfo,
+    what: &dyn Fn() -> String,
+    client: fn(&ServerInfo) -> Result<C, EtcdError>,
+    f: F,
+) -> Result<T, EtcdError>
+where
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
     let start = Instant::now();
     let mut retrier = Retrier::new(&info.options);
     loop {
         let was_connected = was_connected(info);
         let e = match client(info).and_then(|c| block_on(f(c))) {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
             Err(e) => e,
         };
         note_error(info, &e);
@@ -387,20 +432,7 @@ where
         if e.definitely_not_applied() {
             etcd_error(&e, &what())
         }
-        // A timeout or a broken connection may hide an applied write:
-        // say so (08007) rather than report a plain failure.
-        crate::error::raise_with(
-            pgrx::PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
-            format!(
-                "the outcome of the write to etcd server \"{}\" is unknown: {e}",
-                info.server_name
-            ),
-            Some(format!(
-                "{}; etcd may or may not have applied it (it is not read back).",
-                what()
-            )),
-            Some(unknown_hint.into()),
-        )
+        return Err(e);
     }
 }
 

@@ -10,14 +10,19 @@ use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, WatchOpt
 use etcd_fdw_core::outcome::{self, FirstChange, KeyState, Outcome, Undecided};
 use etcd_fdw_core::pending::{CommitConflict, CommitTxn};
 use etcd_fdw_core::watch::{classify, Received};
+use etcd_fdw_core::writes::{self, RowAfter, WriteBatch};
 
 use crate::catalog::ServerInfo;
+use crate::columns::display_key;
 use crate::connection;
 use crate::runtime;
 
 /// The decision.
 pub enum Resolved {
-    Applied,
+    /// Applied at this revision.
+    Applied {
+        revision: i64,
+    },
     /// Certainly not applied, and it never will be.
     NotApplied(CommitConflict),
     Undecided(Undecided),
@@ -32,7 +37,7 @@ pub fn resolve(server: &ServerInfo, txn: &CommitTxn) -> Resolved {
     };
     loop {
         step = match step {
-            Outcome::Applied => return Resolved::Applied,
+            Outcome::Applied { revision } => return Resolved::Applied { revision },
             Outcome::NotApplied(c) => return Resolved::NotApplied(c),
             Outcome::Undecided(why) => return Resolved::Undecided(why),
             Outcome::FirstChanges(watch) => match first_changes(server, &watch) {
@@ -100,7 +105,10 @@ fn read_keys(
 /// stream, a watcher per key.  Every key listed has changed since (the
 /// keys were read), so each watcher gets an event, unless the history was
 /// compacted.  The whole exchange is bounded by `request_timeout`.
-fn first_changes(server: &ServerInfo, watch: &[(Vec<u8>, i64)]) -> Result<Vec<FirstChange>, Undecided> {
+fn first_changes(
+    server: &ServerInfo,
+    watch: &[(Vec<u8>, i64)],
+) -> Result<Vec<FirstChange>, Undecided> {
     let timeout = server.options.request_timeout;
     let unreachable = |e: EtcdError| Undecided::Unreachable(e.to_string());
     let client = connection::try_client(server).map_err(unreachable)?;
@@ -110,7 +118,9 @@ fn first_changes(server: &ServerInfo, watch: &[(Vec<u8>, i64)]) -> Result<Vec<Fi
         let mut wc = client.watch_client();
         let opts = |start: i64| WatchOptions::new().with_start_revision(start);
         let (first_key, first_start) = &watch[0];
-        let (mut watcher, mut stream) = wc.watch(first_key.clone(), Some(opts(*first_start))).await?;
+        let (mut watcher, mut stream) = wc
+            .watch(first_key.clone(), Some(opts(*first_start)))
+            .await?;
         for (key, start) in &watch[1..] {
             watcher.watch(key.clone(), Some(opts(*start))).await?;
         }
@@ -125,7 +135,10 @@ fn first_changes(server: &ServerInfo, watch: &[(Vec<u8>, i64)]) -> Result<Vec<Fi
             };
             if resp.created() && !ids.contains(&resp.watch_id()) {
                 if resp.canceled() {
-                    return Err(ended(format!("etcd refused a watch: {}", resp.cancel_reason())));
+                    return Err(ended(format!(
+                        "etcd refused a watch: {}",
+                        resp.cancel_reason()
+                    )));
                 }
                 ids.push(resp.watch_id());
                 continue;
@@ -160,5 +173,101 @@ fn first_changes(server: &ServerInfo, watch: &[(Vec<u8>, i64)]) -> Result<Vec<Fi
         .into_iter()
         .zip(revisions)
         .map(|(key, revision)| FirstChange { key, revision })
+        .collect())
+}
+
+/// A write sent once (`txn`, as [`CommitTxn`]) whose answer was lost
+/// (`lost`): its revision when etcd's history shows it applied; otherwise
+/// raise 40001 (another client changed a key it read first: it was not
+/// applied and never will be) or 08007 with the reason.  `what` names the
+/// write.
+pub fn decide_lost(
+    server: &ServerInfo,
+    txn: &CommitTxn,
+    lost: &EtcdError,
+    what: &dyn Fn() -> String,
+) -> i64 {
+    match resolve(server, txn) {
+        Resolved::Applied { revision } => revision,
+        Resolved::NotApplied(CommitConflict::Changed(k) | CommitConflict::KeyExists(k)) => {
+            crate::error::raise_with(
+                pgrx::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                format!(
+                    "could not serialize access: key \"{}\" was changed in etcd server \"{}\" after it was read",
+                    display_key(&k),
+                    server.server_name
+                ),
+                Some(format!(
+                    "{}: the answer was lost ({lost}); etcd's history shows another client changed the key first, so the write was not applied and never will be.",
+                    what()
+                )),
+                Some("Retry.".into()),
+            )
+        }
+        Resolved::Undecided(why) => unknown(server, lost, &format!("{}; {}.", what(), undecided_detail(&why))),
+    }
+}
+
+/// 08007 for a write whose outcome stays unknown.
+pub fn unknown(server: &ServerInfo, lost: &EtcdError, detail: &str) -> ! {
+    crate::error::raise_with(
+        pgrx::PgSqlErrorCode::ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
+        format!(
+            "the outcome of the write to etcd server \"{}\" is unknown: {lost}",
+            server.server_name
+        ),
+        Some(detail.to_string()),
+        Some("Read the keys to find out.".into()),
+    )
+}
+
+/// Why an outcome stays unknown, as the DETAIL of 08007 says it.
+pub fn undecided_detail(why: &Undecided) -> String {
+    match why {
+        Undecided::NoChangeYet => "etcd does not show the write, and nothing shows that it cannot still apply: the request may still be queued at the member that took it".into(),
+        Undecided::CreatedByAnother(k) => format!(
+            "key \"{}\" was created by another client, so the write did not apply yet, but it still would if that key were deleted before the request arrives",
+            display_key(k)
+        ),
+        Undecided::ValueKept(k) => format!(
+            "the write keeps the value of key \"{}\", so it cannot be told from another client's write of that key",
+            display_key(k)
+        ),
+        Undecided::Compacted { compact_revision: Some(r) } => format!(
+            "etcd's history of the keys was compacted (it is kept from revision {r} on), so their first change after they were read cannot be found"
+        ),
+        Undecided::Compacted { compact_revision: None } => "etcd's history of the keys was compacted, so their first change after they were read cannot be found".into(),
+        Undecided::Unreachable(e) => format!(
+            "etcd could not be reached within request_timeout to decide it ({e})"
+        ),
+    }
+}
+
+/// The rows of a statement-mode batch that was applied at `revision`
+/// although its answer was lost ([`writes::rows_after`]'s rows): each key
+/// written as it was at `revision`, each key deleted as it was before.
+pub fn rows_applied_at(
+    server: &ServerInfo,
+    batch: &WriteBatch,
+    revision: i64,
+) -> Result<Vec<RowAfter>, EtcdError> {
+    let timeout = server.options.request_timeout;
+    let reads = Txn::new().and_then(
+        writes::row_reads(batch, revision)
+            .into_iter()
+            .map(|(k, r)| TxnOp::get(k, Some(GetOptions::new().with_revision(r))))
+            .collect::<Vec<_>>(),
+    );
+    let resp = connection::try_with_retry(server, |mut kv| {
+        let reads = reads.clone();
+        async move { client::with_timeout(timeout, kv.txn(reads)).await }
+    })?;
+    Ok(resp
+        .op_responses()
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(RowAfter::from).unwrap_or_default(),
+            _ => RowAfter::default(),
+        })
         .collect())
 }

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{TxnOpResponse, TxnResponse};
-use etcd_fdw_core::outcome::Undecided;
 use etcd_fdw_core::options::{effective_commit_mode, CommitMode, CommitModeFrom, TableOptions};
+use etcd_fdw_core::outcome::Undecided;
 use etcd_fdw_core::pending::{CommitConflict, CommitTxn, PendingTxn};
 use etcd_fdw_core::retry::{Retrier, Step};
 use etcd_fdw_core::writes::TxnLimits;
@@ -534,7 +534,7 @@ fn resolve_unknown(
     error: EtcdError,
 ) -> Result<(), CommitFailure> {
     match resolve::resolve(server, txn) {
-        Resolved::Applied => Ok(()),
+        Resolved::Applied { .. } => Ok(()),
         Resolved::NotApplied(conflict) => Err(CommitFailure::LostThenRefused {
             conflict,
             error: Box::new(error),
@@ -544,28 +544,6 @@ fn resolve_unknown(
             keys: txn.written_keys().into_iter().map(<[u8]>::to_vec).collect(),
             why,
         }),
-    }
-}
-
-/// Why an outcome stays unknown, as the DETAIL of 08007 says it.
-fn undecided_detail(why: &Undecided) -> String {
-    match why {
-        Undecided::NoChangeYet => "etcd does not show the transaction's write, and nothing shows that it cannot still apply: the request may still be queued at the member that took it".into(),
-        Undecided::CreatedByAnother(k) => format!(
-            "key \"{}\" was created by another client, so the commit did not apply yet, but it still would if that key were deleted before the request arrives",
-            display_key(k)
-        ),
-        Undecided::ValueKept(k) => format!(
-            "the transaction keeps the value of key \"{}\", so its write cannot be told from another client's write of that key",
-            display_key(k)
-        ),
-        Undecided::Compacted { compact_revision: Some(r) } => format!(
-            "etcd's history of the keys was compacted (it is kept from revision {r} on), so the first change after the transaction's reads cannot be found"
-        ),
-        Undecided::Compacted { compact_revision: None } => "etcd's history of the keys was compacted, so the first change after the transaction's reads cannot be found".into(),
-        Undecided::Unreachable(e) => format!(
-            "etcd could not be reached within request_timeout to decide it ({e})"
-        ),
     }
 }
 
@@ -644,7 +622,7 @@ fn report_failure(
             ),
             Some(format!(
                 "The connection failed while etcd was committing; {}; check the keys {}.{earlier}",
-                undecided_detail(why),
+                resolve::undecided_detail(why),
                 keys.iter()
                     .take(10)
                     .map(|k| format!("\"{}\"", display_key(k)))

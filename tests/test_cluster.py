@@ -318,7 +318,8 @@ def test_stopped_first_member_is_skipped_by_new_session(db, healthy, kp):
     cluster.wait_healthy()
 
 
-def _commit_with_member_paused(db, cluster, kp, writes, during=None, freeze_backend=False, metadata=False):
+def _commit_with_member_paused(db, cluster, kp, writes, during=None, freeze_backend=False, metadata=False,
+                               statement_mode=False):
     """A transaction on a session connected to m1 (a follower) that runs
     `writes`; m1 is paused (SIGSTOP) just before COMMIT, `during()` runs
     once the commit's request has reached m1 (it waits, unread, in m1's
@@ -328,29 +329,56 @@ def _commit_with_member_paused(db, cluster, kp, writes, during=None, freeze_back
     so that the commit cannot give up on m1 (request_timeout) and read the
     keys back before `during()` is done, however slow the machine.
     metadata: the table has the metadata columns (lease among them).
+    statement_mode: the table has commit_mode 'statement' and there is no
+    transaction: the last of `writes` takes the COMMIT's place.  Its scan
+    must read m1 before m1 is paused, so it calls gate(...) (a function
+    that waits on an advisory lock the test holds) on each row it read:
+    m1 is paused while the statement waits there, then the lock is let go
+    and the statement's write goes to the paused m1.
     Returns (the COMMIT's thread, the connection)."""
     m1 = cluster.members[0]
     cluster.move_leader("m2")
-    db.create_server("s", cluster.connstr, **TIMEOUTS)
+    db.create_server("s", cluster.connstr, **TIMEOUTS, **({"commit_mode": "statement"} if statement_mode else {}))
+    columns = "key text, value text"
     if metadata:
-        db.create_table(
-            "t", "s", prefix=kp,
-            columns="key text, value text, create_revision bigint, mod_revision bigint, version bigint, lease bigint",
-        )
-    else:
-        db.create_table("t", "s", prefix=kp)
+        columns += ", create_revision bigint, mod_revision bigint, version bigint, lease bigint"
+    mode = {"commit_mode": "statement"} if statement_mode else {}
+    db.create_table("t", "s", prefix=kp, columns=columns, **mode)
     c = db.connect()
     backend = db.backend_pid(c)
-    c.execute("BEGIN")
+    last = "COMMIT"
+    gate = None
+    if statement_mode:
+        *writes, last = writes
+        db.execute(
+            "CREATE FUNCTION gate(v anyelement) RETURNS anyelement VOLATILE LANGUAGE plpgsql "
+            "AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN v; END $$"
+        )
+        gate = db.connect()
+        gate.execute("SELECT pg_advisory_lock(4242)")
+    else:
+        c.execute("BEGIN")
     c.execute("SELECT count(*) FROM t")  # connects (pending writes do not)
     for sql in writes:
         c.execute(sql)
     assert_connected_to(db, c, cluster, m1)
+    t = QueryThread(c, last)
+    if gate is not None:
+        t.start()
+        wait_until(
+            lambda: not t.is_alive() or db.rows(
+                "SELECT 1 FROM pg_locks WHERE pid = %s AND locktype = 'advisory' AND NOT granted",
+                (backend,), conn=gate),
+            "the statement to wait at gate() after its scan",
+        )
+        assert t.is_alive(), f"the statement ended before gate(): {t.error!r}"
     m1.stop()
     try:
         before = unread_bytes_from_backend(backend, m1)
-        t = QueryThread(c, "COMMIT")
-        t.start()
+        if gate is not None:
+            gate.execute("SELECT pg_advisory_unlock(4242)")
+        else:
+            t.start()
         if during is not None:
             wait_until(
                 lambda: not t.is_alive() or unread_bytes_from_backend(backend, m1) > before,
@@ -536,6 +564,82 @@ def test_commit_in_flight_keeping_the_value_is_not_taken_for_applied(db, healthy
     assert t.error is not None, "COMMIT reported success although etcd never showed the write"
     assert t.error.sqlstate == "08007", (t.error.sqlstate, err_text(t.error))
     assert "may still be queued" in err_text(t.error), err_text(t.error)
+
+
+def test_statement_write_in_flight_beaten_by_another_writer_is_40001(db, healthy, kp):
+    """The same for a statement-mode UPDATE: its answer is lost, another
+    client changed the key first: 40001, not 08007."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    cluster.put(m2, f"{kp}u", "0")
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"UPDATE t SET value = gate('mine'::text) WHERE key = '{kp}u'"],
+        during=lambda: cluster.put(m2, f"{kp}u", "theirs"),
+        freeze_backend=True, statement_mode=True,
+    )
+    assert t.error is not None and t.error.sqlstate == "40001", (t.error, t.error and err_text(t.error))
+    assert "answer was lost" in err_text(t.error), err_text(t.error)
+    cluster.wait_healthy()
+    assert cluster.dump(m2, kp) == {f"{kp}u": "theirs"}
+
+
+def test_statement_write_in_flight_applied_returns_its_rows(db, healthy, kp):
+    """A statement-mode UPDATE ... RETURNING whose answer is lost, applied
+    (the same value written through m2, as the lost write would have) and
+    changed since: the statement succeeds, and RETURNING shows the row as
+    the write left it (read at the revision it was applied at)."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    cluster.put(m2, f"{kp}a", "0")
+    applied = {}
+
+    def applied_then_overwritten():
+        cluster.put(m2, f"{kp}a", "1")
+        applied["rev"], _ = cluster.get_prefix(kp, members=[m2])
+        cluster.put(m2, f"{kp}a", "later")
+
+    t, c = _commit_with_member_paused(
+        db, cluster, kp,
+        [f"UPDATE t SET value = gate('1'::text) WHERE key = '{kp}a' RETURNING key, value, mod_revision"],
+        during=applied_then_overwritten,
+        freeze_backend=True, metadata=True, statement_mode=True,
+    )
+    assert t.error is None, err_text(t.error)
+    assert t.rows == [(f"{kp}a", "1", applied["rev"])]
+    assert cluster.dump(m2, kp) == {f"{kp}a": "later"}
+
+
+def test_statement_delete_in_flight_applied_returns_the_old_rows(db, healthy, kp):
+    """A statement-mode DELETE ... RETURNING whose answer is lost, while
+    the key is deleted through m2: the key's first change is its deletion,
+    so the DELETE succeeds and returns the row as it was."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    cluster.put(m2, f"{kp}d", "old")
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"DELETE FROM t WHERE key = '{kp}d' AND gate(value) IS NOT NULL RETURNING key, value"],
+        during=lambda: cluster.ctl("del", f"{kp}d", members=[m2]),
+        freeze_backend=True, statement_mode=True,
+    )
+    assert t.error is None, err_text(t.error)
+    assert t.rows == [(f"{kp}d", "old")]
+
+
+def test_kv_put_in_flight_whose_value_is_visible_is_success(db, healthy, kp):
+    """etcd_put (statement mode) whose answer is lost while the same value
+    is written through m2: a blind put guards nothing, its value visible
+    is taken for it (sent again later it would write the same), so the
+    call returns that write's revision instead of 08007."""
+    cluster = healthy
+    m2 = cluster.members[1]
+    t, c = _commit_with_member_paused(
+        db, cluster, kp, [f"SELECT etcd_put('s', gate('{kp}p'::text), 'v')"],
+        during=lambda: cluster.put(m2, f"{kp}p", "v"),
+        freeze_backend=True, statement_mode=True,
+    )
+    assert t.error is None, err_text(t.error)
+    rev, kvs = cluster.get_prefix(kp, members=[m2])
+    assert t.rows == [(kvs[f"{kp}p"]["mod_revision"],)]
 
 
 def test_failover_mid_session_after_member_killed(db, healthy, kp):

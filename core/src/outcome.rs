@@ -26,12 +26,15 @@
 //! The one thing etcd cannot tell apart is another client writing exactly
 //! the same values to exactly the same keys in one transaction: that is
 //! taken for this transaction's write (the keys hold what was committed).
+//! So is, for a transaction that guards nothing (blind puts), its values
+//! visible at one revision, however they got there.
 //!
 //! The steps are pure: [`from_now`] looks at the keys as they are now and
 //! says what else it needs ([`Outcome::FirstChanges`], [`Outcome::StateAt`]),
 //! [`from_first_changes`] and [`from_state_at`] take those answers.
 
 use crate::pending::{CommitConflict, CommitOp, CommitTxn, Guard};
+use crate::writes::{WriteBatch, WriteOp};
 
 /// A key as etcd holds it at some revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,8 +74,10 @@ pub enum Undecided {
 /// What is known so far, or what is needed next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The transaction was applied.
-    Applied,
+    /// The transaction was applied, at this revision.
+    Applied {
+        revision: i64,
+    },
     /// It was not applied and never will be: another writer changed a
     /// guarded key first.
     NotApplied(CommitConflict),
@@ -83,6 +88,63 @@ pub enum Outcome {
     /// ([`CommitTxn::written_keys`] order).
     StateAt(i64),
     Undecided(Undecided),
+}
+
+/// A statement-mode batch as the guarded transaction it is: the same
+/// compares and writes, in the terms decided here.
+pub fn batch_txn(batch: &WriteBatch) -> CommitTxn {
+    let absent = Guard::Absent {
+        decided_by_read: false,
+    };
+    let mut ops = Vec::new();
+    for op in &batch.ops {
+        match op {
+            WriteOp::Insert { key, value, lease } => ops.push(CommitOp::Put {
+                key: key.clone(),
+                value: Some(value.clone()),
+                lease: *lease,
+                guard: absent,
+            }),
+            WriteOp::Put { key, value, lease } => ops.push(CommitOp::Put {
+                key: key.clone(),
+                value: Some(value.clone()),
+                lease: *lease,
+                guard: Guard::None,
+            }),
+            WriteOp::Update {
+                old_key,
+                new_key,
+                value,
+                lease,
+                mod_revision,
+            } => {
+                if old_key == new_key {
+                    ops.push(CommitOp::Put {
+                        key: new_key.clone(),
+                        value: value.clone(),
+                        lease: *lease,
+                        guard: Guard::ModRevision(*mod_revision),
+                    });
+                } else {
+                    ops.push(CommitOp::Put {
+                        key: new_key.clone(),
+                        value: value.clone(),
+                        lease: *lease,
+                        guard: absent,
+                    });
+                    ops.push(CommitOp::Delete {
+                        key: old_key.clone(),
+                        guard: Guard::ModRevision(*mod_revision),
+                    });
+                }
+            }
+            WriteOp::Delete { key, mod_revision } => ops.push(CommitOp::Delete {
+                key: key.clone(),
+                guard: Guard::ModRevision(*mod_revision),
+            }),
+        }
+    }
+    CommitTxn { ops }
 }
 
 impl CommitTxn {
@@ -225,9 +287,18 @@ pub fn from_now(txn: &CommitTxn, now: &[Option<KeyState>]) -> Outcome {
             .iter()
             .any(|w| w.put.is_none() && matches!(w.guard, Guard::ModRevision(_)))
     };
+    // A transaction without any guard (blind puts: etcd_put, a put in a
+    // truncated range) and without a range delete: its values visible at
+    // one revision are taken for it, whenever written (sent again later
+    // it would write the same).
+    let unguarded = txn.guarded().is_empty()
+        && !txn
+            .ops
+            .iter()
+            .any(|op| matches!(op, CommitOp::DeleteRange(_)));
     if let Some(at) = put_revision {
-        if dated(at) && seen_all(&ws, now, at) == Seen::Ours {
-            return Outcome::Applied;
+        if (dated(at) || unguarded) && seen_all(&ws, now, at) == Seen::Ours {
+            return Outcome::Applied { revision: at };
         }
     }
     let by_revision: Vec<(&Written, i64, bool)> = ws
@@ -303,19 +374,19 @@ pub fn from_state_at(txn: &CommitTxn, at: i64, state: &[Option<KeyState>]) -> Ou
     let ws = written(txn);
     debug_assert_eq!(ws.len(), state.len());
     match seen_all(&ws, state, at) {
-        Seen::Ours => return Outcome::Applied,
+        Seen::Ours => return Outcome::Applied { revision: at },
         Seen::CannotTell => {
-            let kept = ws.iter().find(|w| w.put == Some(None)).map_or(Vec::new(), |w| w.key.to_vec());
+            let kept = ws
+                .iter()
+                .find(|w| w.put == Some(None))
+                .map_or(Vec::new(), |w| w.key.to_vec());
             return Outcome::Undecided(Undecided::ValueKept(kept));
         }
         Seen::NotOurs => {}
     }
     // Someone else's write at `at`.  With a key guarded by its
     // mod_revision changed there, the guard can never hold again.
-    if let Some(w) = ws
-        .iter()
-        .find(|w| matches!(w.guard, Guard::ModRevision(_)))
-    {
+    if let Some(w) = ws.iter().find(|w| matches!(w.guard, Guard::ModRevision(_))) {
         return Outcome::NotApplied(changed(w));
     }
     let ws_now: Vec<Option<KeyState>> = state.to_vec();
@@ -363,10 +434,19 @@ mod tests {
 
     #[test]
     fn visible_at_one_revision_is_applied() {
-        let t = txn(vec![put("a", "1", NEW), put("b", "2", Guard::ModRevision(5))]);
-        assert_eq!(from_now(&t, &[kv("1", 9, 9), kv("2", 3, 9)]), Outcome::Applied);
+        let t = txn(vec![
+            put("a", "1", NEW),
+            put("b", "2", Guard::ModRevision(5)),
+        ]);
+        assert_eq!(
+            from_now(&t, &[kv("1", 9, 9), kv("2", 3, 9)]),
+            Outcome::Applied { revision: 9 }
+        );
         // not at one revision: not visibly applied
-        assert_ne!(from_now(&t, &[kv("1", 9, 9), kv("2", 3, 10)]), Outcome::Applied);
+        assert_ne!(
+            from_now(&t, &[kv("1", 9, 9), kv("2", 3, 10)]),
+            Outcome::Applied { revision: 9 }
+        );
     }
 
     #[test]
@@ -374,7 +454,10 @@ mod tests {
         // "a" holds our value at the revision, but was created earlier: it
         // existed, our guard (absent) could not have held
         let t = txn(vec![put("a", "1", NEW), put("b", "2", NEW)]);
-        assert_ne!(from_now(&t, &[kv("1", 4, 9), kv("2", 9, 9)]), Outcome::Applied);
+        assert_ne!(
+            from_now(&t, &[kv("1", 4, 9), kv("2", 9, 9)]),
+            Outcome::Applied { revision: 9 }
+        );
     }
 
     #[test]
@@ -385,7 +468,10 @@ mod tests {
             Outcome::Undecided(Undecided::NoChangeYet)
         );
         let t = txn(vec![put("a", "1", NEW)]);
-        assert_eq!(from_now(&t, &[None]), Outcome::Undecided(Undecided::NoChangeYet));
+        assert_eq!(
+            from_now(&t, &[None]),
+            Outcome::Undecided(Undecided::NoChangeYet)
+        );
     }
 
     #[test]
@@ -418,14 +504,20 @@ mod tests {
         );
         // at one revision: look at the keys there
         let firsts = [
-            FirstChange { key: b"a".to_vec(), revision: 10 },
-            FirstChange { key: b"b".to_vec(), revision: 10 },
+            FirstChange {
+                key: b"a".to_vec(),
+                revision: 10,
+            },
+            FirstChange {
+                key: b"b".to_vec(),
+                revision: 10,
+            },
         ];
         assert_eq!(from_first_changes(&firsts), Outcome::StateAt(10));
         // ours at 10, changed since by another writer: applied
         assert_eq!(
             from_state_at(&t, 10, &[kv("1", 2, 10), None, kv("3", 10, 10)]),
-            Outcome::Applied
+            Outcome::Applied { revision: 10 }
         );
         // another writer's change at 10 (other value): never ours
         assert_eq!(
@@ -439,8 +531,14 @@ mod tests {
         );
         // first changes at different revisions: one is another writer's
         let firsts = [
-            FirstChange { key: b"a".to_vec(), revision: 10 },
-            FirstChange { key: b"b".to_vec(), revision: 8 },
+            FirstChange {
+                key: b"a".to_vec(),
+                revision: 10,
+            },
+            FirstChange {
+                key: b"b".to_vec(),
+                revision: 8,
+            },
         ];
         assert_eq!(
             from_first_changes(&firsts),
@@ -458,7 +556,10 @@ mod tests {
         );
         // a delete is a delete: another client's is the same write (the
         // key is gone, as committed)
-        assert_eq!(from_state_at(&t, 9, &[None]), Outcome::Applied);
+        assert_eq!(
+            from_state_at(&t, 9, &[None]),
+            Outcome::Applied { revision: 9 }
+        );
         // the first change was a put by another writer
         assert_eq!(
             from_state_at(&t, 9, &[kv("q", 2, 9)]),
@@ -470,8 +571,14 @@ mod tests {
     fn created_keys_are_dated_by_their_create_revision() {
         let t = txn(vec![put("a", "1", NEW), put("b", "2", NEW)]);
         // both created at 9, "a" changed since: look at 9
-        assert_eq!(from_now(&t, &[kv("x", 9, 11), kv("2", 9, 9)]), Outcome::StateAt(9));
-        assert_eq!(from_state_at(&t, 9, &[kv("1", 9, 9), kv("2", 9, 9)]), Outcome::Applied);
+        assert_eq!(
+            from_now(&t, &[kv("x", 9, 11), kv("2", 9, 9)]),
+            Outcome::StateAt(9)
+        );
+        assert_eq!(
+            from_state_at(&t, 9, &[kv("1", 9, 9), kv("2", 9, 9)]),
+            Outcome::Applied { revision: 9 }
+        );
         // created at 9 with other values: another writer's keys, which may
         // yet be deleted before our queued request arrives
         assert_eq!(
@@ -504,7 +611,10 @@ mod tests {
             Outcome::Undecided(Undecided::NoChangeYet)
         );
         // changed: its first change cannot be told apart
-        assert_eq!(from_now(&t, &[kv("old", 2, 9)]), Outcome::FirstChanges(vec![(b"a".to_vec(), 6)]));
+        assert_eq!(
+            from_now(&t, &[kv("old", 2, 9)]),
+            Outcome::FirstChanges(vec![(b"a".to_vec(), 6)])
+        );
         assert_eq!(
             from_state_at(&t, 9, &[kv("old", 2, 9)]),
             Outcome::Undecided(Undecided::ValueKept(b"a".to_vec()))
@@ -513,6 +623,58 @@ mod tests {
         assert_eq!(
             from_state_at(&t, 9, &[kv("old", 2, 8)]),
             Outcome::NotApplied(CommitConflict::Changed(b"a".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_batch_is_the_transaction_it_sends() {
+        let batch = WriteBatch {
+            ops: vec![
+                WriteOp::Insert {
+                    key: b"i".to_vec(),
+                    value: b"1".to_vec(),
+                    lease: None,
+                },
+                WriteOp::Put {
+                    key: b"p".to_vec(),
+                    value: b"2".to_vec(),
+                    lease: Some(3),
+                },
+                WriteOp::Update {
+                    old_key: b"u".to_vec(),
+                    new_key: b"u".to_vec(),
+                    value: None,
+                    lease: None,
+                    mod_revision: 4,
+                },
+                WriteOp::Update {
+                    old_key: b"o".to_vec(),
+                    new_key: b"n".to_vec(),
+                    value: Some(b"5".to_vec()),
+                    lease: None,
+                    mod_revision: 6,
+                },
+                WriteOp::Delete {
+                    key: b"d".to_vec(),
+                    mod_revision: 7,
+                },
+            ],
+        };
+        let t = batch_txn(&batch);
+        assert_eq!(
+            t.written_keys(),
+            vec![&b"i"[..], b"p", b"u", b"n", b"o", b"d"]
+        );
+        // the same compares as the batch's own transaction
+        assert_eq!(
+            t.guarded(),
+            vec![
+                (&b"i"[..], NEW),
+                (&b"u"[..], Guard::ModRevision(4)),
+                (&b"n"[..], NEW),
+                (&b"o"[..], Guard::ModRevision(6)),
+                (&b"d"[..], Guard::ModRevision(7)),
+            ]
         );
     }
 
@@ -566,12 +728,14 @@ mod tests {
             }
 
             fn guards_hold(&self, txn: &CommitTxn) -> bool {
-                txn.guarded().iter().all(|(k, g)| match (g, self.store.get(*k)) {
-                    (Guard::ModRevision(r), Some(s)) => s.mod_revision == *r,
-                    (Guard::ModRevision(_), None) => false,
-                    (Guard::Absent { .. }, s) => s.is_none(),
-                    (Guard::None, _) => true,
-                })
+                txn.guarded()
+                    .iter()
+                    .all(|(k, g)| match (g, self.store.get(*k)) {
+                        (Guard::ModRevision(r), Some(s)) => s.mod_revision == *r,
+                        (Guard::ModRevision(_), None) => false,
+                        (Guard::Absent { .. }, s) => s.is_none(),
+                        (Guard::None, _) => true,
+                    })
             }
 
             fn apply_ours(&mut self, txn: &CommitTxn) {
@@ -581,12 +745,15 @@ mod tests {
                     .filter_map(|op| match op {
                         CommitOp::Put { key, value, .. } => {
                             let k = KEYS.iter().position(|x| x.as_bytes() == key.as_slice())?;
-                            let v = value.clone().or_else(|| self.store.get(key).map(|s| s.value.clone()));
+                            let v = value
+                                .clone()
+                                .or_else(|| self.store.get(key).map(|s| s.value.clone()));
                             Some((k, v))
                         }
-                        CommitOp::Delete { key, .. } => {
-                            KEYS.iter().position(|x| x.as_bytes() == key.as_slice()).map(|k| (k, None))
-                        }
+                        CommitOp::Delete { key, .. } => KEYS
+                            .iter()
+                            .position(|x| x.as_bytes() == key.as_slice())
+                            .map(|k| (k, None)),
                         CommitOp::DeleteRange(_) => None,
                     })
                     .collect();
@@ -598,7 +765,14 @@ mod tests {
                     match v {
                         Some(v) => {
                             let create = next.get(&key).map_or(rev, |s| s.create_revision);
-                            next.insert(key, KeyState { value: v.clone(), mod_revision: rev, create_revision: create });
+                            next.insert(
+                                key,
+                                KeyState {
+                                    value: v.clone(),
+                                    mod_revision: rev,
+                                    create_revision: create,
+                                },
+                            );
                         }
                         None => {
                             next.remove(&key);
@@ -642,20 +816,29 @@ mod tests {
         fn identical_write(w: &World, initial: &Store, txn: &CommitTxn) -> bool {
             let mut before = initial;
             for (x, after) in &w.history {
-                let held = txn.guarded().iter().all(|(k, g)| match (g, before.get(*k)) {
-                    (Guard::ModRevision(r), Some(s)) => s.mod_revision == *r,
-                    (Guard::ModRevision(_), None) => false,
-                    (Guard::Absent { .. }, s) => s.is_none(),
-                    (Guard::None, _) => true,
-                });
+                let held = txn
+                    .guarded()
+                    .iter()
+                    .all(|(k, g)| match (g, before.get(*k)) {
+                        (Guard::ModRevision(r), Some(s)) => s.mod_revision == *r,
+                        (Guard::ModRevision(_), None) => false,
+                        (Guard::Absent { .. }, s) => s.is_none(),
+                        (Guard::None, _) => true,
+                    });
                 let same = txn.ops.iter().all(|op| match op {
-                    CommitOp::Put { key, value: Some(v), .. } => {
-                        after.get(key).is_some_and(|s| &s.value == v && s.mod_revision == *x)
+                    CommitOp::Put {
+                        key,
+                        value: Some(v),
+                        ..
+                    } => after
+                        .get(key)
+                        .is_some_and(|s| &s.value == v && s.mod_revision == *x),
+                    CommitOp::Put {
+                        key, value: None, ..
+                    } => after.get(key).is_some_and(|s| s.mod_revision == *x),
+                    CommitOp::Delete { key, .. } => {
+                        before.contains_key(key) && !after.contains_key(key)
                     }
-                    CommitOp::Put { key, value: None, .. } => {
-                        after.get(key).is_some_and(|s| s.mod_revision == *x)
-                    }
-                    CommitOp::Delete { key, .. } => before.contains_key(key) && !after.contains_key(key),
                     CommitOp::DeleteRange(_) => true,
                 });
                 if held && same {
@@ -668,7 +851,8 @@ mod tests {
 
         fn decide(w: &World, initial: &Store, txn: &CommitTxn) -> Outcome {
             let keys = txn.written_keys();
-            let now: Vec<Option<KeyState>> = keys.iter().map(|k| w.store.get(*k).cloned()).collect();
+            let now: Vec<Option<KeyState>> =
+                keys.iter().map(|k| w.store.get(*k).cloned()).collect();
             let mut step = from_now(txn, &now);
             for _ in 0..4 {
                 step = match step {
@@ -769,8 +953,14 @@ mod tests {
                 }
                 let decision = decide(&w, &initial, &txn);
                 match &decision {
-                    Outcome::Applied => prop_assert!(
-                        applied_at.is_some() || identical_write(&w, &initial, &txn),
+                    Outcome::Applied { revision } => prop_assert!(
+                        applied_at == Some(*revision) || identical_write(&w, &initial, &txn)
+                            || (txn.guarded().is_empty() && txn.ops.iter().all(|op| match op {
+                                CommitOp::Put { key, value: Some(v), .. } => w.store.get(key)
+                                    .is_some_and(|s| &s.value == v && s.mod_revision == *revision),
+                                CommitOp::Delete { key, .. } => !w.store.contains_key(key),
+                                _ => false,
+                            })),
                         "taken for applied: {:?}", txn
                     ),
                     Outcome::NotApplied(_) => {
@@ -789,7 +979,7 @@ mod tests {
                 let has_value = txn.ops.iter().any(|op| matches!(op,
                     CommitOp::Put { value: Some(_), guard: Guard::ModRevision(_) | Guard::Absent { .. }, .. }));
                 if applied_at == Some(w.rev) && has_value {
-                    prop_assert_eq!(decision, Outcome::Applied);
+                    prop_assert_eq!(decision, Outcome::Applied { revision: w.rev });
                 }
             }
         }

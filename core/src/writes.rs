@@ -557,6 +557,21 @@ pub fn rows_after(batch: &WriteBatch, resp: &TxnResponse) -> Vec<RowAfter> {
     out
 }
 
+/// What to read for [`rows_after`]'s rows when a batch was applied at
+/// `revision` but its answer was lost: per op, the key it wrote as it was
+/// at `revision`, or the key it deleted as it was just before.
+pub fn row_reads(batch: &WriteBatch, revision: i64) -> Vec<(Vec<u8>, i64)> {
+    batch
+        .ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::Insert { key, .. } | WriteOp::Put { key, .. } => (key.clone(), revision),
+            WriteOp::Update { new_key, .. } => (new_key.clone(), revision),
+            WriteOp::Delete { key, .. } => (key.clone(), revision - 1),
+        })
+        .collect()
+}
+
 /// etcd's `ItemPointer` trick: the mod_revision a scan read travels to the
 /// modify callbacks in the tuple's ctid (48 bits: block number and offset).
 pub fn revision_to_tid(rev: i64) -> Option<(u32, u16)> {

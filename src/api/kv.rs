@@ -10,7 +10,7 @@
 use etcd_fdw_core::client;
 use etcd_fdw_core::etcd_client::{DeleteOptions, GetOptions, PutOptions};
 use etcd_fdw_core::keyrange::{KeyRange, KeySet};
-use etcd_fdw_core::pending::{Pending, Step};
+use etcd_fdw_core::pending::{CommitOp, CommitTxn, Guard, Pending, Step};
 use etcd_fdw_core::scan::{Pager, ScanSpec};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -20,6 +20,7 @@ use crate::catalog::ServerInfo;
 use crate::columns::{self, display_key, Field};
 use crate::connection;
 use crate::error::{raise, raise_with};
+use crate::resolve;
 use crate::xact;
 
 /// The value of `key` as the transaction sees it (`None`: absent).
@@ -132,14 +133,30 @@ fn put(
             info.server_name
         )
     };
-    let resp = connection::run_once(&info, &what, |mut kv| {
+    let sent = connection::try_once(&info, &what, |mut kv| {
         let (k, v) = (key.clone(), value.clone());
         async move {
             let opts = PutOptions::new().with_lease(lease);
             client::with_timeout(timeout, kv.put(k, v, Some(opts))).await
         }
     });
-    Some(resp.header().map_or(0, |h| h.revision()))
+    Some(match sent {
+        Ok(resp) => resp.header().map_or(0, |h| h.revision()),
+        // The answer was lost: the value visible since is taken for it.
+        Err(lost) => resolve::decide_lost(
+            &info,
+            &CommitTxn {
+                ops: vec![CommitOp::Put {
+                    key: key.clone(),
+                    value: Some(value.clone()),
+                    lease: Some(lease),
+                    guard: Guard::None,
+                }],
+            },
+            &lost,
+            &what,
+        ),
+    })
 }
 
 /// Put a text value: `etcdctl put` (creates or overwrites).

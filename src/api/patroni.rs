@@ -11,7 +11,7 @@
 use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use etcd_fdw_core::patroni::{self as core_patroni, ClusterState, Kv, PatchError, RuleKind};
-use etcd_fdw_core::pending::{Pending, ReadFrom};
+use etcd_fdw_core::pending::{CommitOp, CommitTxn, Guard, Pending, ReadFrom};
 use etcd_fdw_core::serde_json::Value;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
@@ -21,6 +21,7 @@ use crate::catalog::ServerInfo;
 use crate::columns::{self, display_key, Field};
 use crate::connection;
 use crate::error::{raise, raise_with};
+use crate::resolve;
 use crate::xact;
 
 /// A `pg_lsn` result (a WAL position in bytes).
@@ -447,14 +448,31 @@ fn etcd_patroni_edit_config(
         )])
         .and_then(vec![TxnOp::put(
             key.clone(),
-            bytes,
+            bytes.clone(),
             Some(PutOptions::new().with_ignore_lease()),
         )]);
-    let resp = connection::run_once(&info, &what, |mut kv| {
+    let sent = connection::try_once(&info, &what, |mut kv| {
         let txn = txn.clone();
         async move { client::with_timeout(timeout, kv.txn(txn)).await }
     });
-    if !resp.succeeded() {
+    let succeeded = match sent {
+        Ok(resp) => resp.succeeded(),
+        // The answer was lost: decided from the key's history (a change by
+        // another client first is 40001 there, as below).
+        Err(lost) => {
+            let guarded = CommitTxn {
+                ops: vec![CommitOp::Put {
+                    key: key.clone(),
+                    value: Some(bytes.clone()),
+                    lease: None,
+                    guard: Guard::ModRevision(mod_revision),
+                }],
+            };
+            resolve::decide_lost(&info, &guarded, &lost, &what);
+            true
+        }
+    };
+    if !succeeded {
         raise_with(
             PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
             format!(

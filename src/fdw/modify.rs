@@ -12,12 +12,13 @@
 
 use std::ffi::CStr;
 
-use etcd_fdw_core::client;
+use etcd_fdw_core::client::{self, EtcdError};
 use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::{
     effective_batch_size, effective_insert_mode, InsertMode, InvalidValues, TableOptions,
 };
+use etcd_fdw_core::outcome;
 use etcd_fdw_core::plan::ModifyFlags;
 use etcd_fdw_core::writes::{
     self, pack, tid_to_revision, Conflict, EtcdRow, RowAfter, TxnLimits, WriteBatch, WriteOp,
@@ -32,6 +33,7 @@ use crate::columns::{self, display_key, Column, Field, IoInput, Repr, TableColum
 use crate::connection;
 use crate::error::{raise, raise_with};
 use crate::pgver;
+use crate::resolve;
 use crate::xact::CreatedBy;
 
 const ROWID_JUNK: &CStr = c"etcd_rowid";
@@ -471,15 +473,37 @@ impl ModifyExec {
                     .map_or(String::new(), |op| display_key(op.keys()[0]))
             ),
         };
-        let resp = connection::run_once(&self.server, &what, |mut kv| {
+        let sent = connection::try_once(&self.server, &what, |mut kv| {
             let txn = txn.clone();
             async move { client::with_timeout(timeout, kv.txn(txn)).await }
         });
-        if resp.succeeded() {
-            Ok(writes::rows_after(batch, &resp))
-        } else {
-            Err(writes::diagnose(batch, &resp))
+        match sent {
+            Ok(resp) if resp.succeeded() => Ok(writes::rows_after(batch, &resp)),
+            Ok(resp) => Err(writes::diagnose(batch, &resp)),
+            Err(lost) => Ok(self.decide_lost(batch, lost, &what)),
         }
+    }
+
+    /// The answer to `batch` was lost (`lost`): decide from etcd's state
+    /// and history ([`resolve`]) and return the rows it wrote, or raise
+    /// the conflict (40001) or the unknown outcome (08007).
+    fn decide_lost(
+        &self,
+        batch: &WriteBatch,
+        lost: EtcdError,
+        what: &dyn Fn() -> String,
+    ) -> Vec<RowAfter> {
+        let revision = resolve::decide_lost(&self.server, &outcome::batch_txn(batch), &lost, what);
+        resolve::rows_applied_at(&self.server, batch, revision).unwrap_or_else(|e| {
+            resolve::unknown(
+                &self.server,
+                &lost,
+                &format!(
+                    "{}; etcd's history shows it applied at revision {revision}, but the rows it wrote could not be read ({e}).",
+                    what()
+                ),
+            )
+        })
     }
 
     pub(super) fn conflict_error(&self, c: &Conflict) -> ! {
