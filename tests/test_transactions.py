@@ -433,3 +433,24 @@ def test_analyze_in_a_transaction_counts_its_pending_rows(tx):
     assert db.scalar("SELECT reltuples FROM pg_class WHERE relname = 't'") == 3 + 7 - 1
     c.execute("ROLLBACK")
     assert values(etcd, kp) == {kp + "a": "1", kp + "b": "2", kp + "c": "3"}
+
+
+def test_delete_returning_carries_the_scanned_values(tx):
+    """DELETE ... RETURNING in a transaction returns each deleted row's
+    value as its scan read it: the statement is one etcd request (the
+    scan), not one more read per row; the rows it returns are etcd's, and
+    the keys go at COMMIT."""
+    db, etcd, kp = tx, tx.etcd, tx.kp
+    etcd.put_many({f"{kp}d/{i:02d}": f"v{i}" for i in range(20)})
+    db.rows("SELECT count(*) FROM t")  # connected (a new connection's first request is counted too)
+    db.execute("BEGIN")
+    r0, t0 = etcd.kv_handled("Range"), etcd.kv_handled("Txn")
+    rows = db.rows(f"DELETE FROM t WHERE key LIKE {lit(kp + 'd/%')} RETURNING key, value")
+    requests = (etcd.kv_handled("Range") - r0, etcd.kv_handled("Txn") - t0)
+    assert sorted(rows) == [(f"{kp}d/{i:02d}", f"v{i}") for i in range(20)]
+    assert requests == (1, 0), f"(Range, Txn) requests of the DELETE: {requests}"
+    # a row the transaction wrote itself returns its pending value
+    db.execute(f"UPDATE t SET value = 'pending' WHERE key = {lit(kp + 'a')}")
+    assert db.rows(f"DELETE FROM t WHERE key = {lit(kp + 'a')} RETURNING value") == [("pending",)]
+    db.execute("COMMIT")
+    assert values(etcd, kp) == {kp + "b": "2", kp + "c": "3"}

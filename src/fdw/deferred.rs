@@ -59,7 +59,8 @@ impl ModifyExec {
     }
 
     /// Record `op` in the transaction (filling `slot` for RETURNING; every
-    /// column when `whole_row`).
+    /// column when `whole_row`).  `old_value`: a deleted row's value as the
+    /// statement's scan read it, when it carried it.
     ///
     /// # Safety
     /// `slot` is the callback's slot; runs in the per-row context.
@@ -68,6 +69,7 @@ impl ModifyExec {
         op: WriteOp,
         slot: *mut pg_sys::TupleTableSlot,
         whole_row: bool,
+        old_value: Option<Vec<u8>>,
     ) {
         let level = xact::nest_level();
         // The key this row writes, to name it if it overflows the commit.
@@ -145,7 +147,7 @@ impl ModifyExec {
             WriteOp::Delete { key, mod_revision } => {
                 let read = read_from(mod_revision);
                 let value = if self.returning {
-                    self.row_value(&key, read)
+                    self.row_value(&key, read, old_value)
                 } else {
                     Vec::new()
                 };
@@ -204,9 +206,13 @@ impl ModifyExec {
     }
 
     /// The value of the row being deleted, for RETURNING: the pending
-    /// state's, or etcd's at the revision the scan read.
-    fn row_value(&self, key: &[u8], read: ReadFrom) -> Vec<u8> {
+    /// state's, or the one the scan carried (`scanned`), or etcd's at the
+    /// revision the scan read.
+    fn row_value(&self, key: &[u8], read: ReadFrom, scanned: Option<Vec<u8>>) -> Vec<u8> {
         if let Some(Pending::Put { value: Some(v), .. }) = self.pending(|p| p.get(key).cloned()) {
+            return v;
+        }
+        if let Some(v) = scanned {
             return v;
         }
         let timeout = self.server.options.request_timeout;

@@ -38,6 +38,9 @@ use crate::xact::CreatedBy;
 
 const ROWID_JUNK: &CStr = c"etcd_rowid";
 const MODREV_JUNK: &CStr = c"etcd_modrev";
+/// A DELETE ... RETURNING's scan carries each row's value here, so that
+/// the deleted row is returned without reading it from etcd again.
+const VALUE_JUNK: &CStr = c"etcd_value";
 
 /// Refuse writes through a read-only view of etcd.
 fn check_writable(table: &TableOptions, relid: pg_sys::Oid) {
@@ -95,6 +98,29 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
         0,
     );
     pg_sys::add_row_identity_var(_root, tid, rtindex, MODREV_JUNK.as_ptr());
+    // SAFETY: the planner's root always has its Query.
+    let parse = (*_root).parse;
+    // Only for the statement's own target, not for a partition or child
+    // (their value columns may differ in type or position, which row
+    // identity columns shared by the children may not): those read the
+    // deleted row back.
+    if (*parse).commandType == pg_sys::CmdType::CMD_DELETE
+        && !(*parse).returningList.is_null()
+        && (*parse).resultRelation == rtindex as i32
+    {
+        if let Some(value) = cols.find(Field::Value) {
+            let a = columns::attr((*rel).rd_att, value.index);
+            let var = pg_sys::makeVar(
+                rtindex as i32,
+                value.index as i16 + 1,
+                a.atttypid,
+                a.atttypmod,
+                a.attcollation,
+                0,
+            );
+            pg_sys::add_row_identity_var(_root, var, rtindex, VALUE_JUNK.as_ptr());
+        }
+    }
 }
 
 #[pgrx::pg_guard]
@@ -128,6 +154,8 @@ pub struct ModifyExec {
     key_col: Column,
     rowid_attno: i16,
     modrev_attno: i16,
+    /// The scan's value of the row being deleted (0: not carried).
+    value_attno: i16,
     pub(super) returning: bool,
     /// `etcd_fdw.commit_mode = 'transaction'`: row changes go into the
     /// transaction's pending writes (see `deferred`), not to etcd.
@@ -187,12 +215,13 @@ impl ModifyExec {
                 format!("foreign table \"{relname}\" has no key column"),
             );
         };
-        let (rowid_attno, modrev_attno) = if subplan_tlist.is_null() {
-            (0, 0)
+        let (rowid_attno, modrev_attno, value_attno) = if subplan_tlist.is_null() {
+            (0, 0, 0)
         } else {
             (
                 pg_sys::ExecFindJunkAttributeInTlist(subplan_tlist, ROWID_JUNK.as_ptr()),
                 pg_sys::ExecFindJunkAttributeInTlist(subplan_tlist, MODREV_JUNK.as_ptr()),
+                pg_sys::ExecFindJunkAttributeInTlist(subplan_tlist, VALUE_JUNK.as_ptr()),
             )
         };
         let output_fns = cols
@@ -247,6 +276,7 @@ impl ModifyExec {
             key_col,
             rowid_attno,
             modrev_attno,
+            value_attno,
             returning: !(*rinfo).ri_returningList.is_null(),
             do_nothing,
             pending: Vec::new(),
@@ -278,7 +308,18 @@ impl ModifyExec {
         slot: *mut pg_sys::TupleTableSlot,
         col: Column,
     ) -> Option<Vec<u8>> {
-        let (d, isnull) = slot_attr(slot, col.index as i16 + 1);
+        self.column_bytes_at(slot, col.index as i16 + 1, col)
+    }
+
+    /// The bytes of column `col`'s datum at attribute `attno` of `slot`
+    /// (its own, or a junk copy in a plan slot), `None` for NULL.
+    unsafe fn column_bytes_at(
+        &mut self,
+        slot: *mut pg_sys::TupleTableSlot,
+        attno: i16,
+        col: Column,
+    ) -> Option<Vec<u8>> {
+        let (d, isnull) = slot_attr(slot, attno);
         if isnull {
             return None;
         }
@@ -560,9 +601,15 @@ impl ModifyExec {
 
     /// Write `op` at once when RETURNING needs its outcome (filling `slot`;
     /// every column when `whole_row`), else buffer it.
-    unsafe fn apply(&mut self, op: WriteOp, slot: *mut pg_sys::TupleTableSlot, whole_row: bool) {
+    unsafe fn apply(
+        &mut self,
+        op: WriteOp,
+        slot: *mut pg_sys::TupleTableSlot,
+        whole_row: bool,
+        old_value: Option<Vec<u8>>,
+    ) {
         if self.deferred {
-            self.defer(op, slot, whole_row);
+            self.defer(op, slot, whole_row, old_value);
         } else if self.returning {
             let row = self.write_now(op);
             self.fill_slot(slot, &row, whole_row, true);
@@ -899,7 +946,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         }
         return slot;
     }
-    st.apply(op, slot, false);
+    st.apply(op, slot, false, None);
     slot
 }
 
@@ -939,7 +986,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
         *num_slots = inserted as i32;
     } else if st.deferred {
         for op in ops {
-            st.defer(op, std::ptr::null_mut(), false);
+            st.defer(op, std::ptr::null_mut(), false, None);
         }
     } else {
         st.send_all(ops);
@@ -966,7 +1013,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         lease: st.sets_lease.then(|| lease.unwrap_or(0)),
         mod_revision,
     };
-    st.apply(op, slot, false);
+    st.apply(op, slot, false, None);
     slot
 }
 
@@ -980,7 +1027,12 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
     let st = state(rinfo);
     let _row = RowScope::enter(st.row_cxt);
     let (key, mod_revision) = st.old_row(plan_slot);
-    st.apply(WriteOp::Delete { key, mod_revision }, slot, true);
+    // The value the scan read (RETURNING of a deferred delete returns it).
+    let old_value = match st.cols.find(Field::Value).copied() {
+        Some(vc) if st.value_attno > 0 => st.column_bytes_at(plan_slot, st.value_attno, vc),
+        _ => None,
+    };
+    st.apply(WriteOp::Delete { key, mod_revision }, slot, true, old_value);
     slot
 }
 
