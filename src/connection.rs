@@ -198,12 +198,22 @@ pub fn drop_connection(info: &ServerInfo) {
 /// without a user (no user mapping, or one without `username`) says that
 /// the server has authentication enabled and the role needs an etcd user
 /// ([`EtcdError::NoUser`], 28000 with a hint naming the server).
+/// With a user name, the same answer (after logging in again) says that
+/// the login did not reach etcd ([`EtcdError::LoginNotPassedOn`]: a proxy
+/// in between drops it).
 pub fn identify(info: &ServerInfo, e: EtcdError) -> EtcdError {
-    if info.options.username.is_none() && e.user_empty() {
+    if e.user_empty() {
         if let EtcdError::Status { message, .. } = e.root() {
-            return EtcdError::NoUser {
-                server: info.server_name.clone(),
-                detail: message.clone(),
+            return match &info.options.username {
+                None => EtcdError::NoUser {
+                    server: info.server_name.clone(),
+                    detail: message.clone(),
+                },
+                Some(user) => EtcdError::LoginNotPassedOn {
+                    server: info.server_name.clone(),
+                    user: user.clone(),
+                    detail: message.clone(),
+                },
             };
         }
     }

@@ -64,7 +64,9 @@ pub fn etcd_sqlstate(e: &EtcdError) -> PgSqlErrorCode {
             PgSqlErrorCode::ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION
         }
         EtcdError::Auth { .. } => PgSqlErrorCode::ERRCODE_INVALID_PASSWORD,
-        EtcdError::NoUser { .. } => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        EtcdError::NoUser { .. } | EtcdError::LoginNotPassedOn { .. } => {
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
+        }
         // etcd did not answer within request_timeout: lost to this backend
         // as surely as an unavailable member (08006 too), and retried the
         // same way, by running the statement again.  (A write whose outcome
@@ -122,6 +124,9 @@ pub fn etcd_hint(e: &EtcdError) -> Option<String> {
             "Create a user mapping: CREATE USER MAPPING FOR CURRENT_USER SERVER \"{}\" OPTIONS (username '...', password '...').",
             server.replace('"', "\"\"")
         )),
+        EtcdError::LoginNotPassedOn { .. } => Some(
+            "A proxy between etcd_fdw and etcd drops the login: etcd's gRPC proxy (3.4 and 3.5) does not pass it on for key-value requests. Connect straight to etcd, or use the proxy only while etcd's authentication is off.".to_string(),
+        ),
         EtcdError::Timeout(_) => {
             Some("Increase the server option \"request_timeout\" or check the etcd cluster's health.".to_string())
         }

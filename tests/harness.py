@@ -755,6 +755,7 @@ class Certs:
       client.crt/client.key         client cert signed by the test CA
       other_ca.crt/other_ca.key     a second, unrelated CA
       other_client.crt/.key         client cert signed by the unrelated CA
+      proxy_client.crt/.key         client cert of the test CA without a CN
     """
 
     def __init__(self, directory=None):
@@ -776,6 +777,10 @@ class Certs:
     other_ca = property(lambda self: self.path("other_ca.crt"))
     other_client_cert = property(lambda self: self.path("other_client.crt"))
     other_client_key = property(lambda self: self.path("other_client.key"))
+    # without a common name: etcd's gRPC proxy refuses a client certificate
+    # with one (etcd would take it for a user name)
+    proxy_client_cert = property(lambda self: self.path("proxy_client.crt"))
+    proxy_client_key = property(lambda self: self.path("proxy_client.key"))
 
     def _openssl(self, *args):
         p = subprocess.run(["openssl", *args], cwd=self.dir, capture_output=True, timeout=60)
@@ -812,13 +817,16 @@ authorityKeyIdentifier = keyid:always
         )
 
     def _make_leaf(self, name, cn, ca, eku, san=None):
+        # cn None: no common name (an organisation only), as etcd's gRPC
+        # proxy wants for its own client certificate
+        subject = f"CN = {cn}" if cn is not None else "O = etcd_fdw test proxy"
         self._write(
             f"{name}.req.cnf",
             f"""[req]
 distinguished_name = dn
 prompt = no
 [dn]
-CN = {cn}
+{subject}
 """,
         )
         ext = f"""[v3]
@@ -854,6 +862,7 @@ authorityKeyIdentifier = keyid,issuer
         )
         self._make_leaf("client", "etcd-fdw-client", "ca", "clientAuth")
         self._make_leaf("other_client", "etcd-fdw-client", "other_ca", "clientAuth")
+        self._make_leaf("proxy_client", None, "ca", "clientAuth")
         # the PostgreSQL backend (postgres OS user) must be able to read them
         for fn in os.listdir(self.dir):
             p = self.path(fn)
@@ -1206,8 +1215,16 @@ class GrpcProxy:
     as the etcd behind it) on a free loopback port, forwarding to one
     EtcdServer: any number of clients, one connection to etcd."""
 
-    def __init__(self, etcd: EtcdServer):
+    def __init__(self, etcd: EtcdServer, serve_tls=False):
+        """With a TLS etcd (`etcd.certs`), the proxy talks TLS to it with
+        the test PKI's client certificate; `serve_tls`: the proxy serves
+        TLS itself (the PKI's server certificate) and asks its clients for
+        a certificate of the test CA."""
         self.etcd = etcd
+        self.certs = etcd.certs
+        self.serve_tls = serve_tls
+        if serve_tls and self.certs is None:
+            raise ValueError("serve_tls needs an etcd with certs (the test PKI)")
         self.base = tempfile.mkdtemp(prefix="etcdfdw-grpcproxy-")
         self.logfile = os.path.join(self.base, "proxy.log")
         self.proc = None
@@ -1217,6 +1234,10 @@ class GrpcProxy:
     @property
     def endpoint(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"{'https' if self.serve_tls else 'http'}://{self.endpoint}"
 
     @property
     def pid(self):
@@ -1237,10 +1258,22 @@ class GrpcProxy:
     def _launch(self, timeout):
         cmd = [
             self.etcd.etcd_bin, "grpc-proxy", "start",
-            "--endpoints", self.etcd.endpoint,
+            "--endpoints", self.etcd.url if self.certs else self.etcd.endpoint,
             "--listen-addr", self.endpoint,
             "--data-dir", os.path.join(self.base, "data"),
         ]
+        ctl_tls = []
+        if self.certs is not None:
+            c = self.certs
+            cmd += ["--cacert", c.ca, "--cert", c.proxy_client_cert, "--key", c.proxy_client_key]
+        if self.serve_tls:
+            c = self.certs
+            cmd += ["--cert-file", c.server_cert, "--key-file", c.server_key, "--trusted-ca-file", c.ca]
+            ctl_tls = ["--cacert", c.ca, "--cert", c.client_cert, "--key", c.client_key]
+        # the proxy names itself in MemberList answers (etcd_members)
+        cmd += ["--advertise-client-url", self.url]
+        if self.etcd.ctl_user:  # etcd's auth is on: the health check logs in
+            ctl_tls += ["--user", f"{self.etcd.ctl_user}:{self.etcd.ctl_password}"]
         log = open(self.logfile, "ab")
         try:
             self.proc = subprocess.Popen(
@@ -1255,7 +1288,7 @@ class GrpcProxy:
         last = None
         while time.monotonic() < deadline and self.proc.poll() is None:
             p = subprocess.run(
-                [self.etcd.etcdctl_bin, "--endpoints", self.endpoint, "--dial-timeout", "5s",
+                [self.etcd.etcdctl_bin, "--endpoints", self.url, *ctl_tls, "--dial-timeout", "5s",
                  "endpoint", "health"],
                 capture_output=True, env=env, timeout=30,
             )

@@ -57,6 +57,15 @@ pub enum EtcdError {
     /// no user mapping (or one without `username`) for server `server`.
     #[error("etcd server \"{server}\" has authentication enabled and no etcd user name was given: {detail}")]
     NoUser { server: String, detail: String },
+    /// etcd got a request without a user although etcd_fdw had logged in
+    /// as `user` (again, after the first such answer): something between
+    /// them drops the login, such as etcd's gRPC proxy.
+    #[error("etcd server \"{server}\" received the request without the login of etcd user \"{user}\": {detail}")]
+    LoginNotPassedOn {
+        server: String,
+        user: String,
+        detail: String,
+    },
 }
 
 /// Why one endpoint could not be connected to.
@@ -197,6 +206,7 @@ impl EtcdError {
             | EtcdError::TlsFile { .. }
             | EtcdError::Auth { .. }
             | EtcdError::NoUser { .. }
+            | EtcdError::LoginNotPassedOn { .. }
             | EtcdError::Refused(_) => true,
             EtcdError::Status { code, .. } => matches!(
                 code,
