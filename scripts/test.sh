@@ -32,7 +32,7 @@ export ETCD_FDW_DENY_WARNINGS=1
 declare -A suite=(
   [15]="tests"
   [18]="tests"
-  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py tests/test_invalid_values.py tests/test_copy_hint.py tests/test_explain_labels.py tests/test_first_day.py tests/test_watch_catchup.py tests/test_patroni.py tests/test_commit_mode_option.py"
+  [16]="tests/test_basic.py tests/test_options.py tests/test_pushdown.py tests/test_writes.py tests/test_everyday.py tests/test_upgrade.py tests/test_package.py tests/test_invalid_values.py tests/test_copy_hint.py tests/test_explain_labels.py tests/test_first_day.py tests/test_watch_catchup.py tests/test_patroni.py tests/test_commit_mode_option.py tests/test_grpc_proxy.py tests/test_cluster.py"
 )
 suite[17]="${suite[16]} tests/test_transactions.py"
 failed=()
