@@ -172,6 +172,75 @@ class Fdw:
 # --------------------------------------------------------------------------
 
 
+class Sampler:
+    """While a run lasts (a `with` block), every 100 ms: the TCP
+    connections established to etcd's client port (remote port, any
+    process, /proc/net/tcp), and, given the PostgreSQL cluster, the
+    RssAnon of each of its backends of database bench (but `exclude`)."""
+
+    def __init__(self, etcd_port, pg, exclude=None):
+        self.port_hex = f"{etcd_port:04X}"
+        self.pg = pg
+        self.exclude = exclude
+        self.max_conns = 0
+        self.rss_kb = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+        return False
+
+    def conns_now(self):
+        return self._conns()
+
+    def _conns(self):
+        n = 0
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(path) as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        if parts[3] == "01" and parts[2].rsplit(":", 1)[1] == self.port_hex:
+                            n += 1
+            except OSError:
+                pass
+        return n
+
+    def _backends(self):
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == self.exclude:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read()
+                if not title.startswith(b"postgres: postgres bench"):
+                    continue
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            kb = int(line.split()[1])
+                            self.rss_kb[pid] = max(self.rss_kb.get(pid, 0), kb)
+            except OSError:
+                continue
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.max_conns = max(self.max_conns, self._conns())
+            if self.pg is not None:
+                self._backends()
+            self._stop.wait(0.1)
+
+    def median_rss_mb(self):
+        return (statistics.median(self.rss_kb.values()) / 1024) if self.rss_kb else 0.0
+
+
 class Results:
     def __init__(self):
         self.rows = []  # table rows (dicts)
@@ -568,12 +637,20 @@ class Bench:
         self.res.samples[f"{workload} | {n}"] = m
 
     # -- point lookups ----------------------------------------------------------
-    def lookups(self):
-        a = self.a
-        L = a.lookup_keys
+    def lookup_keys(self):
+        """The point-lookup keys and the table lk over them (once)."""
+        if getattr(self, "_lookup_keys_loaded", False):
+            return
+        L = self.a.lookup_keys
         log(f"loading {fmt_n(L)} numeric keys for point lookups")
         self.raw.load("", L, value_size=100, layout="plain", base=LOOKUP_BASE)
         self.table("lk", key=str(LOOKUP_BASE), range_end=str(LOOKUP_BASE * 2))
+        self._lookup_keys_loaded = True
+
+    def lookups(self):
+        a = self.a
+        L = a.lookup_keys
+        self.lookup_keys()
         # sanity: a prepared lookup pushes the key down and finds the row
         self.check_plan("SELECT value FROM lk WHERE key = '1000001'",
                         ["etcd Conditions: key = '1000001'"], rows=[("point lookups", None)])
@@ -777,6 +854,124 @@ class Bench:
         if not m or (fm and int(fm.group(1)) != 0):
             raise BenchError(f"pgbench output not understood:\n{p.stdout}")
         return float(m.group(1))
+
+    # -- many backends, one etcd ----------------------------------------------------
+    def backends(self):
+        """1, 8, 32 and 64 pgbench clients (-M prepared, -T seconds) doing
+        point lookups, and a mixed script (a lookup, then an UPDATE of
+        another key: a guarded read-modify-write), against the raw client
+        at the same concurrency (that many OS threads, each with its own
+        connection).  Per run: throughput, p50/p99 latency (pgbench's
+        per-transaction log; the raw client's own timings), the median of
+        the backends' peak anonymous memory, and the most TCP connections
+        to etcd's client port seen at once beyond those open before the run
+        (/proc/net/tcp); the 64-client runs once more through etcd's gRPC
+        proxy (started for the run, its own connections counted)."""
+        a = self.a
+        L = a.lookup_keys
+        self.lookup_keys()
+        lo, hi = LOOKUP_BASE, LOOKUP_BASE + L - 1
+        scripts = {
+            "lookups": f"\\set k random({lo}, {hi})\nSELECT value FROM lk WHERE key = :k;\n",
+            "mixed": (f"\\set k random({lo}, {hi})\nSELECT value FROM lk WHERE key = :k;\n"
+                      f"\\set u random({lo}, {hi})\nUPDATE lk SET value = 'v' || :u WHERE key = :u;\n"),
+        }
+        self.fdw.conn.execute(
+            f"CREATE SERVER sp FOREIGN DATA WRAPPER etcd_fdw OPTIONS (connstr '{self.etcd.endpoint}')")
+        self.fdw.conn.execute(
+            f"CREATE FOREIGN TABLE lkp (key text, value text) SERVER sp OPTIONS "
+            f"(rowid_column 'key', key '{LOOKUP_BASE}', range_end '{LOOKUP_BASE * 2}')")
+        rng = random.Random(7)
+        keys_file = os.path.join(self.tmp, "backend_keys.txt")
+        with open(keys_file, "w") as f:
+            for _ in range(200_000):
+                f.write(f"{rng.randint(lo, hi)}\n")
+        own = self.fdw.scalar("SELECT pg_backend_pid()")
+        top = max(a.backend_clients)
+        for kind, text in scripts.items():
+            for conc in a.backend_clients:
+                for via_proxy in ((False, True) if conc == top else (False,)):
+                    body = text.replace(" lk ", " lkp ") if via_proxy else text
+                    path = os.path.join(self.tmp, f"backends_{kind}_{conc}_{int(via_proxy)}.sql")
+                    with open(path, "w") as f:
+                        f.write(body)
+                    os.chmod(path, 0o644)
+                    base = Sampler(self.etcd.port, None).conns_now()
+                    proxy = None
+                    if via_proxy:
+                        proxy = harness.GrpcProxy(self.etcd).start()
+                        self.fdw.conn.execute(
+                            f"ALTER SERVER sp OPTIONS (SET connstr '{proxy.endpoint}')")
+                    try:
+                        self.pgbench(path, conc, 20)  # warm-up: connections, plans
+                        log(f"many backends: {kind}, {conc} clients"
+                            f"{' through the gRPC proxy' if via_proxy else ''}, {a.backend_seconds} s")
+                        fdw = self.pgbench_timed(path, conc, a.backend_seconds, own)
+                    finally:
+                        if proxy is not None:
+                            proxy.destroy()
+                    fdw["conns"] -= base
+                    raw = None
+                    if not via_proxy:
+                        base = Sampler(self.etcd.port, None).conns_now()
+                        with Sampler(self.etcd.port, None) as smp:
+                            r = self.raw.run(
+                                "lookups", "--keys-file", keys_file,
+                                "--count", max(conc, int(fdw["tps"] * a.backend_seconds)),
+                                "--concurrency", conc, *(["--mixed"] if kind == "mixed" else []))
+                        raw = {"tps": r["ops_per_sec"], "p50": r["p50"], "p99": r["p99"],
+                               "conns": smp.max_conns - base, "rss_mb": r["vmhwm_kb"] / 1024}
+                    self.backend_row(kind, conc, via_proxy, fdw, raw)
+
+    def pgbench_timed(self, script, conc, seconds, own_pid):
+        """pgbench -M prepared for `seconds` with per-transaction logging:
+        {tps, p50, p99 (s), conns (most TCP connections to etcd seen), rss_mb
+        (median over the backends of their peak RssAnon)}."""
+        logdir = os.path.join(self.tmp, f"pgbench_log_{time.monotonic_ns()}")
+        os.makedirs(logdir)
+        harness.give_to_postgres(logdir, 0o777)
+        jobs = min(conc, os.cpu_count() or 1)
+        cmd = [PGBENCH, "-n", "-M", "prepared", "-f", script, "-c", str(conc), "-j", str(jobs),
+               "-T", str(seconds), "-l", "--log-prefix", os.path.join(logdir, "tx"),
+               "-h", self.pg.sockdir, "-p", str(self.pg.port), "-U", "postgres", "bench"]
+        with Sampler(self.etcd.port, self.pg, exclude=own_pid) as smp:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 10 + 600,
+                               env={**os.environ, "PGOPTIONS": "-c statement_timeout=0"})
+        if p.returncode != 0:
+            raise BenchError(f"pgbench failed: {p.stderr.strip()}\n{p.stdout}")
+        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", p.stdout)
+        fm = re.search(r"number of failed transactions: (\d+)", p.stdout)
+        if not m or (fm and int(fm.group(1)) != 0):
+            raise BenchError(f"pgbench output not understood:\n{p.stdout}")
+        lat = []
+        for fn in os.listdir(logdir):
+            with open(os.path.join(logdir, fn)) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3:
+                        lat.append(int(parts[2]) / 1e6)
+        lat.sort()
+        q = (lambda x: lat[min(len(lat) - 1, round((len(lat) - 1) * x))] if lat else None)
+        return {"tps": float(m.group(1)), "p50": q(0.5), "p99": q(0.99),
+                "conns": smp.max_conns, "rss_mb": smp.median_rss_mb()}
+
+    def backend_row(self, kind, conc, via_proxy, fdw, raw):
+        def cell(d, memory):
+            conns = d["conns"]
+            return (f"{d['tps']:,.0f} ops/s; p50 {d['p50'] * 1e3:.2f} ms, p99 {d['p99'] * 1e3:.2f} ms; "
+                    f"{conns} etcd connection{'s' if conns != 1 else ''}; {memory} {d['rss_mb']:.1f} MB")
+        what = "lookups" if kind == "lookups" else "mixed (lookup + UPDATE of another key)"
+        name = f"many backends: {what}, {conc} client{'s' if conc > 1 else ''}" + (
+            " through etcd's gRPC proxy" if via_proxy else "")
+        self.res.add(
+            workload=name, n=fmt_n(self.a.lookup_keys), fdw=cell(fdw, "backend RssAnon (median of peaks)"),
+            raw="(the row without the proxy)" if raw is None else cell(raw, "raw client VmHWM"),
+            ratio="-" if raw is None else f"{raw['tps'] / fdw['tps']:.2f}",
+            target="(none)", result="info", reps=f"1×{self.a.backend_seconds} s",
+            fdw_value=fdw["tps"], raw_value=None if raw is None else raw["tps"],
+        )
+        self.res.samples[f"backends {kind} c={conc}{' proxy' if via_proxy else ''}"] = {
+            "fdw": fdw, "raw": raw}
 
     # -- bulk writes --------------------------------------------------------------
     def writes(self):
@@ -1264,6 +1459,17 @@ class Bench:
             "of the lookups, 1 or 4 sessions at once; raw: as above.  This leaves out pgbench and "
             "the client round trip per statement, so it shows the extension's own cost per "
             "lookup.",
+            f"**many backends**: pgbench -M prepared -T {a.backend_seconds} with "
+            f"{', '.join(map(str, a.backend_clients))} clients (-j up to the CPUs), scripts "
+            "`SELECT value FROM lk WHERE key = :k` (lookups) and that plus `UPDATE lk SET value = "
+            "'v' || :u WHERE key = :u` (mixed: a read and a guarded commit); latencies from "
+            "pgbench's per-transaction log.  Raw: as many OS threads, each with its own "
+            "connection, doing gets (lookups) or a get, a get of another key and a Txn "
+            "comparing its mod_revision and putting it (mixed).  etcd connections: the most TCP "
+            "connections to etcd's client port at once, beyond those open before the run "
+            "(/proc/net/tcp); memory: the median of the pgbench backends' peak RssAnon, and "
+            "the raw client process's VmHWM.  The largest client count runs once more through "
+            "etcd's gRPC proxy (`etcd grpc-proxy start`), its connections counted.",
             f"**bulk writes**: {fmt_n(a.write_rows)} rows into a fresh prefix per repetition.  "
             "FDW `INSERT INTO w SELECT 'w/f<r>/' || i, repeat('v', 100) FROM generate_series(1, "
             "n) i`, `UPDATE w SET value = value || 'x' WHERE key LIKE 'w/f<r>/%'`, `DELETE FROM w "
@@ -1338,7 +1544,8 @@ class Bench:
             steps = [("scans", self.load_scan_sets), ("scans", self.scans),
                      ("lookups", self.lookups), ("writes", self.writes),
                      ("txwrites", self.txn_writes),
-                     ("memory", self.memory), ("soak", self.soak)]
+                     ("memory", self.memory), ("soak", self.soak),
+                     ("backends", self.backends)]
             for name, fn in steps:
                 if name in a.skip:
                     continue
@@ -1466,6 +1673,10 @@ def main(argv=None):
     p.add_argument("--lookup-count", type=parse_size,
                    help="lookups per run (default 20k; --quick: 5k)")
     p.add_argument("--write-rows", type=parse_size, default=20_000)
+    p.add_argument("--backend-clients", default="1,8,32,64",
+                   help="pgbench clients of the many-backends rows (default 1,8,32,64)")
+    p.add_argument("--backend-seconds", type=int, default=10,
+                   help="pgbench -T of each many-backends run (default 10; --quick 5)")
     p.add_argument("--mem-keys", type=parse_size, default=150_000)
     p.add_argument("--mem-value-size", type=int, default=1024)
     p.add_argument("--mem-reps", type=int, default=3)
@@ -1490,16 +1701,19 @@ def main(argv=None):
     if a.lookup_count is None:
         a.lookup_count = 5_000 if a.quick else 20_000
     a.skip = {s.strip() for s in a.skip.split(",") if s.strip()}
+    a.backend_clients = [int(c) for c in a.backend_clients.split(",") if c.strip()]
+    if a.quick and a.backend_seconds == 10:
+        a.backend_seconds = 5
     a.reps = max(1, a.reps)
     if a.lookup_keys > LOOKUP_BASE:
         p.error(f"--lookup-keys: at most {LOOKUP_BASE}")
-    unknown = a.skip - {"scans", "lookups", "writes", "txwrites", "memory", "soak"}
+    unknown = a.skip - {"scans", "lookups", "writes", "txwrites", "memory", "soak", "backends"}
     if unknown:
         p.error(f"--skip: unknown workload(s) {', '.join(sorted(unknown))}")
     needs = []  # the soak runs without the raw client and pgbench
-    if {"scans", "lookups", "writes", "txwrites", "memory"} - a.skip:
+    if {"scans", "lookups", "writes", "txwrites", "memory", "backends"} - a.skip:
         needs.append((RAWCLIENT, "cargo build --release -p etcd_rawclient"))
-    if "lookups" not in a.skip:
+    if {"lookups", "backends"} - a.skip:
         needs.append((PGBENCH, f"PostgreSQL {harness.PG_MAJOR} pgbench"))
     for path, what in needs:
         if not os.path.exists(path):

@@ -109,6 +109,9 @@ fn first_changes(
     server: &ServerInfo,
     watch: &[(Vec<u8>, i64)],
 ) -> Result<Vec<FirstChange>, Undecided> {
+    if watch.is_empty() {
+        return Ok(Vec::new());
+    }
     let timeout = server.options.request_timeout;
     let unreachable = |e: EtcdError| Undecided::Unreachable(e.to_string());
     let client = connection::try_client(server).map_err(unreachable)?;

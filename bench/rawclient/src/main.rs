@@ -55,7 +55,7 @@ type Res<T> = Result<T, String>;
 const USAGE: &str = "usage: rawclient <load|scan|lookups|count|keylist|insert|update|delete> --endpoint HOST:PORT [options]
   load     --prefix P --count N [--value-size 100] [--layout scan|plain] [--base B] [--batch 128] [--inflight 16]
   scan     --prefix P [--fetch-size 1000] [--repeat K] [--desc] [--limit L] [--keys-only]
-  lookups  --keys-file F --count N [--concurrency C]
+  lookups  --keys-file F --count N [--concurrency C] [--mixed]  (--mixed: a get, then a guarded update of the next key)
   count    --prefix P [--repeat K]
   keylist  --keys-file F [--batch 128] [--repeat K]
   insert   --prefix P --count N [--value-size 100] [--batch 128]
@@ -68,7 +68,7 @@ struct Args {
     flags: Vec<String>,
 }
 
-const FLAGS: &[&str] = &["desc", "keys-only", "prev-kv", "single-request"];
+const FLAGS: &[&str] = &["desc", "keys-only", "prev-kv", "single-request", "mixed"];
 
 impl Args {
     fn parse(argv: &[String]) -> Res<Args> {
@@ -531,22 +531,31 @@ struct LookupStats {
     ops: u64,
     found: u64,
     bytes: u64,
+    /// Each operation's latency, in microseconds.
+    latencies_us: Vec<u32>,
 }
 
+/// `n` operations over `keys` (from `start`, every `step`-th): a get, or
+/// with `mixed` a get of one key and then a guarded update of the next
+/// (read it, then a Txn comparing its mod_revision and putting a new
+/// value: what an UPDATE through the FDW sends in transaction mode).
 async fn lookup_loop(
     kv: &mut KvClient,
     keys: &[Vec<u8>],
     start: usize,
     step: usize,
     n: u64,
+    mixed: bool,
 ) -> Res<LookupStats> {
     let mut s = LookupStats {
         ops: 0,
         found: 0,
         bytes: 0,
+        latencies_us: Vec::with_capacity(n as usize),
     };
     let mut i = start;
     for _ in 0..n {
+        let t = Instant::now();
         let resp = kv
             .get(keys[i % keys.len()].clone(), None)
             .await
@@ -555,13 +564,38 @@ async fn lookup_loop(
             s.found += 1;
             s.bytes += kv.value().len() as u64;
         }
+        if mixed {
+            let key = keys[(i + 1) % keys.len()].clone();
+            let cur = kv.get(key.clone(), None).await.map_err(err)?;
+            let rev = cur.kvs().first().map_or(0, |kv| kv.mod_revision());
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    rev,
+                )])
+                .and_then(vec![TxnOp::put(key, format!("v{i}"), None)]);
+            kv.txn(txn).await.map_err(err)?;
+        }
+        s.latencies_us
+            .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
         s.ops += 1;
         i += step;
     }
     Ok(s)
 }
 
+/// The `q`-quantile (0..=1) of sorted `xs`, in seconds.
+fn quantile_s(xs: &[u32], q: f64) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let i = ((xs.len() - 1) as f64 * q).round() as usize;
+    f64::from(xs[i]) / 1e6
+}
+
 fn cmd_lookups(a: &Args, opts: &ServerOptions) -> Res<()> {
+    let mixed = a.flag("mixed");
     let file = a.str("keys-file")?;
     let count = a.num("count", None)?;
     let conc = a.num("concurrency", Some(1))?.max(1) as usize;
@@ -595,7 +629,7 @@ fn cmd_lookups(a: &Args, opts: &ServerOptions) -> Res<()> {
                 // Always reach the barrier, even after an error.
                 barrier.wait();
                 let (_client, mut kv) = setup?;
-                let s = rt.block_on(lookup_loop(&mut kv, &keys, t, conc, n))?;
+                let s = rt.block_on(lookup_loop(&mut kv, &keys, t, conc, n, mixed))?;
                 Ok((s, Instant::now()))
             },
         ));
@@ -606,6 +640,7 @@ fn cmd_lookups(a: &Args, opts: &ServerOptions) -> Res<()> {
         ops: 0,
         found: 0,
         bytes: 0,
+        latencies_us: Vec::new(),
     };
     let mut end = t0;
     for h in handles {
@@ -613,11 +648,20 @@ fn cmd_lookups(a: &Args, opts: &ServerOptions) -> Res<()> {
         total.ops += s.ops;
         total.found += s.found;
         total.bytes += s.bytes;
+        total.latencies_us.extend(s.latencies_us);
         end = end.max(done);
     }
+    total.latencies_us.sort_unstable();
     let el = (end - t0).as_secs_f64();
     Out::default()
-        .str("cmd", b"lookups")
+        .str(
+            "cmd",
+            if mixed {
+                b"mixed".as_slice()
+            } else {
+                b"lookups".as_slice()
+            },
+        )
         .num("concurrency", conc)
         .num("ops", total.ops)
         .num("found", total.found)
@@ -625,6 +669,9 @@ fn cmd_lookups(a: &Args, opts: &ServerOptions) -> Res<()> {
         .secs("elapsed", el)
         .secs("per_op", el / total.ops.max(1) as f64)
         .num("ops_per_sec", format!("{:.1}", total.ops as f64 / el))
+        .secs("p50", quantile_s(&total.latencies_us, 0.5))
+        .secs("p99", quantile_s(&total.latencies_us, 0.99))
+        .num("vmhwm_kb", vmhwm_kb())
         .print();
     Ok(())
 }
