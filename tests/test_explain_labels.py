@@ -21,7 +21,8 @@ import re
 import pytest
 
 AUTO = "auto (first 1000, then growing up to 16 MiB per request)"
-AUTO_WHOLE = "auto (first 1000, then up to 16 MiB per request: the query reads the whole range)"
+AUTO_WHOLE = ("auto (first 1000, or the size the last complete scan of the range found, then up to "
+              "16 MiB per request: the query reads the whole range)")
 LIN = "linearizable"
 
 
@@ -197,3 +198,32 @@ def test_revision_and_consistency(t, etcd, kp):
           {"etcd Range": f"key = '{kp}k02'", "etcd Conditions": f"key = '{kp}k02'",
            "etcd Keys Only": "false", "etcd Revision": str(rev), "etcd Consistency": "serializable"},
           {"etcd Pages": "1", "etcd Keys Fetched": "1"}, requests=(1, 0))
+
+
+def test_whole_range_scan_sized_by_the_last_one(db, etcd, kp):
+    """A query reading its whole range, without statistics, pages from
+    1000 keys; the backend remembers what the complete scan found, and the
+    next such scan of the same range takes it in one request (EXPLAIN's
+    Fetch Size says so).  A query that may stop early, another range, or
+    another session gets no such first page."""
+    etcd.put_many([(f"{kp}b{i:04d}", "x" * 20) for i in range(2500)])
+    db.create_server("s", etcd.endpoint)
+    db.create_table("big", "s", prefix=f"{kp}b")
+    db.scalar(f"SELECT 1 FROM big WHERE key = '{kp}b0000'")  # connect
+    sql = "SELECT count(value) FROM big"
+    want = {"etcd Range": f"prefix '{kp}b'", "etcd Keys Only": "false", "etcd Consistency": LIN,
+            "etcd Fetch Size": AUTO_WHOLE}
+    check(db, etcd, sql, want, {"etcd Pages": "2", "etcd Keys Fetched": "2500"}, requests=(2, 0))
+    check(db, etcd, sql, want, {"etcd Pages": "1", "etcd Keys Fetched": "2500"}, requests=(1, 0))
+    # grown since: the first page was sized for 2500 keys of 20 bytes and
+    # still holds the range (a budget of 16 MiB), one request again
+    etcd.put_many([(f"{kp}b{i:04d}", "x" * 20) for i in range(2500, 2600)])
+    check(db, etcd, sql, want, {"etcd Pages": "1", "etcd Keys Fetched": "2600"}, requests=(1, 0))
+    # another session starts from 1000 keys again
+    other = db.connect()
+    plan = [r[0] for r in db.rows(
+        f"EXPLAIN (ANALYZE, VERBOSE, TIMING OFF, SUMMARY OFF, COSTS OFF) {sql}", conn=other)]
+    assert [ln.strip() for ln in plan if "etcd Pages" in ln] == ["etcd Pages: 2"], plan
+    # a query that may stop early keeps the small first page
+    got, plan = etcd_lines(db, "SELECT value FROM big LIMIT 1500", analyze=True)
+    assert got["etcd Fetch Size"] == AUTO and got["etcd Pages"] == "2", plan

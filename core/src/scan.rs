@@ -125,6 +125,17 @@ pub struct ScanSpec {
 /// (see the README's performance section for the measurements).
 pub const PAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// The first page of a scan that reads its whole range, sized from an
+/// earlier complete scan of the same range that found `rows` keys of
+/// `bytes` bytes in all: a whole page budget ([`PAGE_BYTES`]) of keys of
+/// that average size, so a range that still fits is one request.  A range
+/// whose values have grown since is shrunk like any page that comes back
+/// too large.
+pub fn first_page_for(rows: u64, bytes: u64) -> u64 {
+    let avg = (bytes / rows.max(1)).max(1);
+    (PAGE_BYTES as u64 / avg).max(1)
+}
+
 /// Growth factor of adaptive pages.
 const PAGE_GROWTH: u64 = 4;
 
@@ -302,6 +313,8 @@ pub struct Pager {
     /// Keys etcd said are left in the current range after the last page
     /// (its `count` minus the keys sent), when known.
     remaining: Option<u64>,
+    /// Bytes (keys and values) of every page so far.
+    bytes: u64,
 }
 
 /// What to do after etcd refused to send a page because the response
@@ -338,7 +351,28 @@ impl Pager {
             count_only: false,
             counted: 0,
             remaining: None,
+            bytes: 0,
         }
+    }
+
+    /// An adaptive scan's first page of `keys` keys instead of
+    /// `fetch_size` (see [`first_page_for`]); a fixed `fetch_size` is
+    /// kept as given.
+    pub fn with_first_page(mut self, keys: u64) -> Self {
+        if self.spec.adaptive {
+            self.page_limit = keys.max(1);
+        }
+        self
+    }
+
+    /// Bytes (keys and values) of the pages read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Rows handed out so far.
+    pub fn returned(&self) -> u64 {
+        self.returned
     }
 
     /// Read a key set of several single keys (a key list) in read-only
@@ -592,6 +626,7 @@ impl Pager {
         header_revision: i64,
     ) {
         self.pages += 1;
+        self.bytes += bytes as u64;
         if self.spec.adaptive && count > 0 {
             let avg = (bytes / count).max(1);
             let cap = (PAGE_BYTES / avg).max(1) as u64;
@@ -953,6 +988,26 @@ mod tests {
             1000,
             "an explicit fetch_size is kept"
         );
+    }
+
+    #[test]
+    fn a_first_page_from_an_earlier_scan_takes_the_range_at_once() {
+        // 100k keys of 110 bytes: 11 MB, within the 16 MiB budget
+        let first = first_page_for(100_000, 11_000_000);
+        assert!(first >= 100_000, "{first}");
+        // the budget still bounds a page: 1M keys of 110 bytes
+        assert_eq!(first_page_for(1_000_000, 110_000_000), PAGE_BYTES as u64 / 110);
+        // nothing found: one key's budget is all of it
+        assert_eq!(first_page_for(0, 0), PAGE_BYTES as u64);
+        let mut s = spec(KeySet::from_ranges(vec![KeyRange::prefix(b"p/")]));
+        s.fetch_size = 1000;
+        s.adaptive = true;
+        s.whole_range = true;
+        let pager = Pager::new(s.clone()).with_first_page(first);
+        assert_eq!(pager.page_limit(), first);
+        // an explicit fetch_size is kept
+        s.adaptive = false;
+        assert_eq!(Pager::new(s).with_first_page(first).page_limit(), 1000);
     }
 
     #[test]

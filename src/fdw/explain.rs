@@ -131,15 +131,17 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     );
     if pages_by_fetch_size(&plan, shape) {
         if plan.adaptive_fetch {
+            // A whole-range scan's first page takes what the backend's
+            // last complete scan of the range found, when there was one.
             let then = if plan.whole_range {
-                "then"
+                ", or the size the last complete scan of the range found, then"
             } else {
-                "then growing"
+                ", then growing"
             };
             text(
                 "etcd Fetch Size",
                 &format!(
-                    "auto (first {}, {then} up to {} MiB per request{})",
+                    "auto (first {}{then} up to {} MiB per request{})",
                     plan.fetch_size,
                     etcd_fdw_core::scan::PAGE_BYTES >> 20,
                     if plan.whole_range {

@@ -8,6 +8,7 @@ mod modify;
 pub(crate) mod plan;
 mod private;
 mod pushdown;
+mod range_sizes;
 mod scan;
 mod upper;
 mod validator;

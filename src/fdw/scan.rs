@@ -15,7 +15,8 @@ use etcd_fdw_core::options::InvalidValues;
 use etcd_fdw_core::pending::{Overlay, PendingTxn, Step};
 use etcd_fdw_core::plan::{CondOp, ScanPlan};
 use etcd_fdw_core::scan::{
-    batch_refused, merge_top, Oversized, PageRequest, Pager, ScanSpec, SortField, SortKey,
+    batch_refused, first_page_for, merge_top, Oversized, PageRequest, Pager, ScanSpec, SortField,
+    SortKey,
 };
 use etcd_fdw_core::writes::revision_to_tid;
 use pgrx::pg_sys;
@@ -23,6 +24,7 @@ use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
 use super::plan::{decode_plan, table_info};
 use super::pushdown;
+use super::range_sizes;
 use crate::catalog::{self, ServerInfo};
 use crate::columns::{self, Column, Field, IoInput, Repr};
 use crate::connection;
@@ -194,11 +196,35 @@ impl ScanExec {
                 spec.sort = None;
             }
         }
+        let sized_by_last_scan = self.remembers_size(&spec);
         let mut pager = Pager::new(spec).with_key_batches(self.plan.batch_size);
         if self.plan.count_only && self.overlay.is_none() {
             pager = pager.count_only();
         }
+        if let Some((rows, bytes)) = sized_by_last_scan {
+            pager = pager.with_first_page(first_page_for(rows, bytes).max(u64::from(self.plan.fetch_size)));
+        }
         self.pager = Some(pager);
+    }
+
+    /// A scan that reads its whole range in adaptive pages, in key order,
+    /// without pending writes to merge, count-only answers or key-list
+    /// batches: its size is remembered when it completes, and the size an
+    /// earlier one found (`Some`) sizes its first page.
+    fn remembers_size(&self, spec: &ScanSpec) -> Option<(u64, u64)> {
+        self.size_remembered(spec)
+            .then(|| range_sizes::get(self.server.server_oid.into(), &spec.keys))
+            .flatten()
+    }
+
+    fn size_remembered(&self, spec: &ScanSpec) -> bool {
+        spec.adaptive
+            && spec.whole_range
+            && spec.limit.is_none()
+            && spec.sort.is_none()
+            && self.overlay.is_none()
+            && !self.plan.count_only
+            && spec.keys.point_count().is_none()
     }
 
     /// The rows of a pushed-down count: etcd's counts, or, when pending
@@ -280,6 +306,12 @@ impl ScanExec {
             self.fetch_range()
         };
         let (Some(kvs), Some(pager)) = (kvs, self.pager.as_ref()) else {
+            // Complete: remember what it found, for the next scan of it.
+            if let Some(p) = self.pager.as_ref() {
+                if self.size_remembered(p.spec()) && !p.batched() {
+                    range_sizes::put(self.server.server_oid.into(), &p.spec().keys, p.returned(), p.bytes_read());
+                }
+            }
             return false;
         };
         if self.pages == 0 && self.plan.revision == 0 && !self.direct {
