@@ -70,7 +70,6 @@ fn read_keys(
     keys: &[Vec<u8>],
     at: Option<i64>,
 ) -> Result<Vec<Option<KeyState>>, EtcdError> {
-    let timeout = server.options.request_timeout;
     let reads = Txn::new().and_then(
         keys.iter()
             .map(|k| {
@@ -85,7 +84,7 @@ fn read_keys(
     );
     let resp = connection::try_with_retry(server, |mut kv| {
         let reads = reads.clone();
-        async move { client::with_timeout(timeout, kv.txn(reads)).await }
+        async move { kv.txn(reads).await.map_err(EtcdError::from) }
     })?;
     Ok(resp
         .op_responses()
@@ -254,7 +253,6 @@ pub fn rows_applied_at(
     batch: &WriteBatch,
     revision: i64,
 ) -> Result<Vec<RowAfter>, EtcdError> {
-    let timeout = server.options.request_timeout;
     let reads = Txn::new().and_then(
         writes::row_reads(batch, revision)
             .into_iter()
@@ -263,7 +261,7 @@ pub fn rows_applied_at(
     );
     let resp = connection::try_with_retry(server, |mut kv| {
         let reads = reads.clone();
-        async move { client::with_timeout(timeout, kv.txn(reads)).await }
+        async move { kv.txn(reads).await.map_err(EtcdError::from) }
     })?;
     Ok(resp
         .op_responses()

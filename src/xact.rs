@@ -498,7 +498,7 @@ fn commit_one(server: &ServerInfo, txn: &CommitTxn) -> Result<(), CommitFailure>
             let reads = txn.failure_reads();
             let now = connection::try_with_retry(server, |mut kv| {
                 let reads = reads.clone();
-                async move { client::with_timeout(timeout, kv.txn(reads)).await }
+                async move { kv.txn(reads).await.map_err(EtcdError::from) }
             })
             .map(|r| failure_revisions(&r))
             .unwrap_or_default();

@@ -996,7 +996,10 @@ mod tests {
         let first = first_page_for(100_000, 11_000_000);
         assert!(first >= 100_000, "{first}");
         // the budget still bounds a page: 1M keys of 110 bytes
-        assert_eq!(first_page_for(1_000_000, 110_000_000), PAGE_BYTES as u64 / 110);
+        assert_eq!(
+            first_page_for(1_000_000, 110_000_000),
+            PAGE_BYTES as u64 / 110
+        );
         // nothing found: one key's budget is all of it
         assert_eq!(first_page_for(0, 0), PAGE_BYTES as u64);
         let mut s = spec(KeySet::from_ranges(vec![KeyRange::prefix(b"p/")]));

@@ -89,13 +89,10 @@ fn read_cluster(info: &ServerInfo, scope: &str, namespace: &str) -> (String, Clu
     };
     let resp = connection::with_retry(info, &what, |mut kv| {
         let prefix = prefix.clone();
-        let timeout = info.options.request_timeout;
         async move {
-            client::with_timeout(
-                timeout,
-                kv.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix())),
-            )
-            .await
+            kv.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(EtcdError::from)
         }
     });
     let revision = resp.header().map_or(0, |h| h.revision());
@@ -337,10 +334,9 @@ fn read_config(info: &ServerInfo, key: &[u8], scope: &str) -> (Value, ReadFrom) 
         },
         |mut kv| {
             let key = key.to_vec();
-            let timeout = info.options.request_timeout;
             async move {
                 let opts = GetOptions::new().with_revision(revision);
-                client::with_timeout(timeout, kv.get(key, Some(opts))).await
+                kv.get(key, Some(opts)).await.map_err(EtcdError::from)
             }
         },
     );

@@ -6,7 +6,7 @@
 //! RETURNING shows key and value; the metadata columns are NULL until the
 //! commit assigns them.
 
-use etcd_fdw_core::client;
+use etcd_fdw_core::client::EtcdError;
 use etcd_fdw_core::etcd_client::GetOptions;
 use etcd_fdw_core::keyrange::KeySet;
 use etcd_fdw_core::options::effective_batch_size;
@@ -215,7 +215,6 @@ impl ModifyExec {
         if let Some(v) = scanned {
             return v;
         }
-        let timeout = self.server.options.request_timeout;
         let revision = match read {
             ReadFrom::Etcd { mod_revision } => mod_revision,
             ReadFrom::Pending => 0,
@@ -225,7 +224,7 @@ impl ModifyExec {
             let key = key.clone();
             async move {
                 let o = GetOptions::new().with_revision(revision);
-                client::with_timeout(timeout, kv.get(key, Some(o))).await
+                kv.get(key, Some(o)).await.map_err(EtcdError::from)
             }
         });
         resp.kvs()

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 
-use etcd_fdw_core::client::{self, MAX_RESPONSE_BYTES};
+use etcd_fdw_core::client::{EtcdError, MAX_RESPONSE_BYTES};
 use etcd_fdw_core::etcd_client::GetOptions;
 use etcd_fdw_core::import::{
     self, ImportOptionError, ImportOptions, Layout, SegmentScan, SkipReason,
@@ -111,7 +111,6 @@ fn find_segments(
     max_name: usize,
 ) -> SegmentScan {
     let mut scan = SegmentScan::new(prefix.as_bytes(), separator.as_bytes(), max_name);
-    let timeout = server.options.request_timeout;
     let what = |scan: &SegmentScan| {
         let at = match scan.revision() {
             0 => String::new(),
@@ -129,7 +128,7 @@ fn find_segments(
             let req = req.clone();
             async move {
                 let opts = req.get_options();
-                client::with_timeout(timeout, kv.get(req.key, Some(opts))).await
+                kv.get(req.key, Some(opts)).await.map_err(EtcdError::from)
             }
         });
         match result {
@@ -292,7 +291,6 @@ unsafe fn import_patroni(
     prefix: &str,
     opts: &ImportOptions,
 ) -> *mut pg_sys::List {
-    let timeout = server.options.request_timeout;
     let what = || {
         format!(
             "importing Patroni cluster \"{}\" from etcd server \"{}\" ({})",
@@ -306,7 +304,7 @@ unsafe fn import_patroni(
         let prefix = prefix.to_string();
         async move {
             let opts = GetOptions::new().with_prefix().with_keys_only();
-            client::with_timeout(timeout, kv.get(prefix, Some(opts))).await
+            kv.get(prefix, Some(opts)).await.map_err(EtcdError::from)
         }
     })
     .unwrap_or_else(|e| etcd_error(&e, &what()));

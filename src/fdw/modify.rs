@@ -474,7 +474,6 @@ impl ModifyExec {
         } else {
             GetOptions::new()
         };
-        let timeout = self.server.options.request_timeout;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(per_txn) {
             let txn = Txn::new().and_then(
@@ -485,7 +484,7 @@ impl ModifyExec {
             );
             let resp = connection::with_retry(&self.server, &|| self.what(), |mut kv| {
                 let txn = txn.clone();
-                async move { client::with_timeout(timeout, kv.txn(txn)).await }
+                async move { kv.txn(txn).await.map_err(EtcdError::from) }
             });
             out.extend(resp.op_responses().iter().map(|r| match r {
                 TxnOpResponse::Get(g) => g.kvs().first().map(|kv| EtcdRow {

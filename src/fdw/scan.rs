@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 
-use etcd_fdw_core::client;
 use etcd_fdw_core::client::{EtcdError, MAX_RESPONSE_BYTES};
 use etcd_fdw_core::etcd_client::KeyValue;
 use etcd_fdw_core::keyrange::KeySet;
@@ -202,7 +201,8 @@ impl ScanExec {
             pager = pager.count_only();
         }
         if let Some((rows, bytes)) = sized_by_last_scan {
-            pager = pager.with_first_page(first_page_for(rows, bytes).max(u64::from(self.plan.fetch_size)));
+            pager = pager
+                .with_first_page(first_page_for(rows, bytes).max(u64::from(self.plan.fetch_size)));
         }
         self.pager = Some(pager);
     }
@@ -309,7 +309,12 @@ impl ScanExec {
             // Complete: remember what it found, for the next scan of it.
             if let Some(p) = self.pager.as_ref() {
                 if self.size_remembered(p.spec()) && !p.batched() {
-                    range_sizes::put(self.server.server_oid.into(), &p.spec().keys, p.returned(), p.bytes_read());
+                    range_sizes::put(
+                        self.server.server_oid.into(),
+                        &p.spec().keys,
+                        p.returned(),
+                        p.bytes_read(),
+                    );
                 }
             }
             return false;
@@ -406,7 +411,6 @@ impl ScanExec {
     /// Raise 54000 for the next key of `req`, which alone exceeds the
     /// response limit, naming it (read again with keys_only, which fits).
     fn key_too_large(&self, req: &PageRequest) -> ! {
-        let timeout = self.server.options.request_timeout;
         let probe = PageRequest {
             limit: 1,
             keys_only: true,
@@ -416,7 +420,7 @@ impl ScanExec {
             let probe = probe.clone();
             async move {
                 let opts = probe.get_options();
-                client::with_timeout(timeout, kv.get(probe.key, Some(opts))).await
+                kv.get(probe.key, Some(opts)).await.map_err(EtcdError::from)
             }
         })
         .ok()
