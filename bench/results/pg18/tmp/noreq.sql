@@ -1,2 +1,0 @@
-\set k random(1000000, 1099999)
-SELECT value FROM lk WHERE key = :k AND key < '1000000';
