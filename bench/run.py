@@ -839,11 +839,15 @@ class Bench:
         )
         self.res.samples[sample_name] = m
 
-    def pgbench(self, script, conc, per_client):
-        """Run pgbench -M prepared; its tps without initial connection time."""
+    def pgbench(self, script, conc, per_client, max_tries=1):
+        """Run pgbench -M prepared; its tps without initial connection time.
+        max_tries > 1: a transaction that fails with a serialization
+        failure (40001: a guarded commit lost to another client) is run
+        again, up to that many times in all."""
         jobs = min(conc, os.cpu_count() or 1)
         cmd = [PGBENCH, "-n", "-M", "prepared", "-f", script, "-c", str(conc),
-               "-j", str(jobs), "-t", str(per_client), "-h", self.pg.sockdir,
+               "-j", str(jobs), "-t", str(per_client), "--max-tries", str(max_tries),
+               "-h", self.pg.sockdir,
                "-p", str(self.pg.port), "-U", "postgres", "bench"]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
                            env={**os.environ, "PGOPTIONS": "-c statement_timeout=0"})
@@ -902,11 +906,14 @@ class Bench:
                         proxy = harness.GrpcProxy(self.etcd).start()
                         self.fdw.conn.execute(
                             f"ALTER SERVER sp OPTIONS (SET connstr '{proxy.endpoint}')")
+                    # concurrent UPDATEs of one key: the loser's commit is
+                    # 40001, and pgbench runs that transaction again
+                    tries = 10 if kind == "mixed" else 1
                     try:
-                        self.pgbench(path, conc, 20)  # warm-up: connections, plans
+                        self.pgbench(path, conc, 20, max_tries=tries)  # warm-up: connections, plans
                         log(f"many backends: {kind}, {conc} clients"
                             f"{' through the gRPC proxy' if via_proxy else ''}, {a.backend_seconds} s")
-                        fdw = self.pgbench_timed(path, conc, a.backend_seconds, own)
+                        fdw = self.pgbench_timed(path, conc, a.backend_seconds, own, max_tries=tries)
                     finally:
                         if proxy is not None:
                             proxy.destroy()
@@ -923,16 +930,18 @@ class Bench:
                                "conns": smp.max_conns - base, "rss_mb": r["vmhwm_kb"] / 1024}
                     self.backend_row(kind, conc, via_proxy, fdw, raw)
 
-    def pgbench_timed(self, script, conc, seconds, own_pid):
+    def pgbench_timed(self, script, conc, seconds, own_pid, max_tries=1):
         """pgbench -M prepared for `seconds` with per-transaction logging:
         {tps, p50, p99 (s), conns (most TCP connections to etcd seen), rss_mb
-        (median over the backends of their peak RssAnon)}."""
+        (median over the backends of their peak RssAnon), retried (the
+        transactions pgbench ran again after a serialization failure)}."""
         logdir = os.path.join(self.tmp, f"pgbench_log_{time.monotonic_ns()}")
         os.makedirs(logdir)
         harness.give_to_postgres(logdir, 0o777)
         jobs = min(conc, os.cpu_count() or 1)
         cmd = [PGBENCH, "-n", "-M", "prepared", "-f", script, "-c", str(conc), "-j", str(jobs),
-               "-T", str(seconds), "-l", "--log-prefix", os.path.join(logdir, "tx"),
+               "-T", str(seconds), "--max-tries", str(max_tries),
+               "-l", "--log-prefix", os.path.join(logdir, "tx"),
                "-h", self.pg.sockdir, "-p", str(self.pg.port), "-U", "postgres", "bench"]
         with Sampler(self.etcd.port, self.pg, exclude=own_pid) as smp:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 10 + 600,
@@ -952,14 +961,18 @@ class Bench:
                         lat.append(int(parts[2]) / 1e6)
         lat.sort()
         q = (lambda x: lat[min(len(lat) - 1, round((len(lat) - 1) * x))] if lat else None)
+        rm = re.search(r"number of transactions retried: (\d+)", p.stdout)
         return {"tps": float(m.group(1)), "p50": q(0.5), "p99": q(0.99),
-                "conns": smp.max_conns, "rss_mb": smp.median_rss_mb()}
+                "conns": smp.max_conns, "rss_mb": smp.median_rss_mb(),
+                "retried": int(rm.group(1)) if rm else 0}
 
     def backend_row(self, kind, conc, via_proxy, fdw, raw):
         def cell(d, memory):
             conns = d["conns"]
+            retried = d.get("retried", 0)
             return (f"{d['tps']:,.0f} ops/s; p50 {d['p50'] * 1e3:.2f} ms, p99 {d['p99'] * 1e3:.2f} ms; "
-                    f"{conns} etcd connection{'s' if conns != 1 else ''}; {memory} {d['rss_mb']:.1f} MB")
+                    f"{conns} etcd connection{'s' if conns != 1 else ''}; {memory} {d['rss_mb']:.1f} MB"
+                    + (f"; {retried} retried after 40001" if retried else ""))
         what = "lookups" if kind == "lookups" else "mixed (lookup + UPDATE of another key)"
         name = f"many backends: {what}, {conc} client{'s' if conc > 1 else ''}" + (
             " through etcd's gRPC proxy" if via_proxy else "")
@@ -1463,7 +1476,9 @@ class Bench:
             f"{', '.join(map(str, a.backend_clients))} clients (-j up to the CPUs), scripts "
             "`SELECT value FROM lk WHERE key = :k` (lookups) and that plus `UPDATE lk SET value = "
             "'v' || :u WHERE key = :u` (mixed: a read and a guarded commit); latencies from "
-            "pgbench's per-transaction log.  Raw: as many OS threads, each with its own "
+            "pgbench's per-transaction log; a mixed transaction whose commit lost to another "
+            "client's UPDATE of the same key (40001) is run again (pgbench --max-tries 10).  "
+            "Raw: as many OS threads, each with its own "
             "connection, doing gets (lookups) or a get, a get of another key and a Txn "
             "comparing its mod_revision and putting it (mixed).  etcd connections: the most TCP "
             "connections to etcd's client port at once, beyond those open before the run "
