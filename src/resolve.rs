@@ -6,7 +6,7 @@
 //! module only asks etcd, each request under `request_timeout`.
 
 use etcd_fdw_core::client::{self, EtcdError};
-use etcd_fdw_core::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_fdw_core::etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use etcd_fdw_core::outcome::{self, FirstChange, KeyState, Outcome, Undecided};
 use etcd_fdw_core::pending::{CommitConflict, CommitTxn};
 use etcd_fdw_core::watch::{classify, Received};
@@ -63,38 +63,49 @@ fn lost(e: &EtcdError) -> Outcome {
     })
 }
 
-/// The keys now (`at` `None`, a linearizable read) or at revision `at`,
-/// in one read-only transaction.
+/// The keys now (`at` `None`, a linearizable read) or at revision `at`.
 fn read_keys(
     server: &ServerInfo,
     keys: &[Vec<u8>],
     at: Option<i64>,
 ) -> Result<Vec<Option<KeyState>>, EtcdError> {
-    let reads = Txn::new().and_then(
-        keys.iter()
-            .map(|k| {
+    let reads = keys.iter().map(|k| (k.clone(), at)).collect();
+    Ok(get_each(server, reads)?
+        .into_iter()
+        .map(|kv| {
+            kv.map(|kv| KeyState {
+                value: kv.value().to_vec(),
+                mod_revision: kv.mod_revision(),
+                create_revision: kv.create_revision(),
+            })
+        })
+        .collect())
+}
+
+/// Each key as it is (revision `None`) or was at a revision, in one
+/// read-only transaction, retried like any read.
+fn get_each(
+    server: &ServerInfo,
+    reads: Vec<(Vec<u8>, Option<i64>)>,
+) -> Result<Vec<Option<KeyValue>>, EtcdError> {
+    let txn = Txn::new().and_then(
+        reads
+            .into_iter()
+            .map(|(k, at)| {
                 let opts = GetOptions::new();
-                let opts = match at {
-                    Some(r) => opts.with_revision(r),
-                    None => opts,
-                };
-                TxnOp::get(k.clone(), Some(opts))
+                TxnOp::get(k, Some(at.map_or(opts.clone(), |r| opts.with_revision(r))))
             })
             .collect::<Vec<_>>(),
     );
     let resp = connection::try_with_retry(server, |mut kv| {
-        let reads = reads.clone();
-        async move { kv.txn(reads).await.map_err(EtcdError::from) }
+        let txn = txn.clone();
+        async move { kv.txn(txn).await.map_err(EtcdError::from) }
     })?;
     Ok(resp
         .op_responses()
         .iter()
         .map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| KeyState {
-                value: kv.value().to_vec(),
-                mod_revision: kv.mod_revision(),
-                create_revision: kv.create_revision(),
-            }),
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
             _ => None,
         })
         .collect())
@@ -253,22 +264,12 @@ pub fn rows_applied_at(
     batch: &WriteBatch,
     revision: i64,
 ) -> Result<Vec<RowAfter>, EtcdError> {
-    let reads = Txn::new().and_then(
-        writes::row_reads(batch, revision)
-            .into_iter()
-            .map(|(k, r)| TxnOp::get(k, Some(GetOptions::new().with_revision(r))))
-            .collect::<Vec<_>>(),
-    );
-    let resp = connection::try_with_retry(server, |mut kv| {
-        let reads = reads.clone();
-        async move { kv.txn(reads).await.map_err(EtcdError::from) }
-    })?;
-    Ok(resp
-        .op_responses()
+    let reads = writes::row_reads(batch, revision)
+        .into_iter()
+        .map(|(k, r)| (k, Some(r)))
+        .collect();
+    Ok(get_each(server, reads)?
         .iter()
-        .map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(RowAfter::from).unwrap_or_default(),
-            _ => RowAfter::default(),
-        })
+        .map(|kv| kv.as_ref().map(RowAfter::from).unwrap_or_default())
         .collect())
 }

@@ -698,10 +698,13 @@ mod tests {
         }
 
         impl World {
-            fn apply(&mut self, writes: &[(usize, Option<Vec<u8>>)]) {
+            /// Apply `writes` (key index, value or delete) at the next
+            /// revision; without `always`, only if something changed (an
+            /// etcd transaction that deletes nothing creates no revision).
+            fn write(&mut self, writes: &[(usize, Option<Vec<u8>>)], always: bool) {
                 let mut next = self.store.clone();
                 let rev = self.rev + 1;
-                let mut changed = false;
+                let mut changed = always;
                 for (k, v) in writes {
                     let key = KEYS[*k].as_bytes().to_vec();
                     match v {
@@ -725,6 +728,10 @@ mod tests {
                     self.store = next.clone();
                     self.history.push((rev, next));
                 }
+            }
+
+            fn apply(&mut self, writes: &[(usize, Option<Vec<u8>>)]) {
+                self.write(writes, false)
             }
 
             fn guards_hold(&self, txn: &CommitTxn) -> bool {
@@ -758,30 +765,7 @@ mod tests {
                     })
                     .collect();
                 // a put of a kept value is still a write (a new mod_revision)
-                let mut next = self.store.clone();
-                let rev = self.rev + 1;
-                for (k, v) in &writes {
-                    let key = KEYS[*k].as_bytes().to_vec();
-                    match v {
-                        Some(v) => {
-                            let create = next.get(&key).map_or(rev, |s| s.create_revision);
-                            next.insert(
-                                key,
-                                KeyState {
-                                    value: v.clone(),
-                                    mod_revision: rev,
-                                    create_revision: create,
-                                },
-                            );
-                        }
-                        None => {
-                            next.remove(&key);
-                        }
-                    }
-                }
-                self.rev = rev;
-                self.store = next.clone();
-                self.history.push((rev, next));
+                self.write(&writes, true);
             }
 
             fn state_at(&self, initial: &Store, at: i64, keys: &[&[u8]]) -> Vec<Option<KeyState>> {

@@ -79,15 +79,7 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     let Some(key) = cols.find(Field::Key) else {
         return;
     };
-    let a = columns::attr((*rel).rd_att, key.index);
-    let var = pg_sys::makeVar(
-        rtindex as i32,
-        key.index as i16 + 1,
-        a.atttypid,
-        a.atttypmod,
-        a.attcollation,
-        0,
-    );
+    let var = column_var(rel, rtindex, key.index);
     pg_sys::add_row_identity_var(_root, var, rtindex, ROWID_JUNK.as_ptr());
     let tid = pg_sys::makeVar(
         rtindex as i32,
@@ -109,17 +101,32 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
         && (*parse).resultRelation == rtindex as i32
     {
         if let Some(value) = cols.find(Field::Value) {
-            let a = columns::attr((*rel).rd_att, value.index);
-            let var = pg_sys::makeVar(
-                rtindex as i32,
-                value.index as i16 + 1,
-                a.atttypid,
-                a.atttypmod,
-                a.attcollation,
-                0,
-            );
+            let var = column_var(rel, rtindex, value.index);
             pg_sys::add_row_identity_var(_root, var, rtindex, VALUE_JUNK.as_ptr());
         }
+    }
+}
+
+/// A Var of column `index` (0-based) of `rel`, range table entry `rtindex`.
+///
+/// # Safety
+/// `rel` is an open relation with at least `index + 1` attributes.
+unsafe fn column_var(
+    rel: pg_sys::Relation,
+    rtindex: pg_sys::Index,
+    index: usize,
+) -> *mut pg_sys::Var {
+    // SAFETY: the caller's relation; makeVar pallocs in the current context.
+    unsafe {
+        let a = columns::attr((*rel).rd_att, index);
+        pg_sys::makeVar(
+            rtindex as i32,
+            index as i16 + 1,
+            a.atttypid,
+            a.atttypmod,
+            a.attcollation,
+            0,
+        )
     }
 }
 
