@@ -179,7 +179,7 @@ class Sampler:
     RssAnon of each of its backends of database bench (but `exclude`)."""
 
     def __init__(self, etcd_port, pg, exclude=None):
-        self.port_hex = f"{etcd_port:04X}"
+        self.port = etcd_port
         self.pg = pg
         self.exclude = exclude
         self.max_conns = 0
@@ -197,21 +197,7 @@ class Sampler:
         return False
 
     def conns_now(self):
-        return self._conns()
-
-    def _conns(self):
-        n = 0
-        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                with open(path) as f:
-                    next(f)
-                    for line in f:
-                        parts = line.split()
-                        if parts[3] == "01" and parts[2].rsplit(":", 1)[1] == self.port_hex:
-                            n += 1
-            except OSError:
-                pass
-        return n
+        return harness.connections_to(self.port)
 
     def _backends(self):
         for pid in os.listdir("/proc"):
@@ -232,7 +218,7 @@ class Sampler:
 
     def _loop(self):
         while not self._stop.is_set():
-            self.max_conns = max(self.max_conns, self._conns())
+            self.max_conns = max(self.max_conns, self.conns_now())
             if self.pg is not None:
                 self._backends()
             self._stop.wait(0.1)

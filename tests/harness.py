@@ -196,22 +196,33 @@ def free_port():
     return free_ports(1)[0]
 
 
+def tcp_sockets(proc="/proc"):
+    """Every TCP socket of the kernel's tables under `proc` (`/proc`, or
+    `/proc/PID` for a process's network namespace) as (local port, remote
+    port, state, inode); state in hex as the table has it: 0A LISTEN,
+    01 ESTABLISHED, 08 CLOSE_WAIT."""
+    for table in (f"{proc}/net/tcp", f"{proc}/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            yield (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16),
+                   fields[3], fields[9])
+
+
+def connections_to(port):
+    """How many ESTABLISHED TCP connections go to port `port` (any process)."""
+    return sum(1 for _, remote, state, _ in tcp_sockets() if state == "01" and remote == port)
+
+
 def listening_pids(port):
     """The pids of the processes that hold a socket listening on
     127.0.0.1:port (or on any address), read from /proc."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    local, state, inode = fields[1], fields[3], fields[9]
-                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                        inodes.add(f"socket:[{inode}]")
-        except OSError:
-            pass
-    return _pids_holding(inodes)
+    return _pids_holding({f"socket:[{inode}]" for local, _, state, inode in tcp_sockets()
+                          if state == "0A" and local == port})
 
 
 def _pids_holding(sockets):
@@ -1340,35 +1351,15 @@ def tcp_states_to(pid, port):
             continue
         if link.startswith("socket:["):
             inodes.add(link[8:-1])
-    states = []
-    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
-        try:
-            with open(table) as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                states.append(fields[3])
-    return states
+    return [state for _, remote, state, inode in tcp_sockets(f"/proc/{pid}")
+            if inode in inodes and remote == port]
 
 
 def pids_connected_to(port):
     """The pids holding an ESTABLISHED TCP connection to 127.0.0.1:port (the
     clients of a server on that port, as the kernel sees them)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(f"socket:[{fields[9]}]")
-        except OSError:
-            pass
-    return _pids_holding(inodes)
+    return _pids_holding({f"socket:[{inode}]" for _, remote, state, inode in tcp_sockets()
+                          if state == "01" and remote == port})
 
 
 # --------------------------------------------------------------------------

@@ -316,10 +316,7 @@ pub fn from_now(txn: &CommitTxn, now: &[Option<KeyState>]) -> Outcome {
             // The transaction writes every key at once: a key changed
             // while another did not is another writer's change.
             (Some(_), Some((w, _, _))) => Outcome::NotApplied(changed(w)),
-            (Some(_), None) => match created_by_another(&ws, now) {
-                Some(k) => Outcome::Undecided(Undecided::CreatedByAnother(k)),
-                None => Outcome::Undecided(Undecided::NoChangeYet),
-            },
+            (Some(_), None) => not_yet(&ws, now),
             (None, _) => Outcome::FirstChanges(
                 by_revision
                     .iter()
@@ -339,19 +336,24 @@ pub fn from_now(txn: &CommitTxn, now: &[Option<KeyState>]) -> Outcome {
         .collect();
     match created.first() {
         Some(Some(c)) if created.iter().all(|x| *x == Some(*c)) => Outcome::StateAt(*c),
-        _ => match created_by_another(&ws, now) {
-            Some(k) => Outcome::Undecided(Undecided::CreatedByAnother(k)),
-            None => Outcome::Undecided(Undecided::NoChangeYet),
-        },
+        _ => not_yet(&ws, now),
     }
 }
 
-/// The first key the transaction creates that exists now.
-fn created_by_another(ws: &[Written], now: &[Option<KeyState>]) -> Option<Vec<u8>> {
-    ws.iter()
-        .zip(now)
-        .find(|(w, s)| matches!(w.guard, Guard::Absent { .. }) && s.is_some())
-        .map(|(w, _)| w.key.to_vec())
+/// Not applied, and nothing proves it never will be: a key the
+/// transaction creates that exists in `states` was created by another
+/// client (it may yet be deleted), else no change is seen yet.
+fn not_yet(ws: &[Written], states: &[Option<KeyState>]) -> Outcome {
+    Outcome::Undecided(
+        match ws
+            .iter()
+            .zip(states)
+            .find(|(w, s)| matches!(w.guard, Guard::Absent { .. }) && s.is_some())
+        {
+            Some((w, _)) => Undecided::CreatedByAnother(w.key.to_vec()),
+            None => Undecided::NoChangeYet,
+        },
+    )
 }
 
 /// Step 2: the first change of every key [`Outcome::FirstChanges`] listed.
@@ -389,11 +391,7 @@ pub fn from_state_at(txn: &CommitTxn, at: i64, state: &[Option<KeyState>]) -> Ou
     if let Some(w) = ws.iter().find(|w| matches!(w.guard, Guard::ModRevision(_))) {
         return Outcome::NotApplied(changed(w));
     }
-    let ws_now: Vec<Option<KeyState>> = state.to_vec();
-    match created_by_another(&ws, &ws_now) {
-        Some(k) => Outcome::Undecided(Undecided::CreatedByAnother(k)),
-        None => Outcome::Undecided(Undecided::NoChangeYet),
-    }
+    not_yet(&ws, state)
 }
 
 #[cfg(test)]

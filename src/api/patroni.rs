@@ -9,7 +9,7 @@
 //! configuration like the other write functions (`etcd_fdw.commit_mode`).
 
 use etcd_fdw_core::client::{self, EtcdError};
-use etcd_fdw_core::etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_fdw_core::etcd_client::GetOptions;
 use etcd_fdw_core::patroni::{self as core_patroni, ClusterState, Kv, PatchError, RuleKind};
 use etcd_fdw_core::pending::{CommitOp, CommitTxn, Guard, Pending, ReadFrom};
 use etcd_fdw_core::serde_json::Value;
@@ -404,7 +404,13 @@ fn etcd_patroni_edit_config(
         // changed" and writes nothing either).
         return JsonB(new);
     }
-    let bytes = etcd_fdw_core::serde_json::to_vec(&new).expect("a JSON value serializes");
+    // A JSON value always serializes (its object keys are strings).
+    let bytes = etcd_fdw_core::serde_json::to_vec(&new).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("etcd_fdw: the merged configuration does not serialize: {e}"),
+        )
+    });
     if xact::deferring(&info, None) {
         let level = xact::nest_level();
         let value = Pending::Put {
@@ -426,7 +432,11 @@ fn etcd_patroni_edit_config(
         return JsonB(new);
     }
     let ReadFrom::Etcd { mod_revision } = read else {
-        unreachable!("statement mode reads etcd")
+        // read_config reads pending state only while writes are deferred
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "etcd_fdw: the configuration was read from pending writes outside a deferring transaction",
+        )
     };
     let what = || {
         format!(
@@ -436,17 +446,17 @@ fn etcd_patroni_edit_config(
         )
     };
     let timeout = info.options.request_timeout;
-    let txn = Txn::new()
-        .when(vec![Compare::mod_revision(
-            key.clone(),
-            CompareOp::Equal,
-            mod_revision,
-        )])
-        .and_then(vec![TxnOp::put(
-            key.clone(),
-            bytes.clone(),
-            Some(PutOptions::new().with_ignore_lease()),
-        )]);
+    // The write, guarded by the config key's mod_revision and keeping its
+    // lease: one description for the request and for deciding a lost answer.
+    let guarded = CommitTxn {
+        ops: vec![CommitOp::Put {
+            key: key.clone(),
+            value: Some(bytes),
+            lease: None,
+            guard: Guard::ModRevision(mod_revision),
+        }],
+    };
+    let txn = guarded.txn();
     let sent = connection::try_once(&info, &what, |mut kv| {
         let txn = txn.clone();
         async move { client::with_timeout(timeout, kv.txn(txn)).await }
@@ -456,14 +466,6 @@ fn etcd_patroni_edit_config(
         // The answer was lost: decided from the key's history (a change by
         // another client first is 40001 there, as below).
         Err(lost) => {
-            let guarded = CommitTxn {
-                ops: vec![CommitOp::Put {
-                    key: key.clone(),
-                    value: Some(bytes.clone()),
-                    lease: None,
-                    guard: Guard::ModRevision(mod_revision),
-                }],
-            };
             resolve::decide_lost(&info, &guarded, &lost, &what);
             true
         }

@@ -195,7 +195,7 @@ impl ScanExec {
                 spec.sort = None;
             }
         }
-        let sized_by_last_scan = self.remembers_size(&spec);
+        let sized_by_last_scan = self.remembered_size(&spec);
         let mut pager = Pager::new(spec).with_key_batches(self.plan.batch_size);
         if self.plan.count_only && self.overlay.is_none() {
             pager = pager.count_only();
@@ -211,7 +211,7 @@ impl ScanExec {
     /// without pending writes to merge, count-only answers or key-list
     /// batches: its size is remembered when it completes, and the size an
     /// earlier one found (`Some`) sizes its first page.
-    fn remembers_size(&self, spec: &ScanSpec) -> Option<(u64, u64)> {
+    fn remembered_size(&self, spec: &ScanSpec) -> Option<(u64, u64)> {
         self.size_remembered(spec)
             .then(|| range_sizes::get(self.server.server_oid.into(), &spec.keys))
             .flatten()
