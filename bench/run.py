@@ -825,17 +825,15 @@ class Bench:
         )
         self.res.samples[sample_name] = m
 
-    def pgbench(self, script, conc, per_client, max_tries=1):
-        """Run pgbench -M prepared; its tps without initial connection time.
-        max_tries > 1: a transaction that fails with a serialization
-        failure (40001: a guarded commit lost to another client) is run
-        again, up to that many times in all."""
+    def run_pgbench(self, script, conc, max_tries, run, timeout):
+        """pgbench -M prepared with `run` (-t N or -T S, logging options):
+        {tps without initial connection time, retried}; no transaction may
+        fail."""
         jobs = min(conc, os.cpu_count() or 1)
-        cmd = [PGBENCH, "-n", "-M", "prepared", "-f", script, "-c", str(conc),
-               "-j", str(jobs), "-t", str(per_client), "--max-tries", str(max_tries),
-               "-h", self.pg.sockdir,
-               "-p", str(self.pg.port), "-U", "postgres", "bench"]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
+        cmd = [PGBENCH, "-n", "-M", "prepared", "-f", script, "-c", str(conc), "-j", str(jobs),
+               *run, "--max-tries", str(max_tries),
+               "-h", self.pg.sockdir, "-p", str(self.pg.port), "-U", "postgres", "bench"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "PGOPTIONS": "-c statement_timeout=0"})
         if p.returncode != 0:
             raise BenchError(f"pgbench failed: {p.stderr.strip()}\n{p.stdout}")
@@ -843,7 +841,16 @@ class Bench:
         fm = re.search(r"number of failed transactions: (\d+)", p.stdout)
         if not m or (fm and int(fm.group(1)) != 0):
             raise BenchError(f"pgbench output not understood:\n{p.stdout}")
-        return float(m.group(1))
+        rm = re.search(r"number of transactions retried: (\d+)", p.stdout)
+        return {"tps": float(m.group(1)), "retried": int(rm.group(1)) if rm else 0}
+
+    def pgbench(self, script, conc, per_client, max_tries=1):
+        """Run pgbench -M prepared; its tps without initial connection time.
+        max_tries > 1: a transaction that fails with a serialization
+        failure (40001: a guarded commit lost to another client) is run
+        again, up to that many times in all."""
+        p = self.run_pgbench(script, conc, max_tries, ["-t", str(per_client)], timeout=3600)
+        return p["tps"]
 
     # -- many backends, one etcd ----------------------------------------------------
     def backends(self):
@@ -924,20 +931,11 @@ class Bench:
         logdir = os.path.join(self.tmp, f"pgbench_log_{time.monotonic_ns()}")
         os.makedirs(logdir)
         harness.give_to_postgres(logdir, 0o777)
-        jobs = min(conc, os.cpu_count() or 1)
-        cmd = [PGBENCH, "-n", "-M", "prepared", "-f", script, "-c", str(conc), "-j", str(jobs),
-               "-T", str(seconds), "--max-tries", str(max_tries),
-               "-l", "--log-prefix", os.path.join(logdir, "tx"),
-               "-h", self.pg.sockdir, "-p", str(self.pg.port), "-U", "postgres", "bench"]
         with Sampler(self.etcd.port, self.pg, exclude=own_pid) as smp:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 10 + 600,
-                               env={**os.environ, "PGOPTIONS": "-c statement_timeout=0"})
-        if p.returncode != 0:
-            raise BenchError(f"pgbench failed: {p.stderr.strip()}\n{p.stdout}")
-        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", p.stdout)
-        fm = re.search(r"number of failed transactions: (\d+)", p.stdout)
-        if not m or (fm and int(fm.group(1)) != 0):
-            raise BenchError(f"pgbench output not understood:\n{p.stdout}")
+            p = self.run_pgbench(
+                script, conc, max_tries,
+                ["-T", str(seconds), "-l", "--log-prefix", os.path.join(logdir, "tx")],
+                timeout=seconds * 10 + 600)
         lat = []
         for fn in os.listdir(logdir):
             with open(os.path.join(logdir, fn)) as f:
@@ -947,10 +945,9 @@ class Bench:
                         lat.append(int(parts[2]) / 1e6)
         lat.sort()
         q = (lambda x: lat[min(len(lat) - 1, round((len(lat) - 1) * x))] if lat else None)
-        rm = re.search(r"number of transactions retried: (\d+)", p.stdout)
-        return {"tps": float(m.group(1)), "p50": q(0.5), "p99": q(0.99),
+        return {"tps": p["tps"], "p50": q(0.5), "p99": q(0.99),
                 "conns": smp.max_conns, "rss_mb": smp.median_rss_mb(),
-                "retried": int(rm.group(1)) if rm else 0}
+                "retried": p["retried"]}
 
     def backend_row(self, kind, conc, via_proxy, fdw, raw):
         def cell(d, memory):
